@@ -1,0 +1,265 @@
+"""The training engine: builds a cell's model, runs its epochs with the balancer's hooks, evaluates.
+
+Reading order: `train()` at the bottom is the whole life of a cell; `_run_epoch` is one epoch;
+`evaluate` turns a split into metrics (multimodal, per-modality, each modality missing).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mmbench import metrics as metric_lib
+from mmbench import profiling
+from mmbench.context import EpochStats, SplitStats, TrainContext
+from mmbench.model import MultimodalModel
+from mmbench.protocols import Balancer, Encoder, Fusion, Params, Task
+from mmbench.recipe import TrainRecipe, build_optimizer, build_scheduler, resolve_device
+
+
+@dataclass
+class CellComponents:
+    """The resolved parts of one cell: classes with validated parameters."""
+
+    task: Task
+    encoders: dict[str, tuple[type[Encoder], Params]]
+    fusion: tuple[type[Fusion], Params]
+    balancer: tuple[type[Balancer], Params]
+
+
+@dataclass
+class TrainOutcome:
+    status: str  # "ok" | "diverged"
+    best_epoch: int | None = None
+    diverged_epoch: int | None = None
+    test: SplitStats | None = None
+    val: SplitStats | None = None
+    history: list[EpochStats] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+class AugmentedViews(Dataset):
+    """Adds `aug.<modality>` (the task's augmentation of each modality) to every training sample."""
+
+    def __init__(self, base: Dataset, task: Task, seed: int) -> None:
+        self.base, self.task, self.seed = base, task, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        sample = dict(self.base[index])
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
+        for m in self.task.modalities:
+            sample[f"aug.{m}"] = self.task.augment(m, sample[m], gen)
+        return sample
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def task_loss_fn(multilabel: bool) -> Callable[[Tensor, Tensor], Tensor]:
+    if multilabel:
+        return lambda logits, y: torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
+    return torch.nn.functional.cross_entropy
+
+
+def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def build_model(components: CellComponents, unimodal_heads: bool) -> MultimodalModel:
+    task = components.task
+    encoders = {m: cls(task.modalities[m], params) for m, (cls, params) in components.encoders.items()}
+    fusion_cls, fusion_params = components.fusion
+    fusion = fusion_cls({m: e.out_dim for m, e in encoders.items()}, task.num_classes, fusion_params)
+    return MultimodalModel(encoders, fusion, task.num_classes, unimodal_heads=unimodal_heads)
+
+
+@torch.no_grad()
+def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> SplitStats:
+    """Metrics of the multimodal prediction, of each modality alone, and with each modality missing.
+
+    Per-modality ("unimodal") predictions come from the per-modality heads when the model has them,
+    otherwise from the fused model with every other modality dropped. Encoders run once per batch.
+    """
+    model, task = ctx.model, ctx.task
+    modalities = model.modalities
+    was_training = model.training
+    model.eval()
+    fused: list[Tensor] = []
+    labels: list[Tensor] = []
+    alone: dict[str, list[Tensor]] = {m: [] for m in modalities}
+    missing: dict[str, list[Tensor]] = {m: [] for m in modalities}
+    for raw in loader:
+        batch = to_device(raw, ctx.device)
+        with ctx.autocast():
+            features = model.encode(batch)
+            out = model.head(features)
+            fused.append(balancer.eval_logits(ctx, out).float())
+            for m in modalities:
+                missing[m].append(balancer.eval_logits(ctx, model.head(features, drop={m})).float())
+                if out.unimodal:
+                    alone[m].append(out.unimodal[m].float())
+                else:
+                    others = set(modalities) - {m}
+                    alone[m].append(balancer.eval_logits(ctx, model.head(features, drop=others)).float())
+        labels.append(batch["label"])
+    model.train(was_training)
+    y = torch.cat(labels)
+
+    def score(chunks: list[Tensor]) -> dict[str, float]:
+        return metric_lib.compute(task.metrics, torch.cat(chunks), y, task.num_classes, task.multilabel)
+
+    def loss_of(chunks: list[Tensor]) -> float:
+        return float(ctx.task_loss(torch.cat(chunks), y))
+
+    return SplitStats(
+        loss=loss_of(fused),
+        metrics=score(fused),
+        unimodal={m: score(alone[m]) for m in modalities},
+        missing_modality={m: score(missing[m]) for m in modalities},
+        unimodal_loss={m: loss_of(alone[m]) for m in modalities},
+    )
+
+
+def _run_epoch(ctx: TrainContext, balancer: Balancer, clock: profiling.StepClock) -> tuple[Tensor, Tensor, Tensor]:
+    """Train one epoch; returns the summed loss (on device), and the epoch's train logits and labels."""
+    ctx.model.train()
+    loss_sum = torch.zeros((), device=ctx.device)
+    logits: list[Tensor] = []
+    labels: list[Tensor] = []
+    iterator = iter(ctx.train_loader)
+    for ctx.step_in_epoch in range(len(ctx.train_loader)):
+        batch = to_device(clock.timed_fetch(iterator), ctx.device)
+        started = clock.start()
+        loss, out = balancer.train_step(ctx, batch)
+        clock.stop(started, batch_size=len(batch["label"]))
+        loss_sum += loss.float()
+        logits.append(balancer.eval_logits(ctx, out).detach().float())
+        labels.append(batch["label"])
+        ctx.step += 1
+    clock.finish()
+    return loss_sum, torch.cat(logits), torch.cat(labels)
+
+
+def _make_loaders(task: Task, splits: dict[str, Dataset], recipe: TrainRecipe, generator: torch.Generator,
+                  augmented: bool, seed: int) -> dict[str, DataLoader]:
+    train_set = AugmentedViews(splits["train"], task, seed) if augmented else splits["train"]
+    eval_bs = recipe.eval_batch_size or recipe.batch_size
+    common = {"num_workers": recipe.num_workers, "pin_memory": False}
+    return {
+        "train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator, **common),
+        "val": DataLoader(splits["val"], batch_size=eval_bs, shuffle=False, **common),
+        "test": DataLoader(splits["test"], batch_size=eval_bs, shuffle=False, **common),
+    }
+
+
+def train(
+    components: CellComponents,
+    recipe: TrainRecipe,
+    seed: int,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+) -> TrainOutcome:
+    """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them."""
+    generator = seed_everything(seed)
+    device = resolve_device(recipe.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    task = components.task
+    balancer_cls, balancer_params = components.balancer
+    balancer = balancer_cls(balancer_params)
+    requires = balancer_cls.requires
+
+    splits = task.splits()
+    loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed)
+    model = build_model(components, unimodal_heads=requires.unimodal_heads).to(device)
+    optimizer = build_optimizer(recipe.optimizer, model.parameter_groups())
+    scheduler = build_scheduler(recipe.scheduler, optimizer, recipe.epochs)
+    ctx = TrainContext(
+        model=model, optimizer=optimizer, task=task, device=device, epochs=recipe.epochs,
+        train_loader=loaders["train"], val_loader=loaders["val"], task_loss=task_loss_fn(task.multilabel),
+        evaluate=lambda loader: evaluate(ctx, balancer, loader),
+        autocast_dtype=torch.bfloat16 if (device.type == "cuda" and recipe.bf16) else None,
+        generator=generator,
+    )
+    balancer.setup(ctx)
+
+    profiling.reset_peak_memory(device)
+    clock = profiling.StepClock(device)
+    primary = task.primary_metric
+    best_score: float | None = None
+    best_state: dict[str, Tensor] | None = None
+    outcome = TrainOutcome(status="ok")
+    started = time.perf_counter()
+    for ctx.epoch in range(recipe.epochs):
+        if isinstance(loaders["train"].dataset, AugmentedViews):
+            loaders["train"].dataset.epoch = ctx.epoch
+        balancer.on_epoch_start(ctx)
+        loss_sum, train_logits, train_labels = _run_epoch(ctx, balancer, clock)
+        train_loss = float(loss_sum) / max(1, len(ctx.train_loader))
+        if not np.isfinite(train_loss):
+            outcome.status, outcome.diverged_epoch = "diverged", ctx.epoch
+            break
+        val = evaluate(ctx, balancer, loaders["val"])
+        stats = EpochStats(
+            epoch=ctx.epoch,
+            train_loss=train_loss,
+            train_metrics=metric_lib.compute(task.metrics, train_logits, train_labels, task.num_classes,
+                                             task.multilabel),
+            val=val,
+            lr=optimizer.param_groups[0]["lr"],
+        )
+        if scheduler is not None:
+            scheduler.step()
+        balancer.on_epoch_end(ctx, stats)
+        stats.coefficients = balancer.coefficients()
+        ctx.history.append(stats)
+        score = val.metrics[primary]
+        if best_score is None or metric_lib.better(primary, score, best_score):
+            best_score, outcome.best_epoch = score, ctx.epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
+    train_seconds = time.perf_counter() - started
+
+    outcome.history = ctx.history
+    if outcome.status == "ok" and best_state is not None:
+        model.load_state_dict(best_state)
+        outcome.val = evaluate(ctx, balancer, loaders["val"])
+        outcome.test = evaluate(ctx, balancer, loaders["test"])
+    outcome.profile = _profile(ctx, clock, device, train_seconds, len(ctx.history))
+    return outcome
+
+
+def _profile(ctx: TrainContext, clock: profiling.StepClock, device: torch.device, train_seconds: float,
+             epochs: int) -> dict[str, Any]:
+    compute_seconds = sum(clock.step_seconds)
+    device_info = profiling.device_description(device)
+    return {
+        "device": device_info,
+        "train_seconds": train_seconds,
+        "epochs": epochs,
+        "seconds_per_epoch": train_seconds / epochs if epochs else 0.0,
+        "step_ms": profiling.step_summary(clock.step_seconds),
+        "samples_per_second": clock.samples / compute_seconds if compute_seconds else 0.0,
+        "data_wait_fraction": clock.data_wait_seconds / train_seconds if train_seconds else 0.0,
+        "peak_accelerator_memory_bytes": profiling.peak_accelerator_memory(device),
+        "peak_host_rss_bytes": profiling.peak_host_rss_bytes(),
+        "params": ctx.model.parameter_counts(),
+        "accelerator_hours": train_seconds / 3600.0 * device_info["count"] if device.type != "cpu" else 0.0,
+    }

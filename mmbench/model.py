@@ -1,0 +1,61 @@
+"""Assembles encoders + fusion (+ per-modality linear heads) into one model with declared parameter groups."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from mmbench.protocols import Encoder, Fusion, ModelOutput
+
+
+class MultimodalModel(nn.Module):
+    """One encoder per modality, a late fusion, and optionally one linear head per modality.
+
+    `drop` removes modalities from a forward pass by replacing their features with zeros, which is how
+    missing-modality and (without heads) unimodal performance are measured: the fusion sees no information
+    from a dropped modality. Balancers select parameters through `parameter_groups()`, never by name.
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, Encoder],
+        fusion: Fusion,
+        num_classes: int,
+        unimodal_heads: bool = False,
+    ) -> None:
+        super().__init__()
+        self.modalities = tuple(encoders)
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+        self.heads = nn.ModuleDict(
+            {m: nn.Linear(enc.out_dim, num_classes) for m, enc in encoders.items()} if unimodal_heads else {}
+        )
+
+    def encode(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {m: self.encoders[m](batch[m]) for m in self.modalities}
+
+    def head(self, features: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
+        """Fusion and heads on already computed features (lets evaluation reuse one encoder pass)."""
+        fused_in = {m: torch.zeros_like(z) if m in drop else z for m, z in features.items()}
+        fused = self.fusion(fused_in)
+        unimodal = {m: self.heads[m](features[m]) for m in self.heads}
+        return ModelOutput(fused.logits, dict(features), fused.contributions, unimodal)
+
+    def forward(self, batch: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
+        return self.head(self.encode(batch), drop)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """`encoder.<m>`, `fusion` and `head.<m>` -> parameters; every parameter is in exactly one group."""
+        groups = {f"encoder.{m}": list(self.encoders[m].parameters()) for m in self.modalities}
+        groups["fusion"] = list(self.fusion.parameters())
+        groups.update({f"head.{m}": list(h.parameters()) for m, h in self.heads.items()})
+        return groups
+
+    def parameter_counts(self) -> dict[str, int]:
+        params = list(self.parameters())
+        return {
+            "total": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad),
+        }

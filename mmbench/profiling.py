@@ -1,0 +1,111 @@
+"""Timing, memory and environment records for every cell."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class StepClock:
+    """Per-step compute time and time blocked waiting for data, without a device sync per step.
+
+    On CUDA each step is bracketed by events that are only read at `finish()`; on CPU the host clock is
+    exact because the work is synchronous.
+    """
+
+    device: torch.device
+    step_seconds: list[float] = field(default_factory=list)
+    data_wait_seconds: float = 0.0
+    samples: int = 0
+    _events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = field(default_factory=list)
+
+    def timed_fetch(self, iterator):
+        start = time.perf_counter()
+        batch = next(iterator)
+        self.data_wait_seconds += time.perf_counter() - start
+        return batch
+
+    def start(self):
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, started, batch_size: int) -> None:
+        self.samples += batch_size
+        if self.device.type == "cuda":
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((started, end))
+        else:
+            self.step_seconds.append(time.perf_counter() - started)
+
+    def finish(self) -> None:
+        """Resolve pending device events (one sync, at the end of an epoch)."""
+        if self._events:
+            torch.cuda.synchronize(self.device)
+            self.step_seconds.extend(s.elapsed_time(e) / 1000.0 for s, e in self._events)
+            self._events.clear()
+
+
+def step_summary(step_seconds: list[float]) -> dict[str, float]:
+    if not step_seconds:
+        return {"median": 0.0, "p90": 0.0}
+    ms = np.asarray(step_seconds) * 1000.0
+    return {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90))}
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_accelerator_memory(device: torch.device) -> int:
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0
+
+
+def peak_host_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports kilobytes, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def device_description(device: torch.device) -> dict[str, object]:
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": 1}
+    return {"type": device.type, "name": platform.processor() or platform.machine(), "count": 1}
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(plugin_distributions: dict[str, str]) -> dict[str, object]:
+    """Versions of everything that can move a number, recorded with each cell."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "os": platform.platform(),
+        "mmbench": importlib.metadata.version("mmbench"),
+        "plugins": plugin_distributions,
+        "commit": _git_commit(),
+    }

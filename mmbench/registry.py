@@ -1,0 +1,132 @@
+"""The plugin registry: pluggy over the `mmbench` entry-point group, with lookup by name.
+
+Each entry point is loaded on its own so that a plugin that fails to import is reported by name while the
+others keep working. A component name offered by two plugins is a clash: the built-in one (or, between
+third parties, the first by distribution name) is kept and the clash is reported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import ModuleType
+
+import pluggy
+
+from mmbench import hookspecs
+
+KINDS = ("encoders", "fusions", "balancers", "tasks")
+BUILTIN_DISTRIBUTION = "mmbench"
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    cls: type
+    plugin: str
+    distribution: str
+    version: str
+
+
+@dataclass
+class PluginProblem:
+    plugin: str
+    message: str
+
+
+class UnknownComponent(LookupError):
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind, self.name = kind, name
+        self.suggestions = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"unknown {kind[:-1]} {name!r}{hint} (known: {', '.join(sorted(known)) or 'none'})")
+
+
+@dataclass
+class Registry:
+    components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    problems: list[PluginProblem] = field(default_factory=list)
+    manager: pluggy.PluginManager | None = None
+
+    @property
+    def hook(self):
+        return self.manager.hook
+
+    def get(self, kind: str, name: str) -> Component:
+        table = self.components[kind]
+        if name not in table:
+            raise UnknownComponent(kind, name, table)
+        return table[name]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def distributions(self) -> dict[str, str]:
+        """Distribution -> version of every plugin that contributed a component."""
+        return {c.distribution: c.version for table in self.components.values() for c in table.values()}
+
+
+def _new_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def _distribution_of(manager: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
+    return {manager.get_name(plugin): (dist.project_name, dist.version)
+            for plugin, dist in manager.list_plugin_distinfo()}
+
+
+def _collect(registry: Registry, dists: dict[str, tuple[str, str]]) -> None:
+    manager = registry.manager
+    for kind in KINDS:
+        hook = getattr(manager.hook, f"mmbench_{kind}")
+        offers: list[Component] = []
+        for impl in hook.get_hookimpls():
+            plugin_name = manager.get_name(impl.plugin)
+            dist, version = dists.get(plugin_name, ("(in-process)", ""))
+            try:
+                classes = impl.function() or []
+            except Exception as exc:  # a broken plugin must not take the others down
+                registry.problems.append(PluginProblem(plugin_name, f"{kind} hook failed: {exc!r}"))
+                continue
+            offers.extend(Component(kind, cls.name, cls, plugin_name, dist, version) for cls in classes)
+        # built-ins first, then third parties by distribution name, so clashes resolve deterministically
+        offers.sort(key=lambda c: (c.distribution != BUILTIN_DISTRIBUTION, c.distribution, c.plugin))
+        table = registry.components[kind]
+        for comp in offers:
+            if comp.name in table:
+                kept = table[comp.name]
+                registry.problems.append(PluginProblem(
+                    comp.plugin, f"{kind[:-1]} name {comp.name!r} clashes with plugin {kept.plugin!r} "
+                    f"({kept.distribution}); keeping {kept.plugin!r}"))
+                continue
+            table[comp.name] = comp
+
+
+def load(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
+    """Load every installed plugin (plus `extra_plugins`, registered in-process) into a fresh registry."""
+    registry = Registry(manager=_new_manager())
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        if registry.manager.get_plugin(ep.name) is not None:
+            registry.problems.append(PluginProblem(
+                ep.name, f"entry point name {ep.name!r} is registered twice; ignoring {ep.value!r}"))
+            continue
+        try:
+            registry.manager.load_setuptools_entrypoints(hookspecs.PROJECT, name=ep.name)
+        except Exception as exc:
+            registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}"))
+    for plugin in extra_plugins:
+        registry.manager.register(plugin)
+    _collect(registry, _distribution_of(registry.manager))
+    return registry
+
+
+@lru_cache(maxsize=1)
+def default() -> Registry:
+    """The registry of installed plugins, loaded once per process."""
+    return load()

@@ -1,0 +1,31 @@
+"""`unimodal`: every encoder trained alone with its own head — each modality's own potential."""
+
+from __future__ import annotations
+
+import torch
+
+from mmbench.hookspecs import hookimpl
+from mmbench.protocols import Balancer, ModelOutput, Requirements
+
+
+class Unimodal(Balancer):
+    """Loss = Σ_m task_loss(head_m(z_m)) + task_loss(fusion(stop_gradient(z))).
+
+    Each encoder only receives gradient from its own head, so it is trained exactly as it would be alone
+    (optimizers act per parameter). The fusion is fitted on the detached features so the cell still has a
+    multimodal prediction (a late combination of independently trained encoders) without letting one
+    modality's training influence another's.
+    """
+
+    name = "unimodal"
+    requires = Requirements(unimodal_heads=True, min_modalities=1)
+
+    def loss(self, ctx, batch, out: ModelOutput) -> torch.Tensor:
+        y = batch["label"]
+        fused = ctx.model.fusion({m: z.detach() for m, z in out.features.items()}).logits
+        return ctx.task_loss(fused, y) + sum(ctx.task_loss(logits, y) for logits in out.unimodal.values())
+
+
+@hookimpl
+def mmbench_balancers():
+    return [Unimodal]
