@@ -82,12 +82,14 @@ def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Te
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def build_model(components: CellComponents, unimodal_heads: bool) -> MultimodalModel:
+def build_model(components: CellComponents, balancer: Balancer) -> MultimodalModel:
     task = components.task
     encoders = {m: cls(task.modalities[m], params) for m, (cls, params) in components.encoders.items()}
+    dims = {m: e.out_dim for m, e in encoders.items()}
     fusion_cls, fusion_params = components.fusion
-    fusion = fusion_cls({m: e.out_dim for m, e in encoders.items()}, task.num_classes, fusion_params)
-    return MultimodalModel(encoders, fusion, task.num_classes, unimodal_heads=unimodal_heads)
+    fusion = fusion_cls(dims, task.num_classes, fusion_params)
+    return MultimodalModel(encoders, fusion, task.num_classes, unimodal_heads=balancer.requires.unimodal_heads,
+                           extras=balancer.extra_modules(dims, task.num_classes))
 
 
 @torch.no_grad()
@@ -187,7 +189,7 @@ def train(
 
     splits = task.splits()
     loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed)
-    model = build_model(components, unimodal_heads=requires.unimodal_heads).to(device)
+    model = build_model(components, balancer).to(device)
     optimizer = build_optimizer(recipe.optimizer, model.parameter_groups())
     scheduler = build_scheduler(recipe.scheduler, optimizer, recipe.epochs)
     ctx = TrainContext(

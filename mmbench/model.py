@@ -11,7 +11,8 @@ from mmbench.protocols import Encoder, Fusion, ModelOutput
 
 
 class MultimodalModel(nn.Module):
-    """One encoder per modality, a late fusion, and optionally one linear head per modality.
+    """One encoder per modality, a late fusion, optionally one linear head per modality, and any modules a
+    balancer adds (`extras`).
 
     `drop` removes modalities from a forward pass by replacing their features with zeros, which is how
     missing-modality and (without heads) unimodal performance are measured: the fusion sees no information
@@ -24,6 +25,7 @@ class MultimodalModel(nn.Module):
         fusion: Fusion,
         num_classes: int,
         unimodal_heads: bool = False,
+        extras: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.modalities = tuple(encoders)
@@ -32,6 +34,7 @@ class MultimodalModel(nn.Module):
         self.heads = nn.ModuleDict(
             {m: nn.Linear(enc.out_dim, num_classes) for m, enc in encoders.items()} if unimodal_heads else {}
         )
+        self.extras = nn.ModuleDict(extras or {})
 
     def encode(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {m: self.encoders[m](batch[m]) for m in self.modalities}
@@ -47,10 +50,11 @@ class MultimodalModel(nn.Module):
         return self.head(self.encode(batch), drop)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """`encoder.<m>`, `fusion` and `head.<m>` -> parameters; every parameter is in exactly one group."""
+        """`encoder.<m>`, `fusion`, `head.<m>`, `extra.<name>` -> parameters; each parameter in exactly one."""
         groups = {f"encoder.{m}": list(self.encoders[m].parameters()) for m in self.modalities}
         groups["fusion"] = list(self.fusion.parameters())
         groups.update({f"head.{m}": list(h.parameters()) for m, h in self.heads.items()})
+        groups.update({f"extra.{n}": list(x.parameters()) for n, x in self.extras.items()})
         return groups
 
     def parameter_counts(self) -> dict[str, int]:

@@ -169,7 +169,7 @@ class ModelOutput:
 class Balancer:
     """The method under study, hooked into the training step.
 
-    Hook points, in the order the engine calls them:
+    Hook points, in the order the engine calls them: `extra_modules` (before the optimizer exists),
     `setup` (once, after the model and optimizer exist) -> per epoch: `on_epoch_start` -> per step:
     `train_step`, whose default is zero_grad -> forward -> `loss` -> backward -> `after_backward` ->
     `optimizer_step` -> `on_epoch_end` (with the epoch's train and validation statistics).
@@ -187,6 +187,14 @@ class Balancer:
 
     def __init__(self, params: Params) -> None:
         self.params = params
+
+    def extra_modules(self, feature_dims: dict[str, int], num_classes: int) -> dict[str, nn.Module]:
+        """Trainable modules the method adds to the model (e.g. a shared head).
+
+        They become `model.extras[<name>]`, get their own optimizer group `extra.<name>`, and are saved with
+        the model when it is selected on validation.
+        """
+        return {}
 
     def setup(self, ctx: TrainContext) -> None:
         """Called once after the model and optimizer are built."""
