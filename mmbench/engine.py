@@ -22,7 +22,7 @@ from mmbench import metrics as metric_lib
 from mmbench import profiling
 from mmbench.context import EpochStats, SplitStats, TrainContext
 from mmbench.model import MultimodalModel
-from mmbench.protocols import Balancer, Encoder, Fusion, Params, Task
+from mmbench.protocols import Balancer, Encoder, Fusion, Incompatible, Params, Task
 from mmbench.recipe import TrainRecipe, build_optimizer, build_scheduler, resolve_device
 
 
@@ -87,6 +87,9 @@ def build_model(components: CellComponents, balancer: Balancer) -> MultimodalMod
     encoders = {m: cls(task.modalities[m], params) for m, (cls, params) in components.encoders.items()}
     dims = {m: e.out_dim for m, e in encoders.items()}
     fusion_cls, fusion_params = components.fusion
+    if (balancer.requires.equal_feature_dims or fusion_cls.equal_dims) and len(set(dims.values())) > 1:
+        needs = balancer.name if balancer.requires.equal_feature_dims else f"fusion {fusion_cls.name!r}"
+        raise Incompatible(f"{needs} needs equal feature sizes; the encoders give {dims}")
     fusion = fusion_cls(dims, task.num_classes, fusion_params)
     return MultimodalModel(encoders, fusion, task.num_classes, unimodal_heads=balancer.requires.unimodal_heads,
                            extras=balancer.extra_modules(dims, task.num_classes))

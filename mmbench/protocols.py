@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from mmbench.context import EpochStats, TrainContext
 
 
+class Incompatible(Exception):
+    """Raised while building a cell whose parts cannot work together; the runner records it as skipped."""
+
+
 class Params(BaseModel):
     """Base for every component's parameter model: unknown keys are errors, never silently ignored."""
 

@@ -1,0 +1,141 @@
+"""The `mmbench` command line."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmbench import grid as grid_lib
+from mmbench import leaderboard as lb
+from mmbench import registry as registry_lib
+
+app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoders x fusions x balancers x tasks.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+leaderboard_app = typer.Typer(help="Leaderboard files.", no_args_is_help=True)
+app.add_typer(leaderboard_app, name="leaderboard")
+out = Console()
+err = Console(stderr=True)
+
+
+class Kind(str, Enum):
+    encoders = "encoders"
+    fusions = "fusions"
+    balancers = "balancers"
+    tasks = "tasks"
+
+
+class SchemaName(str, Enum):
+    grid = "grid"
+    leaderboard = "leaderboard"
+
+
+def _registry() -> registry_lib.Registry:
+    registry = registry_lib.default()
+    for problem in registry.problems:
+        err.print(f"[yellow]plugin {problem.plugin!r}:[/] {problem.message}")
+    return registry
+
+
+def _load_grid(path: Path, registry: registry_lib.Registry) -> grid_lib.Grid:
+    try:
+        return grid_lib.load(path, registry)
+    except grid_lib.GridError as exc:
+        err.print(f"[red]invalid grid[/] {exc.source}: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            err.print(f"  - {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    matrix: Path = typer.Option(..., "--matrix", "-m", help="grid YAML file"),
+    out_dir: Path | None = typer.Option(None, "--out", help="run directory (default: runs/<grid name>/)"),
+    retry_failed: bool = typer.Option(False, help="re-run cells recorded as failed"),
+) -> None:
+    """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
+    from mmbench.runner import run_grid  # torch is imported only by commands that train
+
+    registry = _registry()
+    grid = _load_grid(matrix, registry)
+    target = out_dir or Path("runs") / grid.name
+    summary = run_grid(grid, registry, target, retry_failed=retry_failed, console=err,
+                       grid_text=matrix.read_text())
+    for path in summary.leaderboards:
+        typer.echo(path.with_suffix(".md").read_text())
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
+    err.print(f"cells: {counts}; results in {summary.out_dir}")
+
+
+@app.command()
+def validate(matrix: Path = typer.Argument(..., help="grid YAML file")) -> None:
+    """Validate a grid completely (names, parameters, modalities) without training anything."""
+    from mmbench.cells import expand
+
+    registry = _registry()
+    grid = _load_grid(matrix, registry)
+    cells = expand(grid, registry)
+    skipped = {c.entry_id: c for c in cells if c.skip_reason}
+    out.print(f"{matrix}: valid; {len(cells)} cells ({len(cells) - len(skipped) * len(grid.seeds)} to train)")
+    for cell in skipped.values():
+        out.print(f"  skipped: {cell.label().rsplit(' seed=', 1)[0]}: {cell.skip_reason}", markup=False)
+
+
+@app.command()
+def schema(name: SchemaName = typer.Argument(..., help="which JSON Schema to print")) -> None:
+    """Print the JSON Schema of grid files or leaderboard files."""
+    model = grid_lib.Grid if name is SchemaName.grid else lb.Leaderboard
+    out.print_json(json.dumps(model.model_json_schema(by_alias=True)))
+
+
+@app.command()
+def plugins() -> None:
+    """What is installed: every component, its plugin and the distribution that provides it."""
+    registry = _registry()
+    table = Table("kind", "name", "plugin", "distribution", "version")
+    for kind in registry_lib.KINDS:
+        for name in registry.names(kind):
+            c = registry.get(kind, name)
+            table.add_row(kind[:-1], name, c.plugin, c.distribution, c.version)
+    out.print(table)
+    if registry.problems:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_components(kind: Kind = typer.Argument(..., help="encoders, fusions, balancers or tasks")) -> None:
+    """Names of the registered components of one kind, with their one-line description."""
+    registry = _registry()
+    for name in registry.names(kind.value):
+        doc = (registry.get(kind.value, name).cls.__doc__ or "").strip().splitlines()
+        out.print(f"{name:<20} {doc[0] if doc else ''}", markup=False, highlight=False)
+
+
+@leaderboard_app.command("render")
+def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
+    """Render a leaderboard JSON file to Markdown on stdout."""
+    try:
+        board = lb.read(file)
+    except lb.LeaderboardError as exc:
+        err.print(f"[red]{exc}[/]", markup=True)
+        raise typer.Exit(2) from None
+    typer.echo(lb.render_markdown(board))
+
+
+@app.command()
+def publish(
+    run_dir: Path = typer.Argument(..., help="a run directory holding leaderboard*.json"),
+    to: Path = typer.Option(Path("leaderboards"), help="published leaderboards directory"),
+) -> None:
+    """Merge a run's leaderboard into leaderboards/<benchmark>.json and re-render its Markdown."""
+    try:
+        written = lb.publish(run_dir, to)
+    except lb.LeaderboardError as exc:
+        err.print(f"[red]cannot publish:[/] {exc}")
+        raise typer.Exit(2) from None
+    for path in written:
+        out.print(f"published {path} and {path.with_suffix('.md')}")
