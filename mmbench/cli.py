@@ -37,7 +37,7 @@ class SchemaName(str, Enum):
 def _registry() -> registry_lib.Registry:
     registry = registry_lib.default()
     for problem in registry.problems:
-        err.print(f"[yellow]plugin {problem.plugin!r}:[/] {problem.message}")
+        typer.echo(f"warning: plugin {problem.plugin!r}: {problem.message}", err=True)
     return registry
 
 
@@ -45,9 +45,9 @@ def _load_grid(path: Path, registry: registry_lib.Registry) -> grid_lib.Grid:
     try:
         return grid_lib.load(path, registry)
     except grid_lib.GridError as exc:
-        err.print(f"[red]invalid grid[/] {exc.source}: {len(exc.problems)} problem(s)")
+        typer.echo(f"invalid grid {exc.source}: {len(exc.problems)} problem(s)", err=True)
         for problem in exc.problems:
-            err.print(f"  - {problem}", markup=False, highlight=False)
+            typer.echo(f"  - {problem}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -68,7 +68,7 @@ def run(
     for path in summary.leaderboards:
         typer.echo(path.with_suffix(".md").read_text())
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
-    err.print(f"cells: {counts}; results in {summary.out_dir}")
+    typer.echo(f"cells: {counts}; results in {summary.out_dir}", err=True)
 
 
 @app.command()
@@ -80,16 +80,16 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file")) -> None:
     grid = _load_grid(matrix, registry)
     cells = expand(grid, registry)
     skipped = {c.entry_id: c for c in cells if c.skip_reason}
-    out.print(f"{matrix}: valid; {len(cells)} cells ({len(cells) - len(skipped) * len(grid.seeds)} to train)")
+    typer.echo(f"{matrix}: valid; {len(cells)} cells ({len(cells) - len(skipped) * len(grid.seeds)} to train)")
     for cell in skipped.values():
-        out.print(f"  skipped: {cell.label().rsplit(' seed=', 1)[0]}: {cell.skip_reason}", markup=False)
+        typer.echo(f"  skipped: {cell.label().rsplit(' seed=', 1)[0]}: {cell.skip_reason}")
 
 
 @app.command()
 def schema(name: SchemaName = typer.Argument(..., help="which JSON Schema to print")) -> None:
     """Print the JSON Schema of grid files or leaderboard files."""
     model = grid_lib.Grid if name is SchemaName.grid else lb.Leaderboard
-    out.print_json(json.dumps(model.model_json_schema(by_alias=True)))
+    typer.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 
 @app.command()
@@ -112,7 +112,7 @@ def list_components(kind: Kind = typer.Argument(..., help="encoders, fusions, ba
     registry = _registry()
     for name in registry.names(kind.value):
         doc = (registry.get(kind.value, name).cls.__doc__ or "").strip().splitlines()
-        out.print(f"{name:<20} {doc[0] if doc else ''}", markup=False, highlight=False)
+        typer.echo(f"{name:<20} {doc[0] if doc else ''}")
 
 
 @leaderboard_app.command("render")
@@ -121,7 +121,7 @@ def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
     try:
         board = lb.read(file)
     except lb.LeaderboardError as exc:
-        err.print(f"[red]{exc}[/]", markup=True)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     typer.echo(lb.render_markdown(board))
 
@@ -135,7 +135,11 @@ def publish(
     try:
         written = lb.publish(run_dir, to)
     except lb.LeaderboardError as exc:
-        err.print(f"[red]cannot publish:[/] {exc}")
+        typer.echo(f"cannot publish: {exc}", err=True)
         raise typer.Exit(2) from None
     for path in written:
-        out.print(f"published {path} and {path.with_suffix('.md')}")
+        typer.echo(f"published {path} and {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    app()

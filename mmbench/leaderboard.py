@@ -198,8 +198,9 @@ def aggregate_entry(results: list[dict], primary: str) -> Entry:
     results = sorted(results, key=lambda r: r["seed"])
     first = results[0]
     status = min((r["status"] for r in results), key=STATUS_ORDER.index)
-    reasons = sorted({f"seed {r['seed']}: {r['reason']}" if len(results) > 1 else r["reason"]
-                      for r in results if r["status"] == status and r.get("reason")})
+    worst = [r for r in results if r["status"] == status and r.get("reason")]
+    distinct = {r["reason"] for r in worst}
+    reasons = sorted(distinct) if len(distinct) <= 1 else [f"seed {r['seed']}: {r['reason']}" for r in worst]
     ok = [r for r in results if r["status"] == "ok"]
     unimodal = _nested_stats([r["unimodal"] for r in ok]) if ok else {}
     env = first.get("env") or {}

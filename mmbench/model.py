@@ -14,7 +14,8 @@ class MultimodalModel(nn.Module):
     """One encoder per modality, a late fusion, optionally one linear head per modality, and any modules a
     balancer adds (`extras`).
 
-    `drop` removes modalities from a forward pass by replacing their features with zeros, which is how
+    `drop` removes modalities from a forward pass by replacing their features with zeros (also in the
+    returned `ModelOutput.features`, so balancers that rebuild logits from features see the drop), which is how
     missing-modality and (without heads) unimodal performance are measured: the fusion sees no information
     from a dropped modality. Balancers select parameters through `parameter_groups()`, never by name.
     """
@@ -41,10 +42,10 @@ class MultimodalModel(nn.Module):
 
     def head(self, features: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
         """Fusion and heads on already computed features (lets evaluation reuse one encoder pass)."""
-        fused_in = {m: torch.zeros_like(z) if m in drop else z for m, z in features.items()}
-        fused = self.fusion(fused_in)
-        unimodal = {m: self.heads[m](features[m]) for m in self.heads}
-        return ModelOutput(fused.logits, dict(features), fused.contributions, unimodal)
+        kept = {m: torch.zeros_like(z) if m in drop else z for m, z in features.items()}
+        fused = self.fusion(kept)
+        unimodal = {m: self.heads[m](kept[m]) for m in self.heads}
+        return ModelOutput(fused.logits, kept, fused.contributions, unimodal)
 
     def forward(self, batch: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
         return self.head(self.encode(batch), drop)

@@ -1,0 +1,312 @@
+"""`agm`: Adaptive Gradient Modulation, Li et al., ICCV 2023 (official code: lihong2303/AGM_ICCV2023).
+
+Each step runs the model once normally (train mode) and once for every proper subset of the modalities with
+the other modalities' **inputs** zeroed (eval mode: BatchNorm running statistics, no dropout, but with
+autograd). From these outputs `f(S)` it forms one Shapley-style output per modality,
+
+    u_m = φ_m + f(∅)/M,   φ_m = Σ_{S ⊆ others} |S|!(M−|S|−1)!/M! · (f(S ∪ {m}) − f(S)),
+
+which is exactly what the official code computes for two (`u_a = ½(T − f(0,v) + f(a,0))`) and three
+modalities (URFunny's 1/3, 1/6 weights): the code leaves out the empty set's share, so `u_m` is the Shapley
+value plus `f(∅)/M` and `Σ_m u_m = f(all)` (the fused logits). `f(∅)` cancels from every `u_m`, so that pass
+is skipped (2^M − 2 extra passes; the code runs it and discards it).
+
+Per batch, modality scores `s_m = mean_i −log max(softmax(u_m)[i, y_i], 1e-8)`, ratios
+`r_m = exp(mean_{k≠m} s_k − s_m)`, reference ratios `r̄_m` from the run-long running means `s̄_m` (same
+formula), and coefficients `k_m = exp(α · min(r̄_m − r_m, clip))`. The running means are then updated,
+`s̄ ← s̄·(n−1)/n + s/n` with `n` the global step from 1, over the whole run, inside and outside the window.
+In the window `[modulation_starts, modulation_ends]` (inclusive, epochs from 0) the gradient flowing into
+each `u_m` is multiplied by `k_m` during backward (the code's identity modules with backward hooks), so the
+fused loss `CE(Σ_m u_m, y)` reaches all passes and all parameters with the modulated weights. After backward,
+if any gradient element of the fusion's weight matrices lies outside `[−τ, τ]`, all gradients are clipped
+to total norm `max_norm` (`τ = max_norm = 1` in the CREMA-D code; 5 in URFunny's).
+
+Differences from the official code, and why:
+
+* Fusion-agnostic selection of the "classifier weight" watched by the conditional clip: every fusion
+  parameter with ≥2 dimensions (the code watches its final linear layer; for `concat` and `sum` these are
+  the same tensors). The clip runs without host synchronisation (`torch.where` on the total norm).
+* `exact_shapley=True` (not in the code) uses the exact Shapley values `φ_m` as unimodal outputs (scores and
+  hooks), with the fused logits `Σ_m φ_m + f(∅)` (the empty set's share is not modulated); it costs one more
+  pass. Default `False` = the code.
+* `reset_outside_window`: the code never resets the hook scale when the window closes, so the last
+  coefficients keep scaling every later step (**quirk**, default `False` = the code). `True` restores
+  unscaled gradients outside the window. Before the window opens the scale is 1 in both cases.
+* Epochs count from 0 here (the code counts from 1): the code's `modulation_starts = s` is `s − 1` here.
+  With the default window (whole run) this does not matter.
+* Scores use `log_softmax` clamped at `−log(1e-8)` — the same value as the code's per-sample floor, without
+  its Python loop. The code raises on NaN unimodal outputs; here a NaN propagates to the loss and the engine
+  marks the cell diverged.
+
+Coefficients reported per epoch: `k.<m>` mean of the computed coefficient, `scale.<m>` mean scale actually
+applied by the hooks, `r.<m>` mean ratio, `score.<m>` the running mean `s̄_m` at epoch end, `clip_rate` the
+fraction of steps whose gradients were clipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from mmbench.hookspecs import hookimpl
+from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+
+#: per-sample probability floor of the official scores
+PROB_FLOOR = 1e-8
+
+
+class AGMParams(Params):
+    alpha: float = Field(
+        1.0, ge=0.0, le=100.0,
+        description="α in k = exp(α·min(r̄ − r, clip)). argparse default 1.0; author-stated (lihongcs/AGM "
+                    "issues #3/#5/#10): CREMA-D 1.5, AV-MNIST 2.5, UR-Funny 4.0",
+    )
+    clip: float | None = Field(
+        10.0, gt=0.0,
+        description="upper clip c of the exponent's argument r̄ − r: 10 in the CREMA-D code, 7 in UR-Funny's, "
+                    "none (null) in the AVE/AV-MNIST/MOSEI code",
+    )
+    modulation_starts: int = Field(0, ge=0, description="first epoch (from 0, inclusive) of modulation")
+    modulation_ends: int | None = Field(
+        None, ge=0,
+        description="last epoch (inclusive) of modulation; null = to the end of training (author-stated "
+                    "settings use a window covering the whole run; the argparse default 0–20 is not used)",
+    )
+    reset_outside_window: bool = Field(
+        False,
+        description="False = the code: after the window the hooks keep the last coefficients; True = scale 1 "
+                    "outside the window",
+    )
+    exact_shapley: bool = Field(
+        False,
+        description="False = the code's unimodal outputs u_m = φ_m + f(∅)/M (sum to the fused logits); True = "
+                    "exact Shapley values φ_m (one more forward pass per step)",
+    )
+    grad_clip_threshold: float | None = Field(
+        1.0, gt=0.0,
+        description="τ: clip all gradients when a fusion weight-gradient element leaves [−τ, τ] (1 in the "
+                    "CREMA-D code, 5 in UR-Funny's); null disables the clip",
+    )
+    grad_clip_norm: float = Field(1.0, gt=0.0, description="total-norm bound of that clip (1 CREMA-D, 5 UR-Funny)")
+
+    @model_validator(mode="after")
+    def _window(self) -> AGMParams:
+        if self.modulation_ends is not None and self.modulation_ends < self.modulation_starts:
+            raise ValueError(f"modulation_ends ({self.modulation_ends}) < modulation_starts "
+                             f"({self.modulation_starts}): the window would be empty")
+        return self
+
+
+# ------------------------------------------------------------------------------------- core computations
+
+
+def shapley_weight(subset_size: int, count: int) -> float:
+    """|S|!(M−|S|−1)!/M!: the weight of the marginal contribution to a coalition S of size |S|."""
+    return math.factorial(subset_size) * math.factorial(count - subset_size - 1) / math.factorial(count)
+
+
+def shapley_outputs(outputs: Mapping[frozenset[str], Tensor], modalities: Sequence[str],
+                    exact: bool = False) -> dict[str, Tensor]:
+    """Per-modality outputs from `outputs[S] = f(only S present)` for every subset `S` of `modalities`.
+
+    `exact=False`: the official `u_m = φ_m + f(∅)/M` (needs no `f(∅)`; `Σ u_m = f(all)`).
+    `exact=True`: the Shapley values `φ_m` (needs `f(∅)`; `Σ φ_m = f(all) − f(∅)`).
+    """
+    count = len(modalities)
+    result = {}
+    for m in modalities:
+        others = [k for k in modalities if k != m]
+        total = None
+        for size in range(count):
+            w = shapley_weight(size, count)
+            for subset in itertools.combinations(others, size):
+                s = frozenset(subset)
+                if not s and not exact:
+                    term = w * outputs[frozenset({m})]  # f(∅)'s −1/M share cancels with the +f(∅)/M
+                else:
+                    term = w * (outputs[s | {m}] - outputs[s])
+                total = term if total is None else total + term
+        result[m] = total
+    return result
+
+
+def agm_scores(unimodal: Sequence[Tensor], labels: Tensor) -> Tensor:
+    """`s_m = mean_i −log max(softmax(u_m)[i, y_i], 1e-8)` as an `(M,)` float32 tensor (no gradient)."""
+    logits = torch.stack([u.detach().float() for u in unimodal])  # (M, B, C)
+    index = labels.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    nll = -logits.log_softmax(-1).gather(-1, index).squeeze(-1)
+    return nll.clamp_max(-math.log(PROB_FLOOR)).mean(-1)
+
+
+def agm_ratios(scores: Tensor) -> Tensor:
+    """`r_m = exp(mean_{k≠m} s_k − s_m)` (2 modalities: `r_a = exp(s_v − s_a)`)."""
+    count = scores.numel()
+    return torch.exp((scores.sum() - scores) / (count - 1) - scores)
+
+
+def agm_coefficients(scores: Tensor, running: Tensor, alpha: float, clip: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Ratios `r`, reference ratios `r̄` (from the running means) and `k = exp(α·min(r̄ − r, clip))`."""
+    r = agm_ratios(scores)
+    r_bar = agm_ratios(running)
+    gap = r_bar - r
+    if clip is not None:
+        gap = gap.clamp_max(clip)
+    return r, r_bar, torch.exp(alpha * gap)
+
+
+def update_running_mean(running: Tensor, scores: Tensor, n: int) -> Tensor:
+    """Cumulative mean over the run: `s̄ ← s̄·(n−1)/n + s/n`, `n` = global step counted from 1."""
+    return running * ((n - 1) / n) + scores / n
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the incoming gradient by `scale` (the code's backward hook)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:
+        ctx.save_for_backward(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (scale,) = ctx.saved_tensors
+        return grad * scale.to(grad.dtype), None
+
+
+def scale_grad(x: Tensor, scale: Tensor) -> Tensor:
+    return _ScaleGrad.apply(x, scale)
+
+
+@torch.no_grad()
+def conditional_clip_(params: Sequence[torch.nn.Parameter], watched: Sequence[torch.nn.Parameter],
+                      threshold: float, max_norm: float) -> Tensor:
+    """Clip `params`' gradients to total norm `max_norm` iff a `watched` gradient element is outside ±τ.
+
+    Returns the trigger as a 0-d bool tensor; never synchronises with the host.
+    """
+    with_grad = [p for p in params if p.grad is not None]
+    watched_grads = [p.grad for p in watched if p.grad is not None]
+    if not with_grad or not watched_grads:
+        return torch.zeros((), dtype=torch.bool)
+    peak = torch.stack([g.detach().abs().max().float() for g in watched_grads]).max()
+    trigger = peak > threshold
+    total = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+    # a zero norm gives coefficient max_norm / 1e-6 clamped to 1: no change when not triggered
+    torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, torch.where(trigger, total, torch.zeros_like(total)))
+    return trigger
+
+
+# ------------------------------------------------------------------------------------------- balancer
+
+
+class AGM(Balancer):
+    """AGM: Shapley-style unimodal outputs from zeroed-input passes; their gradients scaled by `k_m`."""
+
+    name = "agm"
+    Params = AGMParams
+    requires = Requirements(single_label=True)
+    task_defaults = {
+        # author-stated in lihongcs/AGM issues: α = 1.5, window = whole run (1500 epochs); clip 10 and τ = 1
+        # from run/CREMAD_main.py
+        "cremad": {"alpha": 1.5, "clip": 10.0},
+        # run/AVE_main.py: no exponent clip; the AVE α is not stated by the authors
+        "ave": {"clip": None},
+    }
+
+    def setup(self, ctx) -> None:
+        self.modalities = tuple(ctx.model.modalities)
+        count = len(self.modalities)
+        self.subsets = [frozenset(s) for size in range(0 if self.params.exact_shapley else 1, count)
+                        for s in itertools.combinations(self.modalities, size)]
+        fusion_params = [p for p in ctx.model.fusion.parameters() if p.requires_grad]
+        self.watched = [p for p in fusion_params if p.dim() >= 2] or fusion_params
+        self.all_params = [p for p in ctx.model.parameters() if p.requires_grad]
+        self.running = torch.zeros(count, device=ctx.device)
+        self.scale = torch.ones(count, device=ctx.device)
+        self._reset(ctx.device)
+
+    def _reset(self, device: torch.device) -> None:
+        count = len(self.modalities)
+        self._k_sum = torch.zeros(count, device=device)
+        self._scale_sum = torch.zeros(count, device=device)
+        self._r_sum = torch.zeros(count, device=device)
+        self._clip_sum = torch.zeros((), device=device)
+        self._steps = 0
+
+    def on_epoch_start(self, ctx) -> None:
+        self._reset(ctx.device)
+
+    def active(self, epoch: int) -> bool:
+        end = self.params.modulation_ends
+        return self.params.modulation_starts <= epoch and (end is None or epoch <= end)
+
+    def _subset_outputs(self, ctx, batch: dict[str, Tensor]) -> dict[frozenset[str], Tensor]:
+        """`f(S)` for every proper subset S (inputs of the modalities outside S zeroed), in eval mode."""
+        model = ctx.model
+        was_training = model.training
+        model.eval()
+        try:
+            outputs = {}
+            for s in self.subsets:
+                zeroed = {k: (torch.zeros_like(v) if k in self.modalities and k not in s else v)
+                          for k, v in batch.items()}
+                outputs[s] = model(zeroed).logits
+        finally:
+            model.train(was_training)
+        return outputs
+
+    def train_step(self, ctx, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
+        ctx.optimizer.zero_grad(set_to_none=True)
+        y = batch["label"]
+        with ctx.autocast():
+            out = ctx.model(batch)
+            outputs = self._subset_outputs(ctx, batch)
+            outputs[frozenset(self.modalities)] = out.logits
+            unimodal = shapley_outputs(outputs, self.modalities, exact=self.params.exact_shapley)
+
+            scores = agm_scores([unimodal[m] for m in self.modalities], y)
+            r, _, k = agm_coefficients(scores, self.running, self.params.alpha, self.params.clip)
+            self.running = update_running_mean(self.running, scores, ctx.step + 1)
+            if self.active(ctx.epoch):
+                self.scale = k
+            elif self.params.reset_outside_window:
+                self.scale = torch.ones_like(k)
+            fused = sum(scale_grad(unimodal[m], self.scale[i]) for i, m in enumerate(self.modalities))
+            if self.params.exact_shapley:
+                fused = fused + outputs[frozenset()]
+            loss = ctx.task_loss(fused, y)
+        loss.backward()
+        if self.params.grad_clip_threshold is not None:
+            clipped = conditional_clip_(self.all_params, self.watched, self.params.grad_clip_threshold,
+                                        self.params.grad_clip_norm)
+            self._clip_sum += clipped.to(self._clip_sum.device, torch.float32)
+        self.optimizer_step(ctx)
+
+        self._k_sum += k
+        self._scale_sum += self.scale
+        self._r_sum += r
+        self._steps += 1
+        fused_out = ModelOutput(fused.detach(), out.features, out.contributions, out.unimodal)
+        return loss.detach(), fused_out
+
+    def coefficients(self) -> dict[str, float]:
+        if not self._steps:
+            return {}
+        n = self._steps
+        k, scale, r = (self._k_sum / n).tolist(), (self._scale_sum / n).tolist(), (self._r_sum / n).tolist()
+        running = self.running.tolist()
+        result: dict[str, float] = {}
+        for i, m in enumerate(self.modalities):
+            result.update({f"k.{m}": k[i], f"scale.{m}": scale[i], f"r.{m}": r[i], f"score.{m}": running[i]})
+        result["clip_rate"] = float(self._clip_sum) / n
+        return result
+
+
+@hookimpl
+def mmbench_balancers():
+    return [AGM]

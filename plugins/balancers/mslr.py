@@ -1,0 +1,140 @@
+"""`mslr`: Modality-Specific Learning Rates for additive late fusion (Yao & Mihalcea, Findings of ACL 2022).
+
+No official code exists; this follows the MSLR baseline of the AGM repository (lihong2303/AGM_ICCV2023, the
+reference behind AGM's and MLB's comparison tables; spec Part A §6.2, "Algorithm A"):
+
+* the model is an additive late fusion `o = Σ_m (W_m z_m + b_m)` (our `sum` fusion), trained on CE(o);
+* every modality has a fixed initial scale `c_m` and a ratio `q_m` (1 at first). After every epoch's
+  validation, with `A_m` the accuracy of modality m's own branch `W_m z_m + b_m` and `H_m` the last
+  `memory` accuracies: while `H_m` is not full, `A_m` is appended and `q_m` stays 1; afterwards
+  `q_m = A_m / mean(H_m)`, then the oldest entry is dropped and `A_m` appended. `q_m` is recomputed each
+  epoch, not compounded;
+* every step, after backward, all gradients of encoder m and of its branch (`W_m`, `b_m`) are multiplied by
+  `c_m·q_m` — for plain SGD a per-modality learning rate of `lr·c_m·q_m`.
+
+Options: `compound=True` with `update_every=5` is the third-party "dynamic" re-implementation (spec §6.3):
+every `update_every` epochs the scale itself is multiplied, `scale_m ← scale_m·A_m/mean(H_m)`.
+`accuracy_from="engine"` uses the engine's per-modality validation accuracy (fused model with the other
+modalities' features zeroed, i.e. the branch plus the other branches' biases) instead of the exact branch
+accuracy, saving one no-grad validation pass per epoch.
+
+Differences from the reference: the AGM repo's CREMA-D `test` counts the audio accuracy with the visual
+prediction (so both ratios follow visual accuracy); we measure each branch on its own. Safeguard: if the
+history mean is 0 the ratio is left at 1. As in the reference the scale is a gradient multiplier, so with
+Adam or weight decay it is not exactly a learning-rate change.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from mmbench.hookspecs import hookimpl
+from mmbench.protocols import Balancer, Params, Requirements
+
+
+def mslr_ratio(history: list[float], accuracy: float) -> float:
+    """q = A / mean(H) (1 when the history mean is 0)."""
+    mean = sum(history) / len(history)
+    return accuracy / mean if mean > 0 else 1.0
+
+
+class MSLRParams(Params):
+    init_scale: dict[str, float] = Field(
+        default_factory=dict,
+        description="c_m per modality name (missing modalities: 1.0); CREMA-D reference audio 0.9, visual 1.1")
+    memory: int = Field(5, ge=1, le=100, description="length of the validation-accuracy history H_m")
+    compound: bool = Field(False, description="multiply the scale by q every `update_every` epochs (variant B) "
+                                              "instead of using c_m·q_m with q recomputed each epoch (reference)")
+    update_every: int = Field(1, ge=1, le=100, description="epochs between ratio updates (variant B uses 5)")
+    accuracy_from: Literal["branch", "engine"] = Field(
+        "branch", description="'branch': accuracy of W_m z_m + b_m (extra no-grad val pass); "
+                                "'engine': the engine's unimodal validation accuracy")
+
+
+class MSLR(Balancer):
+    """Per-modality gradient multipliers `c_m·q_m`, with q_m from each branch's validation accuracy."""
+
+    name = "mslr"
+    Params = MSLRParams
+    requires = Requirements(fusions=frozenset({"sum"}), fusion_contributions=True, validation_each_epoch=True,
+                            single_label=True)
+    task_defaults = {"cremad": {"init_scale": {"audio": 0.9, "visual": 1.1}}}
+
+    def setup(self, ctx) -> None:
+        model = ctx.model
+        self._modalities = tuple(model.modalities)
+        unknown = set(self.params.init_scale) - set(self._modalities)
+        if unknown:
+            raise ValueError(f"mslr init_scale names unknown modalities {sorted(unknown)}; "
+                             f"this task has {list(self._modalities)}")
+        blocks = model.fusion.classifier_blocks()
+        self._params: dict[str, list[nn.Parameter]] = {}
+        for m in self._modalities:
+            branch = [t for t in blocks[m] if isinstance(t, nn.Parameter)]
+            self._params[m] = [*model.encoders[m].parameters(), *branch]
+        self._history = {m: deque(maxlen=self.params.memory) for m in self._modalities}
+        self._base = {m: float(self.params.init_scale.get(m, 1.0)) for m in self._modalities}
+        self._ratio = {m: 1.0 for m in self._modalities}
+        self._scale = dict(self._base)
+        self._accuracy: dict[str, float] = {}
+
+    @torch.no_grad()
+    def after_backward(self, ctx, batch, out) -> None:
+        for m in self._modalities:
+            grads = [p.grad for p in self._params[m] if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, self._scale[m])
+
+    @torch.no_grad()
+    def branch_accuracy(self, ctx) -> dict[str, float]:
+        """Accuracy of each additive branch `W_m z_m + b_m` on the validation set."""
+        model = ctx.model
+        was_training = model.training
+        model.eval()
+        hits = {m: torch.zeros((), device=ctx.device) for m in self._modalities}
+        count = 0
+        for raw in ctx.val_loader:
+            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in raw.items()}
+            with ctx.autocast():
+                out = model(batch)
+            for m in self._modalities:
+                hits[m] += (out.contributions[m].argmax(-1) == batch["label"]).sum()
+            count += len(batch["label"])
+        model.train(was_training)
+        return {m: float(h) / max(1, count) for m, h in hits.items()}
+
+    def on_epoch_end(self, ctx, stats) -> None:
+        if self.params.accuracy_from == "branch":
+            accuracy = self.branch_accuracy(ctx)
+        else:
+            accuracy = {m: stats.val.unimodal[m]["accuracy"] for m in self._modalities}
+        self._accuracy = accuracy
+        update = (ctx.epoch + 1) % self.params.update_every == 0
+        for m in self._modalities:
+            history = self._history[m]
+            if len(history) == history.maxlen:
+                q = mslr_ratio(list(history), accuracy[m])
+                if not self.params.compound:
+                    self._ratio[m] = q
+                    self._scale[m] = self._base[m] * q
+                elif update:
+                    self._ratio[m] = q
+                    self._scale[m] *= q
+            history.append(accuracy[m])
+
+    def coefficients(self) -> dict[str, float]:
+        """The scales and ratios the next epoch will use, and this epoch's branch accuracies."""
+        coeffs = {f"scale.{m}": s for m, s in self._scale.items()}
+        coeffs.update({f"q.{m}": q for m, q in self._ratio.items()})
+        coeffs.update({f"val_acc.{m}": a for m, a in self._accuracy.items()})
+        return coeffs
+
+
+@hookimpl
+def mmbench_balancers():
+    return [MSLR]

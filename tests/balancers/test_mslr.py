@@ -1,0 +1,123 @@
+"""MSLR: spec test vector (Part A §6.4), the epoch-level ratio bookkeeping, which gradients are scaled,
+end-to-end training on the additive (sum) fusion."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmbench.context import TrainContext
+from mmbench.engine import build_model
+from mmbench.testing import tiny_components, train_tiny
+from mmbench_plugins.balancers.mslr import MSLR, mslr_ratio
+
+RTOL = 1e-5
+H_A, H_V = [0.50, 0.52, 0.55, 0.56, 0.58], [0.30, 0.33, 0.35, 0.36, 0.40]
+
+
+def test_spec_vector():
+    q_a, q_v = mslr_ratio(H_A, 0.60), mslr_ratio(H_V, 0.39)
+    assert q_a == pytest.approx(1.10701, rel=RTOL)
+    assert q_v == pytest.approx(1.12069, rel=RTOL)
+    assert 0.9 * q_a == pytest.approx(0.996310, rel=RTOL)  # AGM-repo multipliers, CREMA-D c_m
+    assert 1.1 * q_v == pytest.approx(1.23276, rel=RTOL)
+    assert 1e-3 * q_a == pytest.approx(1.10701e-3, rel=RTOL)  # variant B
+    assert mslr_ratio([0.0, 0.0], 0.3) == 1.0  # safeguard
+
+
+def _context(params: dict, fusion: str = "sum"):
+    components = tiny_components(MSLR, balancer_params=params, fusion=fusion)
+    torch.manual_seed(0)
+    balancer = MSLR(MSLR.Params(**params))
+    model = build_model(components, balancer)
+    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), task=components.task,
+                       device=torch.device("cpu"), epochs=10, train_loader=[], val_loader=[],
+                       task_loss=F.cross_entropy, evaluate=None)
+    balancer.setup(ctx)
+    train = components.task.splits()["train"]
+    batch = {k: torch.stack([train[i][k] for i in range(32)]) for k in ("fast", "slow", "label")}
+    return balancer, ctx, batch
+
+
+def _feed(balancer, ctx, accuracies):
+    for epoch, (a, v) in enumerate(accuracies):
+        ctx.epoch = epoch
+        stats = SimpleNamespace(val=SimpleNamespace(unimodal={"fast": {"accuracy": a}, "slow": {"accuracy": v}}))
+        balancer.on_epoch_end(ctx, stats)
+
+
+def test_ratio_waits_for_full_history_then_is_recomputed_not_compounded():
+    balancer, ctx, _ = _context({"init_scale": {"fast": 0.9, "slow": 1.1}, "accuracy_from": "engine"})
+    _feed(balancer, ctx, list(zip(H_A, H_V, strict=True)))
+    assert balancer.coefficients()["scale.fast"] == 0.9 and balancer.coefficients()["q.slow"] == 1.0
+    _feed(balancer, ctx, [(0.60, 0.39)])
+    coeffs = balancer.coefficients()
+    assert coeffs["scale.fast"] == pytest.approx(0.996310, rel=RTOL)
+    assert coeffs["scale.slow"] == pytest.approx(1.23276, rel=RTOL)
+    # next epoch: q from the shifted window [0.52, ..., 0.58, 0.60], applied to c_m again (not compounded)
+    _feed(balancer, ctx, [(0.60, 0.39)])
+    expected = 0.9 * 0.60 / (sum([0.52, 0.55, 0.56, 0.58, 0.60]) / 5)
+    assert balancer.coefficients()["scale.fast"] == pytest.approx(expected, rel=RTOL)
+
+
+def test_compound_variant_multiplies_the_scale_every_update_epochs():
+    params = {"memory": 2, "compound": True, "update_every": 2, "accuracy_from": "engine"}
+    balancer, ctx, _ = _context(params)
+    _feed(balancer, ctx, [(0.5, 0.5), (0.5, 0.5), (0.6, 0.4), (0.6, 0.4)])
+    # epoch 2 (not an update epoch) leaves the scale; epoch 3 multiplies by 0.6 / mean(0.5, 0.6)
+    assert balancer.coefficients()["scale.fast"] == pytest.approx(0.6 / 0.55, rel=RTOL)
+    assert balancer.coefficients()["scale.slow"] == pytest.approx(0.4 / 0.45, rel=RTOL)
+
+
+def test_scales_encoder_and_own_branch_gradients():
+    balancer, ctx, batch = _context({"init_scale": {"fast": 0.5, "slow": 3.0}})
+    model = ctx.model
+    out = model(batch)
+    balancer.loss(ctx, batch, out).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    balancer.after_backward(ctx, batch, out)
+    scale = {"fast": 0.5, "slow": 3.0}
+    for name, p in model.named_parameters():
+        m = "fast" if ".fast" in name else "slow"
+        assert p.grad.abs().sum() > 0
+        torch.testing.assert_close(p.grad, before[name] * scale[m], msg=name)
+    assert len(list(model.heads.parameters())) == 0  # the additive fusion's branches are the classifiers
+
+
+def test_branch_accuracy_is_the_branch_argmax():
+    balancer, ctx, batch = _context({})
+    ctx.val_loader = [batch]
+    acc = balancer.branch_accuracy(ctx)
+    model = ctx.model.eval()
+    with torch.no_grad():
+        features = model.encode(batch)
+        for m, lin in model.fusion.linears.items():
+            expected = (lin(features[m]).argmax(-1) == batch["label"]).float().mean().item()
+            assert acc[m] == pytest.approx(expected)
+
+
+def test_requirements_and_validation():
+    assert MSLR.requires.fusions == frozenset({"sum"})
+    assert MSLR.requires.validation_each_epoch
+    with pytest.raises(ValueError, match="unknown modalities"):
+        _context({"init_scale": {"audio": 0.9}})
+
+
+@pytest.mark.parametrize("accuracy_from", ["branch", "engine"])
+def test_train_tiny(accuracy_from):
+    outcome = train_tiny(MSLR, epochs=2, fusion="sum", balancer_params={"memory": 1, "accuracy_from": accuracy_from})
+    assert outcome.status == "ok"
+    assert len(outcome.history) == 2
+    for stats in outcome.history:
+        assert math.isfinite(stats.train_loss)
+        assert {"scale.fast", "scale.slow", "q.fast", "q.slow", "val_acc.fast", "val_acc.slow"} <= set(
+            stats.coefficients)
+    first, second = outcome.history[0].coefficients, outcome.history[1].coefficients
+    assert first["scale.fast"] == 1.0  # history not full yet
+    assert second["q.slow"] == pytest.approx(second["val_acc.slow"] / first["val_acc.slow"])
+    if accuracy_from == "engine":
+        assert second["val_acc.fast"] == outcome.history[1].val.unimodal["fast"]["accuracy"]

@@ -1,0 +1,93 @@
+"""The contract every registered plugin must keep, parametrized over whatever is installed."""
+
+import math
+
+import pytest
+import torch
+
+from mmbench import registry as registry_lib
+from mmbench.cells import incompatibility
+from mmbench.protocols import Params
+from mmbench.testing import train_tiny
+
+REGISTRY = registry_lib.default()
+BASELINES_WITHOUT_COEFFICIENTS = {"joint", "unimodal"}
+
+
+def names(kind):
+    return REGISTRY.names(kind)
+
+
+def test_no_plugin_problems():
+    assert REGISTRY.problems == []
+
+
+@pytest.mark.parametrize("name", names("tasks"))
+def test_task_contract(name):
+    cls = REGISTRY.get("tasks", name).cls
+    assert issubclass(cls.Params, Params) and cls.version and cls.primary_metric in cls.metrics
+
+
+def test_synthetic_task_yields_declared_modalities():
+    task = REGISTRY.get("tasks", "synthetic").cls(REGISTRY.get("tasks", "synthetic").cls.Params(
+        train_size=20, val_size=10, test_size=10))
+    sample = task.splits()["val"][0]
+    for m, spec in task.modalities.items():
+        assert tuple(sample[m].shape) == spec.shape
+    assert 0 <= int(sample["label"]) < task.num_classes
+
+
+@pytest.mark.parametrize("name", names("encoders"))
+def test_encoder_contract(name):
+    cls = REGISTRY.get("encoders", name).cls
+    task_cls = REGISTRY.get("tasks", "synthetic").cls
+    task = task_cls(task_cls.Params(train_size=20, val_size=10, test_size=10))
+    for modality in task.modalities.values():
+        if cls.accepts is not None and modality.kind not in cls.accepts:
+            continue
+        encoder = cls(modality, cls.Params())
+        x = torch.stack([task.splits()["val"][i][modality.name] for i in range(3)])
+        assert encoder(x).shape == (3, encoder.out_dim)
+
+
+@pytest.mark.parametrize("name", names("fusions"))
+def test_fusion_contract(name):
+    cls = REGISTRY.get("fusions", name).cls
+    fusion = cls({"a": 4, "b": 4}, 3, cls.Params())
+    features = {"a": torch.randn(5, 4), "b": torch.randn(5, 4)}
+    out = fusion(features)
+    assert out.logits.shape == (5, 3)
+    if cls.offers_contributions:
+        assert set(out.contributions) == {"a", "b"}
+        torch.testing.assert_close(sum(out.contributions.values()), out.logits)
+    else:
+        assert out.contributions == {}
+
+
+def _runnable_fusion(balancer_cls):
+    task_cls = REGISTRY.get("tasks", "synthetic").cls
+    task = task_cls(task_cls.Params())
+    encoders = {m: REGISTRY.get("encoders", "mlp").cls for m in task.modalities}
+    for fusion in names("fusions"):
+        if incompatibility(balancer_cls, task, encoders, REGISTRY.get("fusions", fusion).cls) is None:
+            return fusion
+    return None
+
+
+@pytest.mark.parametrize("name", names("balancers"))
+def test_balancer_contract(name):
+    """One epoch on the synthetic task: finite loss, metrics, and coefficients reported as floats."""
+    cls = REGISTRY.get("balancers", name).cls
+    assert issubclass(cls.Params, Params) and cls.name == name
+    for task_name, defaults in cls.task_defaults.items():
+        cls.Params.model_validate(defaults)  # per-task defaults must be valid parameters
+    fusion = _runnable_fusion(cls)
+    assert fusion is not None, f"{name} cannot run on the synthetic task with any registered fusion"
+    out = train_tiny(cls, epochs=1, fusion=fusion)
+    assert out.status == "ok" and math.isfinite(out.history[0].train_loss)
+    assert 0.0 <= out.test.metrics["accuracy"] <= 1.0
+    coefficients = out.history[0].coefficients
+    assert isinstance(coefficients, dict)
+    assert all(isinstance(v, float) for v in coefficients.values())
+    if name not in BASELINES_WITHOUT_COEFFICIENTS:
+        assert coefficients, f"{name} reports no coefficients"

@@ -1,0 +1,28 @@
+"""README opens with the two commands, and CI runs exactly the README's test command."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_opens_with_run_and_test_commands():
+    first, second = readme_commands()[:2]
+    assert first.endswith("mmbench run --matrix grids/quickstart.yaml") and "pip install -e ." in first
+    assert "pytest" in second
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"TEST_COMMAND='{readme_commands()[1]}'" in ci
+
+
+def test_quickstart_grid_is_valid(registry):
+    from mmbench import grid
+
+    parsed = grid.load(ROOT / "grids" / "quickstart.yaml", registry)
+    assert [f.name for f in parsed.fusions] == ["concat", "sum"] and len(parsed.seeds) == 3

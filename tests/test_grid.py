@@ -1,0 +1,73 @@
+"""A corpus of invalid grids, each with the exact problem (YAML path + message) it must get."""
+
+import pytest
+
+from mmbench import grid as grid_lib
+from tests.conftest import TINY_GRID
+
+
+def problems_of(text, registry):
+    with pytest.raises(grid_lib.GridError) as info:
+        grid_lib.parse(text, registry, source="g.yaml")
+    return [(p.path, p.message) for p in info.value.problems], info.value
+
+
+def test_valid_grid_parses(registry):
+    grid = grid_lib.parse(TINY_GRID, registry)
+    assert grid.name == "tiny" and grid.seeds == [0, 1]
+    assert [f.name for f in grid.fusions] == ["concat", "sum"]
+
+
+INVALID = [
+    ("unknown balancer", TINY_GRID.replace("balancers: [joint]", "balancers: [joint, jiont]"),
+     [("balancers[1].name", "unknown balancer 'jiont'; did you mean 'joint'? (known: {known})")]),
+    ("unknown top-level key", TINY_GRID.replace("seeds:", "sedes: [3]\nseeds:"),
+     [("sedes", "unknown key 'sedes'; did you mean 'seeds'? (allowed: {grid_fields})")]),
+    ("unknown encoder param", TINY_GRID.replace("hidden: 16", "hiden: 16"),
+     [("encoders[0].*.params.hiden",
+       "unknown key 'hiden'; did you mean 'hidden'? (allowed: dropout, hidden, layers, out_dim)")]),
+    ("bad value", TINY_GRID.replace("epochs: 2", "epochs: -1"),
+     [("train.epochs", "Input should be greater than 0 (got -1)")]),
+    ("unknown optimizer", TINY_GRID.replace("name: sgd", "name: sgdd"),
+     [("train.optimizer.name", "Input should be 'sgd', 'adam' or 'adamw' (got 'sgdd')")]),
+    ("unknown modality", TINY_GRID.replace('"*": {name: mlp', 'fats: {name: mlp'),
+     [("encoders[0].fats", "the task has no modality 'fats'; did you mean 'fast'? (modalities: fast, slow)"),
+      ("encoders[0]", "no encoder for modality fast, slow (add it or a '*' entry)")]),
+    ("task parameter out of range", TINY_GRID.replace("train_size: 128", "train_size: 2"),
+     [("tasks[0].params.train_size", "Input should be greater than or equal to 10 (got 2)")]),
+    ("duplicate seeds", TINY_GRID.replace("seeds: [0, 1]", "seeds: [0, 0]"),
+     [("seeds", "Value error, seeds must be unique, got [0, 0]")]),
+    ("missing section", TINY_GRID.replace("fusions: [concat, sum]\n", ""),
+     [("fusions", "Field required")]),
+    ("not a mapping", "- just\n- a list\n", [("", "a grid is a YAML mapping, got list")]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in INVALID], ids=[c for c, _, _ in INVALID])
+def test_invalid_grid_gets_exact_problems(text, expected, registry):
+    known = ", ".join(registry.names("balancers"))
+    grid_fields = ", ".join(sorted(grid_lib.Grid.model_fields))
+    expected = [(p, m.format(known=known, grid_fields=grid_fields)) for p, m in expected]
+    found, _ = problems_of(text, registry)
+    assert found == expected
+
+
+def test_problems_carry_yaml_line_numbers(registry):
+    text = TINY_GRID.replace("balancers: [joint]", "balancers: [joint, jiont]")
+    _, error = problems_of(text, registry)
+    line = text.splitlines().index("balancers: [joint, jiont]") + 1
+    assert error.problems[0].line == line
+    assert f"balancers[1].name (line {line})" in str(error)
+
+
+def test_yaml_is_never_evaluated_as_code(registry, tmp_path):
+    marker = tmp_path / "pwned"
+    text = f"!!python/object/apply:os.system ['touch {marker}']\n"
+    found, _ = problems_of(text, registry)
+    assert found[0][0] == "" and "not valid YAML" in found[0][1]
+    assert not marker.exists()
+
+
+def test_broken_yaml_reports_the_line(registry):
+    _, error = problems_of("name: x\ntasks: [synthetic\n", registry)
+    assert error.problems[0].line is not None and "not valid YAML" in error.problems[0].message

@@ -1,0 +1,67 @@
+"""Leaderboard aggregation, rendering, schema versions and publishing."""
+
+import json
+
+import pytest
+
+from mmbench import grid as grid_lib
+from mmbench import leaderboard as lb
+from mmbench.runner import run_grid
+from tests.conftest import TINY_GRID
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, registry):
+    out = tmp_path_factory.mktemp("run")
+    text = TINY_GRID.replace("balancers: [joint]", "balancers: [joint, unimodal]")
+    run_grid(grid_lib.parse(text, registry), registry, out, grid_text=text)
+    return out
+
+
+def test_seed_aggregation_matches_the_per_seed_results(run_dir):
+    board = lb.read(run_dir / "leaderboard.json")
+    cells = [json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")]
+    for entry in board.entries:
+        seeds = sorted((c for c in cells if c["entry_id"] == entry.id), key=lambda c: c["seed"])
+        accs = [c["metrics"]["accuracy"] for c in seeds]
+        stat = entry.metrics["accuracy"]
+        assert stat.per_seed == accs
+        assert stat.mean == pytest.approx(sum(accs) / 2)
+        assert stat.std == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+
+
+def test_markdown_ranks_by_primary_metric_and_shows_gain_over_joint(run_dir):
+    board = lb.read(run_dir / "leaderboard.json")
+    ranked = lb.ranked(board)
+    means = [e.metrics["accuracy"].mean for e in ranked]
+    assert means == sorted(means, reverse=True)
+    md = lb.render_markdown(board)
+    assert f"version `{board.benchmark_version}`" in md
+    joint_rows = [line for line in md.splitlines() if "| joint " in line]
+    assert len(joint_rows) == 2 and all("| +0.00 " in row for row in joint_rows)
+    assert "fast alone (%)" in md and "slow alone (%)" in md
+
+
+def test_unknown_schema_major_is_refused(run_dir, tmp_path):
+    data = json.loads((run_dir / "leaderboard.json").read_text())
+    data["schema"] = "mmbench.leaderboard/2"
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(lb.LeaderboardError, match="unsupported leaderboard schema 'mmbench.leaderboard/2'"):
+        lb.read(path)
+    data["schema"] = "mmbench.leaderboard/1.3"  # a minor addition stays readable
+    path.write_text(json.dumps(data))
+    assert lb.read(path).schema_ == "mmbench.leaderboard/1.3"
+
+
+def test_publish_merges_and_refuses_another_benchmark_version(run_dir, tmp_path):
+    target = tmp_path / "leaderboards"
+    [written] = lb.publish(run_dir, target)
+    assert written == target / "synthetic.json" and written.with_suffix(".md").exists()
+    lb.publish(run_dir, target)  # idempotent: same ids replace themselves
+    assert len(lb.read(written).entries) == len(lb.read(run_dir / "leaderboard.json").entries)
+    data = json.loads(written.read_text())
+    data["benchmark_version"] = "0-old"
+    written.write_text(json.dumps(data))
+    with pytest.raises(lb.LeaderboardError, match="holds benchmark version '0-old'"):
+        lb.publish(run_dir, target)

@@ -1,0 +1,76 @@
+"""The plugin registry over real entry points (dist-info folders put on sys.path, no installation)."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mmbench import registry as registry_lib
+
+
+def test_builtins_are_registered_through_entry_points(registry):
+    assert {"joint", "unimodal"} <= set(registry.names("balancers"))
+    comp = registry.get("tasks", "synthetic")
+    assert comp.distribution == "mmbench" and comp.plugin == "synthetic"
+
+
+def test_unknown_name_suggests_close_matches(registry):
+    with pytest.raises(registry_lib.UnknownComponent) as info:
+        registry.get("balancers", "jiont")
+    assert info.value.suggestions == ["joint"]
+    assert "did you mean 'joint'?" in str(info.value)
+
+
+def _fake_distribution(root: Path, name: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[mmbench]\n{lines}\n")
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def test_broken_plugin_and_name_clash_are_reported_and_others_keep_working(tmp_path, monkeypatch):
+    _fake_distribution(
+        tmp_path, "third_party",
+        {"broken": "module_that_does_not_exist_xyz", "clashing": "clashing_plugin", "extra": "extra_plugin"},
+        {
+            "clashing_plugin": """
+                from mmbench.hookspecs import hookimpl
+                from mmbench.protocols import Balancer
+                class FakeJoint(Balancer):
+                    name = "joint"
+                @hookimpl
+                def mmbench_balancers():
+                    return [FakeJoint]
+            """,
+            "extra_plugin": """
+                from mmbench.hookspecs import hookimpl
+                from mmbench.protocols import Balancer
+                class Extra(Balancer):
+                    name = "extra_balancer"
+                @hookimpl
+                def mmbench_balancers():
+                    return [Extra]
+            """,
+        },
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = registry_lib.load()
+    problems = {p.plugin: p.message for p in registry.problems}
+    assert "module_that_does_not_exist_xyz" in problems["broken"]
+    assert "clashes" in problems["clashing"] and "'joint'" in problems["clashing"]
+    # the built-in wins the clash; the healthy third-party plugin is there with its distribution
+    assert registry.get("balancers", "joint").distribution == "mmbench"
+    extra = registry.get("balancers", "extra_balancer")
+    assert (extra.distribution, extra.version) == ("third_party", "0.1")
+    for name in ("clashing_plugin", "extra_plugin"):
+        sys.modules.pop(name, None)
+
+
+def test_template_distribution_is_installed_and_registered(registry):
+    """The example third-party package under plugins/template is pip-installed by the test command."""
+    comp = registry.get("balancers", "modality_dropout")
+    assert comp.distribution == "mmbench-example-balancer"
