@@ -34,6 +34,8 @@ Differences from the official code, and why:
   unscaled gradients outside the window. Before the window opens the scale is 1 in both cases.
 * Epochs count from 0 here (the code counts from 1): the code's `modulation_starts = s` is `s − 1` here.
   With the default window (whole run) this does not matter.
+* The Shapley combination, scores and fused loss are computed in float32 (the passes' logits may be bf16
+  under autocast; differences like `T − f(0, v)` lose precision in bf16).
 * Scores use `log_softmax` clamped at `−log(1e-8)` — the same value as the code's per-sample floor, without
   its Python loop. The code raises on NaN unimodal outputs; here a NaN propagates to the loss and the engine
   marks the cell diverged.
@@ -90,7 +92,7 @@ class AGMParams(Params):
     grad_clip_threshold: float | None = Field(
         1.0, gt=0.0,
         description="τ: clip all gradients when a fusion weight-gradient element leaves [−τ, τ] (1 in the "
-                    "CREMA-D code, 5 in UR-Funny's); null disables the clip",
+                    "CREMA-D and AV-MNIST code, 5 in UR-Funny's, none in AVE's); null disables the clip",
     )
     grad_clip_norm: float = Field(1.0, gt=0.0, description="total-norm bound of that clip (1 CREMA-D, 5 UR-Funny)")
 
@@ -149,7 +151,8 @@ def agm_ratios(scores: Tensor) -> Tensor:
     return torch.exp((scores.sum() - scores) / (count - 1) - scores)
 
 
-def agm_coefficients(scores: Tensor, running: Tensor, alpha: float, clip: float | None) -> tuple[Tensor, Tensor, Tensor]:
+def agm_coefficients(scores: Tensor, running: Tensor, alpha: float,
+                     clip: float | None) -> tuple[Tensor, Tensor, Tensor]:
     """Ratios `r`, reference ratios `r̄` (from the running means) and `k = exp(α·min(r̄ − r, clip))`."""
     r = agm_ratios(scores)
     r_bar = agm_ratios(running)
@@ -214,8 +217,8 @@ class AGM(Balancer):
         # author-stated in lihongcs/AGM issues: α = 1.5, window = whole run (1500 epochs); clip 10 and τ = 1
         # from run/CREMAD_main.py
         "cremad": {"alpha": 1.5, "clip": 10.0},
-        # run/AVE_main.py: no exponent clip; the AVE α is not stated by the authors
-        "ave": {"clip": None},
+        # run/AVE_main.py clips neither the exponent nor the gradients; the AVE α is not stated by the authors
+        "ave": {"clip": None, "grad_clip_threshold": None},
     }
 
     def setup(self, ctx) -> None:
@@ -255,7 +258,7 @@ class AGM(Balancer):
             for s in self.subsets:
                 zeroed = {k: (torch.zeros_like(v) if k in self.modalities and k not in s else v)
                           for k, v in batch.items()}
-                outputs[s] = model(zeroed).logits
+                outputs[s] = model(zeroed).logits.float()
         finally:
             model.train(was_training)
         return outputs
@@ -266,7 +269,7 @@ class AGM(Balancer):
         with ctx.autocast():
             out = ctx.model(batch)
             outputs = self._subset_outputs(ctx, batch)
-            outputs[frozenset(self.modalities)] = out.logits
+            outputs[frozenset(self.modalities)] = out.logits.float()
             unimodal = shapley_outputs(outputs, self.modalities, exact=self.params.exact_shapley)
 
             scores = agm_scores([unimodal[m] for m in self.modalities], y)

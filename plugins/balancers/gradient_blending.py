@@ -22,7 +22,11 @@ Choices where the paper and BalanceBenchmark's re-implementation differ (spec Pa
 * Safeguards: ΔO² is clamped at `min_delta_o_sq` (1e-8) so a flat overfitting curve cannot blow a weight
   up; a configuration whose validation loss got worse (ΔG < 0) gets weight 0 (`negative_gain="zero"`;
   BalanceBenchmark takes |ΔG|, `negative_gain="abs"`); if every weight is 0 the previous weights are kept
-  (uniform before the first estimate).
+  (uniform before the first estimate); a diverged copy (NaN losses) also keeps the previous weights.
+
+Cost: each estimate trains K + 1 copies for `super_epoch` epochs plus two no-grad passes over the train
+subset and the validation set per copy; online, that is (K + 1)× the main run's training. Tests use
+`super_epoch=1`.
 """
 
 from __future__ import annotations

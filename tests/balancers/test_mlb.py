@@ -154,3 +154,19 @@ def test_train_tiny(balancer, fusion):
             assert 0 < stats.coefficients["k.fast"] < 10 and 0 < stats.coefficients["k.slow"] < 10
         assert all(math.isfinite(v) for v in stats.coefficients.values())
     assert outcome.test is not None and math.isfinite(outcome.test.loss)
+
+
+def test_per_step_code_never_reads_tensors_on_the_host(monkeypatch):
+    balancer, ctx, batch = _context(MLB, {}, "concat")
+    out = ctx.model(batch)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host read of a tensor in per-step code")
+
+    with monkeypatch.context() as patch:
+        for method in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+            patch.setattr(torch.Tensor, method, forbidden)
+        loss = balancer.loss(ctx, batch, out)
+        loss.backward()
+        balancer.after_backward(ctx, batch, out)
+    assert set(balancer.coefficients()) >= {"k.fast", "k.slow", "loss.fast"}
