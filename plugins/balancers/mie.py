@@ -337,7 +337,7 @@ class MIE(Balancer):
                 continue
             new = grad @ P.to(grad.dtype)
             ratios.append(torch.linalg.matrix_norm(new) / torch.linalg.matrix_norm(grad).clamp_min(1e-30))
-            pass
+            layer.weight.grad = new
         return torch.stack(ratios).mean() if ratios else torch.ones((), device=device)
 
     # ------------------------------------------------------------------------------ prediction
