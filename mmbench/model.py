@@ -38,6 +38,8 @@ class MultimodalModel(nn.Module):
         self.extras = nn.ModuleDict(extras or {})
 
     def encode(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if self.fusion.drives_encoders:
+            return self.fusion.encode({m: batch[m] for m in self.modalities}, self.encoders)
         return {m: self.encoders[m](batch[m]) for m in self.modalities}
 
     def head(self, features: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:

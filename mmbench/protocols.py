@@ -102,6 +102,11 @@ class Encoder(nn.Module):
         self.params = params
         self.out_dim: int = 0
 
+    def blocks(self) -> list[nn.Module]:
+        """The encoder as a sequence of blocks whose composition is `forward`, for fusions that work inside
+        the encoders (intermediate fusion). Optional."""
+        raise NotImplementedError(f"encoder {self.name!r} does not expose its blocks")
+
 
 # ------------------------------------------------------------------------------------------- Fusion
 
@@ -115,7 +120,11 @@ class FusionOutput:
 
 
 class Fusion(nn.Module):
-    """Combines pooled per-modality features into class logits (a late fusion).
+    """Combines pooled per-modality features into class logits.
+
+    A late fusion only sees the pooled features. An intermediate fusion (`drives_encoders = True`) also
+    runs the encoders block by block in `encode` (using `Encoder.blocks()`), exchanging information between
+    modalities inside them; its `forward` still maps the pooled features to logits.
 
     A fusion with `offers_contributions = True` returns, for every modality, logits that are exactly that
     modality's part of the fused logits (the sum over modalities equals the logits); balancers such as OGM
@@ -127,6 +136,8 @@ class Fusion(nn.Module):
     offers_contributions: ClassVar[bool] = False
     #: the fusion needs every modality's feature to have the same size
     equal_dims: ClassVar[bool] = False
+    #: an intermediate fusion: it runs the encoders itself (`encode`) and exchanges information inside them
+    drives_encoders: ClassVar[bool] = False
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: Params) -> None:
         super().__init__()
@@ -136,6 +147,10 @@ class Fusion(nn.Module):
 
     def forward(self, features: Mapping[str, Tensor]) -> FusionOutput:  # pragma: no cover - protocol
         raise NotImplementedError
+
+    def encode(self, inputs: Mapping[str, Tensor], encoders: Mapping[str, Encoder]) -> dict[str, Tensor]:
+        """Pooled features of every modality, for fusions with `drives_encoders = True`."""
+        raise NotImplementedError(f"fusion {self.name!r} does not drive the encoders")
 
     def classifier_blocks(self) -> dict[str, tuple[Tensor, Tensor | None]]:
         """Per-modality `(weight block, bias share)` of the final linear layer, for fusions that have one."""

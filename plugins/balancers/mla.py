@@ -128,7 +128,7 @@ def mask_weights(weights: Tensor, mask: Tensor) -> Tensor:
     full = weights.expand_as(mask)
     kept = full * mask
     total = kept.sum(0, keepdim=True)
-    return full
+    return torch.where(total > 0, kept / total.clamp_min(1e-30), full)
 
 
 # ------------------------------------------------------------------------------------------ balancer

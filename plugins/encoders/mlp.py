@@ -28,16 +28,21 @@ class MLPEncoder(Encoder):
         if len(modality.shape) != 1:
             raise ValueError(f"mlp encodes 1-D feature vectors; modality {modality.name!r} has shape {modality.shape}")
         widths = [modality.shape[0]] + [params.hidden] * (params.layers - 1) + [params.out_dim]
-        blocks: list[nn.Module] = []
+        layers = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            blocks += [nn.Linear(a, b), nn.ReLU()]
-            if params.dropout and i < len(widths) - 2:
-                blocks.append(nn.Dropout(params.dropout))
-        self.net = nn.Sequential(*blocks)
+            last = i == len(widths) - 2
+            dropout = [nn.Dropout(params.dropout)] if params.dropout and not last else []
+            layers.append(nn.Sequential(nn.Linear(a, b), nn.ReLU(), *dropout))
+        self.layers = nn.ModuleList(layers)
         self.out_dim = params.out_dim
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        for block in self.layers:
+            x = block(x)
+        return x
 
 
 @hookimpl

@@ -215,3 +215,31 @@ def test_train_tiny(fusion):
 def test_train_tiny_variants(params):
     outcome = train_tiny(MIE, epochs=2, balancer_params=params)
     assert outcome.status == "ok" and all(math.isfinite(h.train_loss) for h in outcome.history)
+
+
+def test_phase_switch_reloads_best_state_and_resets_optimizer():
+    balancer, ctx, batch = _context({"rho": 0.0})
+    model = ctx.model
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    balancer.best_state = best
+    ctx.optimizer = build_optimizer(OptimizerConfig(name="sgd", lr=0.1, momentum=0.9), model.parameter_groups())
+    balancer.train_step(ctx, batch)
+    assert ctx.optimizer.state  # momentum buffers exist
+    assert not torch.equal(model.heads["fast"].weight, best["heads.fast.weight"])
+    ctx.epoch = 1
+    balancer.on_epoch_start(ctx)
+    assert balancer.active == "slow" and not ctx.optimizer.state
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, best[k])
+
+
+THREE = {"modalities": [{"name": "a", "dim": 8, "signal": 4.0}, {"name": "b", "dim": 12, "signal": 2.0},
+                        {"name": "c", "dim": 6, "signal": 1.0, "code": "sign"}]}
+
+
+def test_three_modalities_cycle_with_the_previous_modality_projection():
+    outcome = train_tiny(MIE, epochs=3, task_params=THREE)
+    assert outcome.status == "ok"
+    active = [max((v, k) for k, v in h.coefficients.items() if k.startswith("active."))[1] for h in outcome.history]
+    assert active == ["active.a", "active.b", "active.c"]
+    assert "sigma_max.a" in outcome.history[1].coefficients and "sigma_max.b" in outcome.history[2].coefficients

@@ -201,3 +201,12 @@ def test_train_tiny(fusion):
 def test_train_tiny_variants(params):
     outcome = train_tiny(MLA, epochs=1, balancer_params=params)
     assert outcome.status == "ok" and math.isfinite(outcome.history[0].train_loss)
+
+
+def test_three_modalities():
+    task = {"modalities": [{"name": "a", "dim": 8, "signal": 4.0}, {"name": "b", "dim": 12, "signal": 2.0},
+                           {"name": "c", "dim": 6, "signal": 1.0, "code": "sign"}]}
+    outcome = train_tiny(MLA, epochs=1, task_params=task, balancer_params={"fusion": "fixed"})
+    assert outcome.status == "ok"
+    assert {"loss.a", "loss.b", "loss.c"} <= set(outcome.history[0].coefficients)
+    assert outcome.history[0].coefficients["gate.c"] == pytest.approx(0.40)  # official a/v/t = .35/.25/.40

@@ -1,0 +1,268 @@
+"""`pm_mo`: Probabilistic Multimodal fusion + Multiple Objectives (Armitage et al., CEUR 2020).
+
+Two modules, two objectives, both stepped on every batch (seed 003 §3; official `train_test.py`):
+
+* **A**, the GMU unit of the `gmu` fusion (`fusion.unit`): every weight and bias of its linear layers is a random
+  variable with an element-wise Laplace prior and a Laplace variational posterior q = Laplace(ℓ, softplus(s)),
+  trained by stochastic variational inference on the ELBO with Pyro (model/guide traces, `poutine.scale` for
+  the KL weight, Pyro's `ClippedAdam`). Its BatchNorm parameters are point estimates trained by the same step.
+* **C**, the maxout-MLP classifier of the fusion (`fusion.classifier`), trained with the task loss (BCE for
+  multi-label tasks, cross-entropy for single-label ones) by the recipe's optimizer, on v = A(x) computed with
+  A's weights fixed; its gradient is clipped to `classifier_clip_norm` (code: 20). The encoders are trained by
+  this objective too (through A, whose own parameters it does not touch).
+
+Per step: (1) one SVI step: sample A's weights from q, score `loss = −[log p(y | A_w(x)) + λ·(log p(w) − log q(w))]`
+(+ the L1/L2 penalty) and take one ClippedAdam step on ℓ, s and A's BatchNorm; (2) v = A(x) with the same weight
+sample (`classifier_weights: sample`, the official code's "last posterior sample") or the posterior mean, then
+one step of the recipe's optimizer on C (and the encoders). At evaluation A uses the posterior mean: ℓ lives in
+the GMU's own linear weights, so the ordinary forward, the validation selection and the saved model all use it.
+
+Variants (paper §3.2, Table 2): ELBOv1 = `elbo: trace, kl_scale: 1`; ELBOv2 = `elbo: tracegraph, kl_scale: 1`
+(Rao-Blackwellised; with every latent site reparameterised it gives the same estimate as v1); λKL = `elbo: trace,
+kl_scale: 0.2` (default; the paper's best system, with `regularizer: l2`). The official code's hand-written ELBO
+applies its annealing factor to no site, i.e. it is ELBOv1 (`kl_scale: 1`).
+
+Decisions and differences from the official code (spec Part B §4):
+- Prior Laplace(0.1, 0.01) as in the paper (default); the code's Laplace(1, 1) is `prior_loc: 1, prior_scale: 1`.
+- The L2 (or L1) penalty `reg_param · Σ p²` on A's point parameters (the posterior locations ℓ and BatchNorm)
+  is added to the SVI loss before its backward pass, so it acts on the gradients; the code added it to the
+  returned loss value after the step, where it had no effect.
+- Likelihood: `bernoulli` (default) is the fix the spec allows, Bernoulli(σ(C(v))) per label on multi-label tasks
+  (Categorical(C(v)) on single-label ones), scoring the labels through the classifier (C's parameters fixed in
+  this step). `code` reproduces the released model, Categorical(logits = σ(v)) observed at the transposed label
+  matrix, which only fits hidden units 0 and 1 (on single-label tasks it is observed at the class index).
+- λKL is a constant factor on the KL terms ([gap]); `kl_anneal_epochs > 0` ramps it linearly to 1.
+- Guide initialisation as in the code: ℓ ~ N(0, 0.001²), s ~ N(0, 0.01²) (so softplus(s) ≈ 0.69).
+- The SVI pass normalises with batch statistics but leaves the running statistics to the classifier pass, as in
+  the code, where the SVI pass ran on a deep copy of the module.
+- The paper's input features are fixed (no encoders); here the encoders learn from C's objective and A sees
+  their features detached.
+- The code's sigmoid threshold 0.3 for predictions is not applied: thresholds belong to the task's metrics.
+- No Pyro global state is used: the posterior scales are a module of the model (`extras["pm_mo_scales"]`), the
+  locations are the GMU's weights, the model/guide read them directly (no `pyro.param`/`pyro.module`), and the
+  ELBO is computed from Pyro traces without `SVI`, whose loss reads back `.item()` and whose parameters live in
+  the process-wide param store. Nothing leaks between cells, and the best model selected on validation includes
+  the posterior. Pyro's validation is switched off inside the step because its checks synchronise with the
+  device; Pyro's `Trace_ELBO` would do the same through `.item()`, hence the trace-level computation here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from pyro import poutine
+from pyro.infer import TraceGraph_ELBO
+from pyro.ops.provenance import detach_provenance
+from pyro.optim.clipped_adam import ClippedAdam
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from mmbench.hookspecs import hookimpl
+from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+
+SCALES_KEY = "pm_mo_scales"
+
+
+class PMMOParams(Params):
+    elbo: Literal["trace", "tracegraph"] = Field(
+        "trace", description="Pyro ELBO estimator: trace (ELBOv1, λKL) or tracegraph (ELBOv2)")
+    kl_scale: float = Field(0.2, gt=0.0, le=1.0, description="λ on the KL terms (λKL 0.2; 1 = plain ELBO)")
+    kl_anneal_epochs: int = Field(0, ge=0, description="ramp λ linearly to 1 over this many epochs (0: constant)")
+    prior_loc: float = Field(0.1, description="Laplace prior location µ (paper 0.1; code 1)")
+    prior_scale: float = Field(0.01, gt=0.0, description="Laplace prior scale (paper 0.01; code 1)")
+    likelihood: Literal["bernoulli", "code"] = Field(
+        "bernoulli", description="bernoulli: labels through the classifier (fix); code: the released Categorical")
+    regularizer: Literal["none", "l1", "l2"] = Field("l2", description="penalty on A's parameters in the SVI loss")
+    reg_param: float = Field(0.1, ge=0.0, description="weight of the L1/L2 penalty (paper and code 0.1)")
+    svi_lr: float = Field(0.005, gt=0.0, description="ClippedAdam learning rate of the SVI step (code 0.005)")
+    svi_clip: float = Field(10.0, gt=0.0, description="ClippedAdam element-wise gradient clip (Pyro default 10)")
+    loc_init_std: float = Field(0.001, ge=0.0, description="std of the normal init of the posterior locations")
+    scale_init_std: float = Field(0.01, ge=0.0, description="std of the normal init of the raw posterior scales")
+    classifier_weights: Literal["sample", "mean"] = Field(
+        "sample", description="A's weights when training C: the SVI step's posterior sample (code) or the mean")
+    classifier_clip_norm: float | None = Field(
+        20.0, gt=0.0, description="max gradient norm of C's parameters (code max_norm 20); null: no clipping")
+
+
+def laplace_prior(like: Tensor, loc: Tensor | float, scale: Tensor | float) -> dist.Laplace:
+    """The element-wise prior over a weight tensor shaped like `like`, as one event."""
+    loc, scale = torch.as_tensor(loc, dtype=like.dtype, device=like.device), torch.as_tensor(
+        scale, dtype=like.dtype, device=like.device)
+    return dist.Laplace(loc.expand(like.shape), scale.expand(like.shape), validate_args=False).to_event(like.dim())
+
+
+def laplace_posterior(loc: Tensor, raw_scale: Tensor) -> dist.Laplace:
+    """The variational posterior Laplace(ℓ, softplus(s)) over a weight tensor, as one event."""
+    return dist.Laplace(loc, F.softplus(raw_scale), validate_args=False).to_event(loc.dim())
+
+
+def site_terms(value: Tensor, loc: Tensor, raw_scale: Tensor, prior_loc: float, prior_scale: float,
+               kl_scale: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """(log p(w), log q(w), λ·(log p − log q)) of one weight site: its contribution to the single-sample ELBO."""
+    log_p = laplace_prior(value, prior_loc, prior_scale).log_prob(value)
+    log_q = laplace_posterior(loc, raw_scale).log_prob(value)
+    return log_p, log_q, kl_scale * (log_p - log_q)
+
+
+def _random_parameters(unit: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name within the unit, parameter) of every linear layer's weight and bias: A's random variables."""
+    found = []
+    for module_name, module in unit.named_modules():
+        if isinstance(module, nn.Linear):
+            found += [(f"{module_name}.{name}", p) for name, p in module.named_parameters(recurse=False)]
+    return found
+
+
+class PMMO(Balancer):
+    """PM+MO: variational GMU trained by SVI (Pyro) + maxout classifier trained by the task loss."""
+
+    name = "pm_mo"
+    Params = PMMOParams
+    requires = Requirements(fusions=frozenset({"gmu"}), max_modalities=2)
+    # seed 003 Table 1 / initial_values.json (MM-IMDb): λKL + L2, lr 0.005; fusion and recipe settings in the
+    # module docstring of plugins/fusions/gmu.py (hidden 3000, 5 pieces, dropout 0.9) and the README of the grid
+    task_defaults = {"mmimdb": {"elbo": "trace", "kl_scale": 0.2, "regularizer": "l2", "reg_param": 0.1,
+                                "svi_lr": 0.005, "classifier_clip_norm": 20.0}}
+
+    def setup(self, ctx) -> None:
+        fusion = ctx.model.fusion
+        if not (hasattr(fusion, "unit") and hasattr(fusion, "classifier")):
+            raise TypeError(f"pm_mo needs the gmu fusion (a unit and a classifier), got {type(fusion).__name__}")
+        self.unit, self.classifier = fusion.unit, fusion.classifier
+        self.multilabel = bool(ctx.task.multilabel)
+        self.random = _random_parameters(self.unit)
+        if self.params.likelihood == "code" and not self.multilabel:
+            hidden = self.random[0][1].shape[0]
+            if ctx.task.num_classes > hidden:
+                raise ValueError(f"pm_mo likelihood 'code' indexes {ctx.task.num_classes} classes into {hidden} "
+                                 "hidden units; use a wider gmu or likelihood 'bernoulli'")
+        with torch.no_grad():
+            for _, loc in self.random:
+                loc.normal_(0.0, self.params.loc_init_std)
+        scales = nn.ParameterList(
+            [nn.Parameter(torch.randn_like(loc) * self.params.scale_init_std) for _, loc in self.random])
+        ctx.model.extras[SCALES_KEY] = scales  # saved with the model; not in the recipe's optimizer
+        self.scales = scales
+        # built once: creating device tensors from Python scalars every step would wait on the device
+        self.priors = [laplace_prior(loc, self.params.prior_loc, self.params.prior_scale) for _, loc in self.random]
+        self.svi_optimizer = ClippedAdam([*self.unit.parameters(), *scales], lr=self.params.svi_lr,
+                                         clip_norm=self.params.svi_clip)
+        self.kl = self.params.kl_scale
+        self._sample: dict[str, Tensor] = {}
+        self._nll = torch.zeros((), device=ctx.device)
+        self._sums: dict[str, Tensor] = {}
+        self._steps = 0
+
+    # ------------------------------------------------------------------ the Pyro model and guide over A
+
+    def _unit_forward(self, weights: dict[str, Tensor], features: dict[str, Tensor]) -> Tensor:
+        """A(x) with the given weights; running statistics of its BatchNorm are left untouched."""
+        buffers = {name: b.clone() for name, b in self.unit.named_buffers()}
+        return functional_call(self.unit, {**weights, **buffers}, (features,))[0]
+
+    def model(self, features: dict[str, Tensor], y: Tensor) -> None:
+        weights = {}
+        for (name, _), prior in zip(self.random, self.priors):
+            with poutine.scale(scale=self.kl):
+                weights[name] = pyro.sample(f"gmu.{name}", prior)
+        v = self._unit_forward(weights, features)
+        if self.params.likelihood == "bernoulli":
+            frozen = {name: p.detach() for name, p in self.classifier.named_parameters()}
+            frozen.update({name: b.clone() for name, b in self.classifier.named_buffers()})
+            logits = functional_call(self.classifier, frozen, (v,))
+            if self.multilabel:
+                likelihood, obs = dist.Bernoulli(logits=logits, validate_args=False).to_event(1), y.float()
+            else:
+                likelihood, obs = dist.Categorical(logits=logits, validate_args=False), y
+        else:  # the released model: an H-way categorical over σ(v), observed at the (transposed) labels
+            likelihood = dist.Categorical(logits=torch.sigmoid(v), validate_args=False)
+            obs = (y.t() if self.multilabel else y).long()
+        self._nll = -likelihood.log_prob(obs).sum().detach()
+        pyro.sample("obs", likelihood, obs=obs)
+
+    def guide(self, features: dict[str, Tensor], y: Tensor) -> None:
+        for (name, loc), raw in zip(self.random, self.scales):
+            with poutine.scale(scale=self.kl):
+                self._sample[name] = detach_provenance(pyro.sample(f"gmu.{name}", laplace_posterior(loc, raw)))
+
+    def elbo_loss(self, features: dict[str, Tensor], y: Tensor) -> Tensor:
+        """The single-sample negative ELBO (a differentiable surrogate with the same value)."""
+        with pyro.validation_enabled(False):
+            if self.params.elbo == "trace":
+                guide_trace = poutine.trace(self.guide).get_trace(features, y)
+                model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(features, y)
+                return guide_trace.log_prob_sum() - model_trace.log_prob_sum()
+            _, surrogate = TraceGraph_ELBO()._loss_and_surrogate_loss(self.model, self.guide, (features, y), {})
+            return surrogate
+
+    def penalty(self) -> Tensor:
+        params = list(self.unit.parameters())
+        if self.params.regularizer == "l2":
+            return self.params.reg_param * sum(p.pow(2).sum() for p in params)
+        if self.params.regularizer == "l1":
+            return self.params.reg_param * sum(p.abs().sum() for p in params)
+        return torch.zeros((), device=params[0].device)
+
+    def svi_step(self, features: dict[str, Tensor], y: Tensor) -> tuple[Tensor, Tensor]:
+        """One SVI update of A; returns the (detached) negative ELBO and penalty."""
+        self.svi_optimizer.zero_grad(set_to_none=True)
+        loss = self.elbo_loss(features, y)
+        penalty = self.penalty()
+        (loss + penalty).backward()
+        self.svi_optimizer.step()
+        self.svi_optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), penalty.detach()
+
+    # ------------------------------------------------------------------------------ engine hooks
+
+    def on_epoch_start(self, ctx) -> None:
+        anneal = self.params.kl_anneal_epochs
+        base = self.params.kl_scale
+        self.kl = base if anneal == 0 else min(1.0, base + (1.0 - base) * ctx.epoch / anneal)
+        self._sums = {k: torch.zeros((), device=ctx.device) for k in ("elbo_loss", "nll", "penalty")}
+        self._steps = 0
+
+    def train_step(self, ctx, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
+        y = batch["label"]
+        with ctx.autocast():
+            features = ctx.model.encode(batch)
+        elbo, penalty = self.svi_step({m: z.detach().float() for m, z in features.items()}, y)
+
+        ctx.optimizer.zero_grad(set_to_none=True)
+        fixed = {name: p.detach() for name, p in self.unit.named_parameters()}
+        if self.params.classifier_weights == "sample":
+            fixed.update({name: w.detach() for name, w in self._sample.items()})
+        with ctx.autocast():
+            v = functional_call(self.unit, fixed, (features,))[0]
+            logits = self.classifier(v)
+            loss = ctx.task_loss(logits, y)
+        loss.backward()
+        if self.params.classifier_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.classifier.parameters(), self.params.classifier_clip_norm)
+        ctx.optimizer.step()
+
+        self._sums["elbo_loss"] += elbo
+        self._sums["nll"] += self._nll
+        self._sums["penalty"] += penalty
+        self._steps += 1
+        return loss.detach(), ModelOutput(logits, features)
+
+    def coefficients(self) -> dict[str, float]:
+        steps = max(1, self._steps)
+        out = {k: float(v) / steps for k, v in self._sums.items()}
+        out["kl"] = out["elbo_loss"] - out["nll"]  # λ-scaled KL estimate, log q − log p summed over weights
+        with torch.no_grad():
+            scales = torch.cat([F.softplus(s).flatten() for s in self.scales])
+            locs = torch.cat([p.flatten() for _, p in self.random])
+        out.update(kl_scale=float(self.kl), posterior_scale=float(scales.mean()), posterior_loc=float(locs.mean()))
+        return out
+
+
+@hookimpl
+def mmbench_balancers():
+    return [PMMO]
