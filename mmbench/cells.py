@@ -108,17 +108,23 @@ def expand(grid: Grid, registry: Registry) -> list[Cell]:
     """All cells of a validated grid, in a stable order; incompatible ones carry their skip reason."""
     cells = []
     for task_ref in grid.tasks:
+        paired_once: set[tuple[int, int]] = set()
         task_cls, task_desc = _resolve(registry, "tasks", task_ref)
         task_desc["version"] = task_cls.version
         task = task_cls(task_cls.Params.model_validate(task_desc["params"]), root=None)
         version = _benchmark_version(grid, task_desc, grid.train)
-        for enc_set, fusion_ref, bal_ref in itertools.product(grid.encoders, grid.fusions, grid.balancers):
+        for (e, enc_set), fusion_ref, (b, bal_ref) in itertools.product(
+                enumerate(grid.encoders), grid.fusions, enumerate(grid.balancers)):
+            bal_cls = registry.get("balancers", bal_ref.name).cls
+            if bal_cls.requires.ignores_fusion:
+                if (e, b) in paired_once:
+                    continue
+                paired_once.add((e, b))
             enc_classes, enc_desc = {}, {}
             for modality in task.modalities:
                 ref = enc_set.get(modality, enc_set.get(ALL_MODALITIES))
                 enc_classes[modality], enc_desc[modality] = _resolve(registry, "encoders", ref)
             fusion_cls, fusion_desc = _resolve(registry, "fusions", fusion_ref)
-            bal_cls = registry.get("balancers", bal_ref.name).cls
             _, bal_desc = _resolve(registry, "balancers", bal_ref, bal_cls.task_defaults.get(task.name))
             reason = incompatibility(bal_cls, task, enc_classes, fusion_cls)
             for seed in grid.seeds:

@@ -171,6 +171,9 @@ class Requirements:
     equal_feature_dims: bool = False
     single_label: bool = False
     fusions: frozenset[str] | None = None
+    #: the method forms its own predictions and never uses the cell's fusion (a grid pairs it with its
+    #: first fusion only, instead of repeating identical runs)
+    ignores_fusion: bool = False
     min_modalities: int = 2
     max_modalities: int | None = None
 

@@ -51,3 +51,24 @@ def test_task_defaults_apply_under_grid_params(registry, monkeypatch):
     text = TINY_GRID.replace("balancers: [joint]", "balancers: [modality_dropout, {name: modality_dropout, params: {p: 0.1}}]")
     cells = expand(grid_lib.parse(text, registry), registry)
     assert [c.balancer["params"]["p"] for c in cells if c.fusion["name"] == "concat"] == [0.5, 0.5, 0.1, 0.1]
+
+
+class OwnPredictions(Balancer):
+    name = "own_predictions"
+    requires = Requirements(ignores_fusion=True)
+
+
+def test_a_balancer_that_ignores_the_fusion_is_paired_with_the_first_fusion_only(monkeypatch):
+    from mmbench import registry as registry_lib
+    from mmbench.hookspecs import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def mmbench_balancers(self):
+            return [OwnPredictions]
+
+    registry = registry_lib.load(extra_plugins=[Plugin()])
+    text = TINY_GRID.replace("balancers: [joint]", "balancers: [joint, own_predictions]")
+    cells = expand(grid_lib.parse(text, registry), registry)
+    pairs = sorted({(c.balancer["name"], c.fusion["name"]) for c in cells})
+    assert pairs == [("joint", "concat"), ("joint", "sum"), ("own_predictions", "concat")]

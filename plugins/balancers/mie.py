@@ -16,7 +16,7 @@ Prediction is a late fusion of the per-modality heads: `fusion="average"` (mean 
 returned as log-probabilities) or `"entropy"` / `"entropy_batch"` (MLA's gating on the logits — "MIE (weight)"
 uses "the same weighting strategy as MLA"; see `mla.py`). A modality the engine drops (zeroed features) is
 left out of the fusion, as a missing branch of a late fusion would be. The cell's fusion module is never used
-by MIE and never trained: pair MIE with any single fusion in a grid. Per-modality losses use `out.unimodal`
+by MIE and never trained: it declares `ignores_fusion`, so a grid runs it with its first fusion only. Per-modality losses use `out.unimodal`
 (the per-modality linear heads the engine adds for `unimodal_heads`). The paper's head is three layers,
 FC(d)-ReLU-FC(d)-ReLU-FC(C); the engine's heads are one Linear(d, C), so to match it give each encoder two
 final FC-ReLU layers of width d (and `gm_depth: 3` to modify all three, as "GM on the classification head").
@@ -62,7 +62,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -99,7 +99,7 @@ def flat_projection(cov: Tensor, tau: float) -> tuple[Tensor, Tensor]:
 
 
 def linear_layers(branch: Sequence[nn.Module]) -> list[nn.Linear]:
-    """The Linear layers of a branch (encoder, then head), deepest first."""
+    """The Linear layers of a branch (encoder, then head), deepest first (by module registration order)."""
     layers = [mod for part in branch for mod in part.modules() if isinstance(mod, nn.Linear)]
     return layers[::-1]
 
@@ -150,7 +150,7 @@ class MIEParams(Params):
         1, ge=1,
         description="number of deepest Linear layers per branch (head first) to modify; 1 = the head only "
                     "(paper); null = every Linear with a same-shape counterpart (IGM-code)")
-    phase_epochs: tuple[int, ...] = Field(
+    phase_epochs: tuple[PositiveInt, ...] = Field(
         (1,), min_length=1,
         description="epochs per single-modality phase, cycled (IGM epoch_list); (1,) alternates every epoch")
     order: tuple[str, ...] | None = Field(
@@ -171,7 +171,7 @@ class MIE(Balancer):
 
     name = "mie"
     Params = MIEParams
-    requires = Requirements(unimodal_heads=True, equal_feature_dims=True, single_label=True)
+    requires = Requirements(unimodal_heads=True, equal_feature_dims=True, single_label=True, ignores_fusion=True)
     #: IJCAI25-IGM configs (epoch_list; NVGesture batch 6)
     task_defaults = {
         "cremad": {"phase_epochs": (25, 50)},
@@ -273,8 +273,10 @@ class MIE(Balancer):
         if self.params.cov_batch_size is None:
             return ctx.train_loader
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)) if ctx.generator is not None else 0
-        return DataLoader(ctx.train_loader.dataset, batch_size=self.params.cov_batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed), num_workers=ctx.train_loader.num_workers)
+        loader = ctx.train_loader
+        return DataLoader(loader.dataset, batch_size=self.params.cov_batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(seed), num_workers=loader.num_workers,
+                          collate_fn=loader.collate_fn)
 
     # ------------------------------------------------------------------------------ training step
 

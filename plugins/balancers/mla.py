@@ -26,7 +26,7 @@ modality is identically zero gets weight 0 for it (the other weights renormalise
 exactly `head(f_m)` (what the official code reports as unimodal accuracy) and "m missing" fuses the rest.
 
 The cell's fusion module is not used by MLA at all (neither in the loss nor in the prediction) and its
-parameters never receive gradient: pair MLA with any single fusion in a grid; results do not depend on it.
+parameters never receive gradient: it declares `ignores_fusion`, so a grid runs it with its first fusion only.
 
 Differences from the official code (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation), and why:
 
@@ -153,8 +153,9 @@ class MLAParams(Params):
     )
     fixed_weights: tuple[float, ...] | None = Field(
         None,
-        description="weights for fusion='fixed', in the task's modality order; None = official defaults "
-                    "(0.55/0.45 for 2 modalities, 0.35/0.25/0.40 for 3, uniform otherwise)",
+        description="weights for fusion='fixed', in the task's modality order (renormalised to sum 1 at "
+                    "evaluation); None = official defaults (0.55/0.45 for 2 modalities, 0.35/0.25/0.40 for 3, "
+                    "uniform otherwise)",
     )
 
 
@@ -163,7 +164,7 @@ class MLA(Balancer):
 
     name = "mla"
     Params = MLAParams
-    requires = Requirements(equal_feature_dims=True, single_label=True)
+    requires = Requirements(equal_feature_dims=True, single_label=True, ignores_fusion=True)
     task_defaults: dict = {}
 
     def __init__(self, params: MLAParams) -> None:
@@ -188,6 +189,9 @@ class MLA(Balancer):
         if self.params.fixed_weights is not None and len(self.params.fixed_weights) != len(self.modalities):
             raise ValueError(f"fixed_weights has {len(self.params.fixed_weights)} entries for "
                              f"{len(self.modalities)} modalities {self.modalities}")
+        n = len(self.modalities)
+        fixed = self.params.fixed_weights or OFFICIAL_FIXED_WEIGHTS.get(n, (1.0 / n,) * n)
+        self._fixed = torch.tensor(fixed, device=ctx.device, dtype=torch.float32).unsqueeze(1)  # made once
         self._reset_epoch_sums(ctx.device)
 
     def _reset_epoch_sums(self, device: torch.device) -> None:
@@ -226,7 +230,7 @@ class MLA(Balancer):
             logits[m] = o.detach()
             self._loss_sum[m] += losses[-1]
             self._kept_sum[m] += kept.detach()
-        weights = self._weights([logits[m] for m in self.modalities], ctx.device)
+        weights = self._weights([logits[m] for m in self.modalities])
         for m, w in zip(self.modalities, weights):
             self._gate_sum[m] += w.mean()
         self._steps += 1
@@ -236,12 +240,10 @@ class MLA(Balancer):
 
     # ------------------------------------------------------------------------------ prediction
 
-    def _weights(self, logits: list[Tensor], device: torch.device) -> Tensor:
-        if self.params.fusion != "fixed":
-            return gate_weights(logits, self.params.fusion)
-        n = len(self.modalities)
-        fixed = self.params.fixed_weights or OFFICIAL_FIXED_WEIGHTS.get(n, (1.0 / n,) * n)
-        return torch.tensor(fixed, device=device, dtype=torch.float32).unsqueeze(1)
+    def _weights(self, logits: list[Tensor]) -> Tensor:
+        if self.params.fusion == "fixed":
+            return self._fixed
+        return gate_weights(logits, self.params.fusion)
 
     @torch.no_grad()
     def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
@@ -250,7 +252,7 @@ class MLA(Balancer):
         head = ctx.model.extras[HEAD]
         features = [out.features[m] for m in self.modalities]
         logits = [head(f).float() for f in features]
-        weights = mask_weights(self._weights(logits, logits[0].device), feature_presence(features))
+        weights = mask_weights(self._weights(logits), feature_presence(features))
         return fuse_logits(logits, weights)
 
     def coefficients(self) -> dict[str, float]:

@@ -65,7 +65,7 @@ from torch.func import functional_call
 from mmbench.hookspecs import hookimpl
 from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
 
-SCALES_KEY = "pm_mo_scales"
+EXTRAS_KEY = "pm_mo_posterior"
 
 
 class PMMOParams(Params):
@@ -87,6 +87,10 @@ class PMMOParams(Params):
         "sample", description="A's weights when training C: the SVI step's posterior sample (code) or the mean")
     classifier_clip_norm: float | None = Field(
         20.0, gt=0.0, description="max gradient norm of C's parameters (code max_norm 20); null: no clipping")
+    fusion_weights: Literal["posterior", "code"] = Field(
+        "posterior", description="posterior: the GMU predicts with its variational posterior (paper); code: with "
+                                 "deterministic weights trained by C's objective, the posterior unused (what the "
+                                 "released code effectively does)")
 
 
 def laplace_prior(like: Tensor, loc: Tensor | float, scale: Tensor | float) -> dist.Laplace:
@@ -118,14 +122,25 @@ def _random_parameters(unit: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return found
 
 
+class PosteriorParameters(nn.Module):
+    """The variational parameters that live outside the fusion: raw scales s (and, for `fusion_weights: code`,
+    the locations ℓ), one tensor per random weight of the GMU unit."""
+
+    def __init__(self, random: list[tuple[str, nn.Parameter]], own_locations: bool, loc_std: float,
+                 scale_std: float) -> None:
+        super().__init__()
+        self.scales = nn.ParameterList([nn.Parameter(torch.randn_like(p) * scale_std) for _, p in random])
+        self.locs = nn.ParameterList(
+            [nn.Parameter(torch.randn_like(p) * loc_std) for _, p in random] if own_locations else [])
+
+
 class PMMO(Balancer):
     """PM+MO: variational GMU trained by SVI (Pyro) + maxout classifier trained by the task loss."""
 
     name = "pm_mo"
     Params = PMMOParams
     requires = Requirements(fusions=frozenset({"gmu"}), max_modalities=2)
-    # seed 003 Table 1 / initial_values.json (MM-IMDb): λKL + L2, lr 0.005; fusion and recipe settings in the
-    # module docstring of plugins/fusions/gmu.py (hidden 3000, 5 pieces, dropout 0.9) and the README of the grid
+    # seed 003 Table 1 / initial_values.json (MM-IMDb); the matching gmu fusion settings are in its docstring
     task_defaults = {"mmimdb": {"elbo": "trace", "kl_scale": 0.2, "regularizer": "l2", "reg_param": 0.1,
                                 "svi_lr": 0.005, "classifier_clip_norm": 20.0}}
 
@@ -133,26 +148,31 @@ class PMMO(Balancer):
         fusion = ctx.model.fusion
         if not (hasattr(fusion, "unit") and hasattr(fusion, "classifier")):
             raise TypeError(f"pm_mo needs the gmu fusion (a unit and a classifier), got {type(fusion).__name__}")
+        p = self.params
         self.unit, self.classifier = fusion.unit, fusion.classifier
         self.multilabel = bool(ctx.task.multilabel)
         self.random = _random_parameters(self.unit)
-        if self.params.likelihood == "code" and not self.multilabel:
-            hidden = self.random[0][1].shape[0]
-            if ctx.task.num_classes > hidden:
-                raise ValueError(f"pm_mo likelihood 'code' indexes {ctx.task.num_classes} classes into {hidden} "
-                                 "hidden units; use a wider gmu or likelihood 'bernoulli'")
-        with torch.no_grad():
-            for _, loc in self.random:
-                loc.normal_(0.0, self.params.loc_init_std)
-        scales = nn.ParameterList(
-            [nn.Parameter(torch.randn_like(loc) * self.params.scale_init_std) for _, loc in self.random])
-        ctx.model.extras[SCALES_KEY] = scales  # saved with the model; not in the recipe's optimizer
-        self.scales = scales
+        if p.likelihood == "code" and not self.multilabel and ctx.task.num_classes > self.random[0][1].shape[0]:
+            raise ValueError(f"pm_mo likelihood 'code' indexes {ctx.task.num_classes} classes into "
+                             f"{self.random[0][1].shape[0]} hidden units; use a wider gmu or 'bernoulli'")
+        self.in_fusion = p.fusion_weights == "posterior"
+        posterior = PosteriorParameters(self.random, not self.in_fusion, p.loc_init_std, p.scale_init_std)
+        ctx.model.extras[EXTRAS_KEY] = posterior  # saved with the model; stepped by the SVI optimizer only
+        self.scales = list(posterior.scales)
+        if self.in_fusion:  # ℓ are the GMU's own linear weights, so the ordinary forward uses the posterior mean
+            self.locs = [w for _, w in self.random]
+            with torch.no_grad():
+                for w in self.locs:
+                    w.normal_(0.0, p.loc_init_std)
+            self.point = list(self.unit.parameters())  # ℓ and the unit's BatchNorm
+        else:
+            self.locs = list(posterior.locs)
+            self.point = self.locs
         # built once: creating device tensors from Python scalars every step would wait on the device
-        self.priors = [laplace_prior(loc, self.params.prior_loc, self.params.prior_scale) for _, loc in self.random]
-        self.svi_optimizer = ClippedAdam([*self.unit.parameters(), *scales], lr=self.params.svi_lr,
-                                         clip_norm=self.params.svi_clip)
-        self.kl = self.params.kl_scale
+        self.priors = [laplace_prior(w, p.prior_loc, p.prior_scale) for _, w in self.random]
+        self.svi_optimizer = ClippedAdam([*dict.fromkeys([*self.point, *self.scales])], lr=p.svi_lr,
+                                         clip_norm=p.svi_clip)
+        self.kl = p.kl_scale
         self._sample: dict[str, Tensor] = {}
         self._nll = torch.zeros((), device=ctx.device)
         self._sums: dict[str, Tensor] = {}
@@ -161,9 +181,11 @@ class PMMO(Balancer):
     # ------------------------------------------------------------------ the Pyro model and guide over A
 
     def _unit_forward(self, weights: dict[str, Tensor], features: dict[str, Tensor]) -> Tensor:
-        """A(x) with the given weights; running statistics of its BatchNorm are left untouched."""
-        buffers = {name: b.clone() for name, b in self.unit.named_buffers()}
-        return functional_call(self.unit, {**weights, **buffers}, (features,))[0]
+        """A(x) with the given weights; the running statistics of its BatchNorm are left untouched."""
+        overrides = {} if self.in_fusion else {n: w.detach() for n, w in self.unit.named_parameters()}
+        overrides.update(weights)
+        overrides.update({name: b.clone() for name, b in self.unit.named_buffers()})
+        return functional_call(self.unit, overrides, (features,))[0]
 
     def model(self, features: dict[str, Tensor], y: Tensor) -> None:
         weights = {}
@@ -172,7 +194,7 @@ class PMMO(Balancer):
                 weights[name] = pyro.sample(f"gmu.{name}", prior)
         v = self._unit_forward(weights, features)
         if self.params.likelihood == "bernoulli":
-            frozen = {name: p.detach() for name, p in self.classifier.named_parameters()}
+            frozen = {name: w.detach() for name, w in self.classifier.named_parameters()}
             frozen.update({name: b.clone() for name, b in self.classifier.named_buffers()})
             logits = functional_call(self.classifier, frozen, (v,))
             if self.multilabel:
@@ -186,7 +208,7 @@ class PMMO(Balancer):
         pyro.sample("obs", likelihood, obs=obs)
 
     def guide(self, features: dict[str, Tensor], y: Tensor) -> None:
-        for (name, loc), raw in zip(self.random, self.scales):
+        for (name, _), loc, raw in zip(self.random, self.locs, self.scales):
             with poutine.scale(scale=self.kl):
                 self._sample[name] = detach_provenance(pyro.sample(f"gmu.{name}", laplace_posterior(loc, raw)))
 
@@ -201,15 +223,15 @@ class PMMO(Balancer):
             return surrogate
 
     def penalty(self) -> Tensor:
-        params = list(self.unit.parameters())
+        """`reg_param · Σ p²` (or `Σ |p|`) over A's point parameters (ℓ, and the unit's BatchNorm)."""
         if self.params.regularizer == "l2":
-            return self.params.reg_param * sum(p.pow(2).sum() for p in params)
+            return self.params.reg_param * sum(w.pow(2).sum() for w in self.point)
         if self.params.regularizer == "l1":
-            return self.params.reg_param * sum(p.abs().sum() for p in params)
-        return torch.zeros((), device=params[0].device)
+            return self.params.reg_param * sum(w.abs().sum() for w in self.point)
+        return torch.zeros((), device=self.point[0].device)
 
     def svi_step(self, features: dict[str, Tensor], y: Tensor) -> tuple[Tensor, Tensor]:
-        """One SVI update of A; returns the (detached) negative ELBO and penalty."""
+        """One SVI update of A (penalty included in the gradient); returns the detached −ELBO and penalty."""
         self.svi_optimizer.zero_grad(set_to_none=True)
         loss = self.elbo_loss(features, y)
         penalty = self.penalty()
@@ -221,11 +243,19 @@ class PMMO(Balancer):
     # ------------------------------------------------------------------------------ engine hooks
 
     def on_epoch_start(self, ctx) -> None:
-        anneal = self.params.kl_anneal_epochs
-        base = self.params.kl_scale
+        anneal, base = self.params.kl_anneal_epochs, self.params.kl_scale
         self.kl = base if anneal == 0 else min(1.0, base + (1.0 - base) * ctx.epoch / anneal)
         self._sums = {k: torch.zeros((), device=ctx.device) for k in ("elbo_loss", "nll", "penalty")}
         self._steps = 0
+
+    def classifier_input(self, features: dict[str, Tensor]) -> Tensor:
+        """v for C's step: A with its parameters held fixed (posterior), or the deterministic unit (code)."""
+        if not self.in_fusion:
+            return self.unit(features)[0]
+        fixed = {name: w.detach() for name, w in self.unit.named_parameters()}
+        if self.params.classifier_weights == "sample":
+            fixed.update({name: w.detach() for name, w in self._sample.items()})
+        return functional_call(self.unit, fixed, (features,))[0]
 
     def train_step(self, ctx, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
         y = batch["label"]
@@ -234,12 +264,8 @@ class PMMO(Balancer):
         elbo, penalty = self.svi_step({m: z.detach().float() for m, z in features.items()}, y)
 
         ctx.optimizer.zero_grad(set_to_none=True)
-        fixed = {name: p.detach() for name, p in self.unit.named_parameters()}
-        if self.params.classifier_weights == "sample":
-            fixed.update({name: w.detach() for name, w in self._sample.items()})
         with ctx.autocast():
-            v = functional_call(self.unit, fixed, (features,))[0]
-            logits = self.classifier(v)
+            logits = self.classifier(self.classifier_input(features))
             loss = ctx.task_loss(logits, y)
         loss.backward()
         if self.params.classifier_clip_norm is not None:
@@ -255,11 +281,12 @@ class PMMO(Balancer):
     def coefficients(self) -> dict[str, float]:
         steps = max(1, self._steps)
         out = {k: float(v) / steps for k, v in self._sums.items()}
-        out["kl"] = out["elbo_loss"] - out["nll"]  # λ-scaled KL estimate, log q − log p summed over weights
+        out["kl"] = out["elbo_loss"] - out["nll"]  # λ·(log q − log p) summed over A's weights, one sample
         with torch.no_grad():
             scales = torch.cat([F.softplus(s).flatten() for s in self.scales])
-            locs = torch.cat([p.flatten() for _, p in self.random])
-        out.update(kl_scale=float(self.kl), posterior_scale=float(scales.mean()), posterior_loc=float(locs.mean()))
+            locs = torch.cat([w.flatten() for w in self.locs])
+        out.update(kl_scale=float(self.kl), posterior_scale=float(scales.mean()),
+                   posterior_loc=float(locs.mean()))
         return out
 
 
