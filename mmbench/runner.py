@@ -104,6 +104,15 @@ def _primary_metric(cell: Cell, registry: Registry) -> str:
     return registry.get("tasks", cell.task["name"]).cls.primary_metric
 
 
+def _finished_line(result: dict[str, Any], cell: Cell, done: float, total: int) -> str:
+    """One log line per finished cell (also readable when the output is not a terminal)."""
+    head = f"[{int(done)}/{total}] {result['status']:<8} {cell.label()}"
+    if result["status"] != "ok":
+        return f"{head}: {result['reason']}"
+    scores = " ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items())
+    return f"{head}: {scores} ({result['profile']['train_seconds']:.1f} s)"
+
+
 @dataclasses.dataclass
 class RunSummary:
     out_dir: Path
@@ -146,8 +155,8 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, retry_failed: bool =
             registry.hook.mmbench_cell_finished(cell=description, result=result)
             progress.remove_task(epochs_bar)
             progress.advance(grid_bar)
-            if result["status"] != "ok":
-                progress.console.print(f"[yellow]{result['status']}[/]: {cell.label()}: {result['reason']}")
+            progress.console.print(_finished_line(result, cell, done=progress.tasks[grid_bar].completed,
+                                                  total=len(cells)), markup=False, highlight=False)
     results = [r for r in map(store.load, (c.cell_id for c in cells)) if r is not None]
     written = leaderboard.write_run_leaderboards(results, out_dir, registry)
     counts: dict[str, int] = {}

@@ -102,8 +102,8 @@ class UDAParams(Params):
         "separate", description="target logits from a separate no-grad clean forward (official) or the detached "
                                 "logits of the supervised forward (saves one forward)")
     off_patience: int | None = Field(
-        None, ge=1, description="switch the consistency loss off after this many epochs without improvement of "
-                                "the validation primary metric (the notebook's first early-stopping stage); null: never")
+        None, ge=1, description="switch the consistency loss off after this many epochs without improvement of the "
+                                "validation primary metric (the notebook's first early-stopping stage); null: never")
 
 
 class UDA(Balancer):
@@ -128,7 +128,8 @@ class UDA(Balancer):
         chosen = self.params.augment if self.params.augment is not None else modalities
         unknown = sorted(set(chosen) - set(modalities))
         if unknown:
-            raise ValueError(f"{self.name}: augment names unknown modalities {unknown}; the task has {list(modalities)}")
+            raise ValueError(f"{self.name}: augment names unknown modalities {unknown}; "
+                             f"the task has {list(modalities)}")
         self.modalities = modalities
         self.augmented = tuple(m for m in modalities if m in chosen)
 

@@ -11,11 +11,11 @@ Two modules, two objectives, both stepped on every batch (seed 003 §3; official
   A's weights fixed; its gradient is clipped to `classifier_clip_norm` (code: 20). The encoders are trained by
   this objective too (through A, whose own parameters it does not touch).
 
-Per step: (1) one SVI step: sample A's weights from q, score `loss = −[log p(y | A_w(x)) + λ·(log p(w) − log q(w))]`
-(+ the L1/L2 penalty) and take one ClippedAdam step on ℓ, s and A's BatchNorm; (2) v = A(x) with the same weight
-sample (`classifier_weights: sample`, the official code's "last posterior sample") or the posterior mean, then
-one step of the recipe's optimizer on C (and the encoders). At evaluation A uses the posterior mean: ℓ lives in
-the GMU's own linear weights, so the ordinary forward, the validation selection and the saved model all use it.
+Per step: (1) one SVI step: sample A's weights w from q, score
+`loss = −[log p(y | A_w(x)) + λ·(log p(w) − log q(w))]` (+ the L1/L2 penalty) and take one ClippedAdam step on
+ℓ, s and A's BatchNorm; (2) v = A(x) with the SVI step's weight sample (`classifier_weights: sample`) or the
+posterior mean, then one step of the recipe's optimizer on C (and the encoders). At evaluation A uses the posterior mean: ℓ lives in the GMU's own linear weights, so the
+ordinary forward, the validation selection and the saved model all use it.
 
 Variants (paper §3.2, Table 2): ELBOv1 = `elbo: trace, kl_scale: 1`; ELBOv2 = `elbo: tracegraph, kl_scale: 1`
 (Rao-Blackwellised; with every latent site reparameterised it gives the same estimate as v1); λKL = `elbo: trace,
@@ -23,14 +23,26 @@ kl_scale: 0.2` (default; the paper's best system, with `regularizer: l2`). The o
 applies its annealing factor to no site, i.e. it is ELBOv1 (`kl_scale: 1`).
 
 Decisions and differences from the official code (spec Part B §4):
+- What predicts. In the released code (Pyro 0.3) `random_module` lifts a deep copy of the GMU, so the posterior
+  never reaches the classifier: `self.gmu(...)` runs the original module, whose weights are in the param store
+  (registered by `pyro.module`) and are stepped by the next `svi.step`'s ClippedAdam with the BCE gradient the
+  classifier's backward left on them. The released system is therefore a GMU trained by the classifier's loss,
+  with a variational copy trained beside it and unused. The default follows the paper (A predicts with its
+  posterior); `fusion_weights: code` reproduces the code's behaviour (deterministic unit trained by C's loss
+  with the recipe's optimizer, without the one-step delay; posterior still trained, unused).
+- `classifier_weights: sample` trains C on the SVI step's weight sample (the usual variational practice; the
+  spec read the code this way); `mean` uses the posterior mean, which C also sees at evaluation.
 - Prior Laplace(0.1, 0.01) as in the paper (default); the code's Laplace(1, 1) is `prior_loc: 1, prior_scale: 1`.
-- The L2 (or L1) penalty `reg_param · Σ p²` on A's point parameters (the posterior locations ℓ and BatchNorm)
-  is added to the SVI loss before its backward pass, so it acts on the gradients; the code added it to the
-  returned loss value after the step, where it had no effect.
+  With that narrow prior and thousands of weights the KL term dominates, so the posterior contracts towards
+  0.1 everywhere, which flattens the unit's features over training.
+- The L2 (or L1) penalty `reg_param · Σ p²` on A's point parameters (ℓ and the unit's BatchNorm; ℓ only with
+  `fusion_weights: code`) is added to the SVI loss before its backward pass, so it acts on the gradients; the
+  code added it to the returned loss value after the step, where it had no effect.
 - Likelihood: `bernoulli` (default) is the fix the spec allows, Bernoulli(σ(C(v))) per label on multi-label tasks
   (Categorical(C(v)) on single-label ones), scoring the labels through the classifier (C's parameters fixed in
   this step). `code` reproduces the released model, Categorical(logits = σ(v)) observed at the transposed label
   matrix, which only fits hidden units 0 and 1 (on single-label tasks it is observed at the class index).
+  Both single- and multi-label tasks are supported; C's loss is the task's (BCE or cross-entropy).
 - λKL is a constant factor on the KL terms ([gap]); `kl_anneal_epochs > 0` ramps it linearly to 1.
 - Guide initialisation as in the code: ℓ ~ N(0, 0.001²), s ~ N(0, 0.01²) (so softplus(s) ≈ 0.69).
 - The SVI pass normalises with batch statistics but leaves the running statistics to the classifier pass, as in
@@ -38,12 +50,12 @@ Decisions and differences from the official code (spec Part B §4):
 - The paper's input features are fixed (no encoders); here the encoders learn from C's objective and A sees
   their features detached.
 - The code's sigmoid threshold 0.3 for predictions is not applied: thresholds belong to the task's metrics.
-- No Pyro global state is used: the posterior scales are a module of the model (`extras["pm_mo_scales"]`), the
-  locations are the GMU's weights, the model/guide read them directly (no `pyro.param`/`pyro.module`), and the
-  ELBO is computed from Pyro traces without `SVI`, whose loss reads back `.item()` and whose parameters live in
-  the process-wide param store. Nothing leaks between cells, and the best model selected on validation includes
-  the posterior. Pyro's validation is switched off inside the step because its checks synchronise with the
-  device; Pyro's `Trace_ELBO` would do the same through `.item()`, hence the trace-level computation here.
+- No Pyro global state is used, so nothing leaks between cells: the variational parameters are model
+  parameters (ℓ the GMU's weights, s in `extras["pm_mo_posterior"]`, saved with the model selected on
+  validation), the model/guide read them directly (no `pyro.param`/`pyro.module`, the param store is never
+  touched) and the ELBO is computed from Pyro traces instead of `SVI`/`Trace_ELBO`, which keep parameters in
+  the process-wide param store and read the loss back with `.item()` every step. Pyro's validation is switched
+  off inside the step for the same reason (its checks synchronise with the device).
 """
 
 from __future__ import annotations
@@ -57,7 +69,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from pyro import poutine
 from pyro.infer import TraceGraph_ELBO
-from pyro.ops.provenance import detach_provenance
 from pyro.optim.clipped_adam import ClippedAdam
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -84,7 +95,8 @@ class PMMOParams(Params):
     loc_init_std: float = Field(0.001, ge=0.0, description="std of the normal init of the posterior locations")
     scale_init_std: float = Field(0.01, ge=0.0, description="std of the normal init of the raw posterior scales")
     classifier_weights: Literal["sample", "mean"] = Field(
-        "sample", description="A's weights when training C: the SVI step's posterior sample (code) or the mean")
+        "sample", description="A's weights in C's step (fusion_weights: posterior): the SVI step's posterior sample "
+                              "or the posterior mean")
     classifier_clip_norm: float | None = Field(
         20.0, gt=0.0, description="max gradient norm of C's parameters (code max_norm 20); null: no clipping")
     fusion_weights: Literal["posterior", "code"] = Field(
@@ -170,7 +182,7 @@ class PMMO(Balancer):
             self.point = self.locs
         # built once: creating device tensors from Python scalars every step would wait on the device
         self.priors = [laplace_prior(w, p.prior_loc, p.prior_scale) for _, w in self.random]
-        self.svi_optimizer = ClippedAdam([*dict.fromkeys([*self.point, *self.scales])], lr=p.svi_lr,
+        self.svi_optimizer = ClippedAdam([*self.point, *self.scales], lr=p.svi_lr,
                                          clip_norm=p.svi_clip)
         self.kl = p.kl_scale
         self._sample: dict[str, Tensor] = {}
@@ -210,7 +222,7 @@ class PMMO(Balancer):
     def guide(self, features: dict[str, Tensor], y: Tensor) -> None:
         for (name, _), loc, raw in zip(self.random, self.locs, self.scales):
             with poutine.scale(scale=self.kl):
-                self._sample[name] = detach_provenance(pyro.sample(f"gmu.{name}", laplace_posterior(loc, raw)))
+                self._sample[name] = pyro.sample(f"gmu.{name}", laplace_posterior(loc, raw))
 
     def elbo_loss(self, features: dict[str, Tensor], y: Tensor) -> Tensor:
         """The single-sample negative ELBO (a differentiable surrogate with the same value)."""

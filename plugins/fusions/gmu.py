@@ -53,7 +53,8 @@ class GMUParams(Params):
         description="weights ~ U(-init_range/2, init_range/2), biases 0 (repo); null: PyTorch's default init")
 
 
-def gated_mix(u_first: Tensor, u_second: Tensor, gate_logits: Tensor, output_tanh: bool = False) -> tuple[Tensor, Tensor]:
+def gated_mix(u_first: Tensor, u_second: Tensor, gate_logits: Tensor,
+              output_tanh: bool = False) -> tuple[Tensor, Tensor]:
     """`v = z·tanh(u_first) + (1−z)·tanh(u_second)` with `z = σ(gate_logits)`; returns (v, z)."""
     z = torch.sigmoid(gate_logits)
     v = z * torch.tanh(u_first) + (1 - z) * torch.tanh(u_second)

@@ -8,14 +8,13 @@ import torch
 
 from mmbench.context import EpochStats, SplitStats
 from mmbench.model import MultimodalModel
-from mmbench.protocols import ModalitySpec
+from mmbench.protocols import ModalitySpec, NoParams
 from mmbench.testing import train_tiny
 from mmbench_plugins.balancers.dynamic_uda import (
     CASE_BOTH_UP, CASE_GENERALISE, CASE_OTHER, CASE_OVERFIT, UDA, WARMUP, DynamicUDA, consistency_kl, dynamic_lambda,
 )
 from mmbench_plugins.encoders.mlp import MLPEncoder, MLPParams
 from mmbench_plugins.fusions.concat import ConcatFusion
-from mmbench.protocols import NoParams
 
 P_LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
 Q_LOGITS = torch.tensor([[1.0, 1.0, -0.5], [0.5, 0.5, 0.2]])

@@ -1,0 +1,215 @@
+"""Greedy (balanced multi-modal learning): the spec's BDR test vector (Part A §7.5), the curation state
+machine, which parameters form each group, the bypass mode driven by the balancer, end-to-end training."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmbench.cells import incompatibility
+from mmbench.context import TrainContext
+from mmbench.engine import build_model, train
+from mmbench.protocols import Incompatible
+from mmbench.recipe import OptimizerConfig, TrainRecipe
+from mmbench.testing import tiny_components
+from mmbench_plugins.balancers.greedy import Greedy, GreedyState, guided_step, learning_speed, random_step
+from mmbench_plugins.fusions.concat import ConcatFusion
+from mmbench_plugins.fusions.mmtm import MMTMFusion
+
+RTOL = 1e-5
+# per step (Σ‖∇θ‖², Σ‖θ‖²) for (bypass_0, bypass_1, main_0, main_1)
+STEP0 = ([2e-4, 1e-4, 4e-3, 6e-3], [50.0, 50.0, 400.0, 400.0])
+STEP1 = ([3e-4, 1e-4, 3e-3, 5e-3], [50.1, 50.1, 400.5, 400.4])
+
+
+def _t(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_spec_vector_bdr_bookkeeping():
+    sums = torch.zeros(4, dtype=torch.float64)
+    sums, bdr, d = learning_speed(sums, _t(STEP0[0]), _t(STEP0[1]))
+    torch.testing.assert_close(sums, _t([4e-06, 2e-06, 1e-05, 1.5e-05]), rtol=RTOL, atol=0)
+    torch.testing.assert_close(bdr, _t([-0.397940, -0.875061]), rtol=RTOL, atol=0)
+    assert float(d) == pytest.approx(0.477121, rel=RTOL)
+    sums, bdr, d = learning_speed(sums, _t(STEP1[0]), _t(STEP1[1]))
+    torch.testing.assert_close(sums, _t([9.98802e-06, 3.99601e-06, 1.74906e-05, 2.74875e-05]), rtol=RTOL, atol=0)
+    torch.testing.assert_close(bdr, _t([-0.243326, -0.837509]), rtol=RTOL, atol=0)
+    assert float(d) == pytest.approx(0.594183, rel=RTOL)
+
+
+def test_spec_vector_decisions_and_frozen_sums_while_curating():
+    state = GreedyState.initial(torch.device("cpu"))
+    state = guided_step(state, _t(STEP0[0]), _t(STEP0[1]), epsilon=0.01, window=5, unlocked=True)
+    assert bool(state.curating) and int(state.caring) == 0  # d = 0.477 > ε -> care for modality 0
+    assert state.mask().tolist() == [True, False]
+    state = guided_step(state, _t(STEP1[0]), _t(STEP1[1]), epsilon=0.01, window=5, unlocked=True)
+    # already curating: M is not updated (the spec's step-1 values are what it would have computed)
+    torch.testing.assert_close(state.sums, _t([4e-06, 2e-06, 1e-05, 1.5e-05]), rtol=RTOL, atol=0)
+    assert float(state.d) == pytest.approx(0.477121, rel=RTOL)
+
+
+def test_window_negative_direction_threshold_and_lock():
+    state = GreedyState.initial(torch.device("cpu"))
+    weights = _t([1.0, 1.0, 1.0, 1.0])
+    slow_bypass_1 = _t([1e-4, 1e-2, 1e-3, 1e-3])  # BDR_0 < BDR_1 -> d < 0 -> care for modality 1
+    pattern = []
+    for _ in range(8):
+        state = guided_step(state, slow_bypass_1, weights, epsilon=0.01, window=3, unlocked=True)
+        pattern.append(state.mask().tolist())
+    # a decision at step t covers the forwards t+1..t+Q; the step after a window re-evaluates d
+    on, off = [False, True], [False, False]
+    assert pattern == [on, on, on, off, on, on, on, off]
+    assert int(state.caring) == 1 and float(state.d) < 0
+    balanced = GreedyState.initial(torch.device("cpu"))
+    balanced = guided_step(balanced, _t([1e-3] * 4), weights, epsilon=0.01, window=3, unlocked=True)
+    assert not bool(balanced.curating) and float(balanced.d) == 0.0  # |d| ≤ ε
+    locked = GreedyState.initial(torch.device("cpu"))
+    for _ in range(3):
+        locked = guided_step(locked, slow_bypass_1, weights, epsilon=0.01, window=3, unlocked=False)
+    assert not bool(locked.curating)
+    torch.testing.assert_close(locked.sums, 3 * slow_bypass_1)  # the sums accumulate while locked
+
+
+def test_safeguard_keeps_d_finite_without_gradients():
+    state = GreedyState.initial(torch.device("cpu"))
+    state = guided_step(state, _t([0.0, 0.0, 0.0, 0.0]), _t([0.0, 1.0, 1.0, 1.0]), 0.01, 5, True)
+    assert math.isfinite(float(state.d)) and not bool(state.curating)
+
+
+def test_random_mode_choices():
+    state = GreedyState.initial(torch.device("cpu"))
+    g, w = _t(STEP0[0]), _t(STEP0[1])
+    for choice, mask in [(0, [False, False]), (1, [False, True]), (2, [True, False])]:
+        assert random_step(state, g, w, torch.tensor(choice), unlocked=True).mask().tolist() == mask
+    assert random_step(state, g, w, torch.tensor(2), unlocked=False).mask().tolist() == [False, False]
+
+
+# ----------------------------------------------------------------------------------- on a model
+
+
+def _components(params: dict | None = None):
+    return dataclasses.replace(tiny_components(Greedy, balancer_params=params or {}),
+                               fusion=(MMTMFusion, MMTMFusion.Params()))
+
+
+def _context(params: dict | None = None):
+    components = _components(params)
+    torch.manual_seed(0)
+    balancer = Greedy(Greedy.Params(**(params or {})))
+    model = build_model(components, balancer)
+    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), task=components.task,
+                       device=torch.device("cpu"), epochs=3, train_loader=[], val_loader=[],
+                       task_loss=F.cross_entropy, evaluate=None)
+    balancer.setup(ctx)
+    train_set = components.task.splits()["train"]
+    batch = {k: torch.stack([train_set[i][k] for i in range(32)]) for k in ("fast", "slow", "label")}
+    return balancer, ctx, batch
+
+
+def _sq(tensors) -> float:
+    return sum(float((t.detach().double() ** 2).sum()) for t in tensors)
+
+
+def test_loss_is_sum_of_branch_losses_and_groups_are_by_module():
+    balancer, ctx, batch = _context()
+    model, fusion = ctx.model, ctx.model.fusion
+    out = model(batch)
+    loss = balancer.loss(ctx, batch, out)
+    heads = fusion.branch_logits(out.features)
+    expected = F.cross_entropy(heads["fast"], batch["label"]) + F.cross_entropy(heads["slow"], batch["label"])
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    grad_sq, weight_sq = balancer.group_norms()
+    mods = list(fusion.mmtm)[: fusion.active]
+    squeeze = [t for mod in mods for t in (mod.squeeze_weight, mod.squeeze_bias)]
+    for i, m in enumerate(("fast", "slow")):
+        bypass = squeeze + [t for mod in mods for t in (mod.gate_weight[i], mod.gate_bias[i])]
+        main = [*model.encoders[m].parameters(), *fusion.classifiers[m].parameters()]
+        assert float(grad_sq[i]) == pytest.approx(_sq(p.grad for p in bypass), rel=1e-6)
+        assert float(weight_sq[i]) == pytest.approx(_sq(bypass), rel=1e-6)
+        assert float(grad_sq[2 + i]) == pytest.approx(_sq(p.grad for p in main), rel=1e-6)
+        assert float(weight_sq[2 + i]) == pytest.approx(_sq(main), rel=1e-6)
+
+
+def test_after_backward_switches_the_next_forward_to_bypass_mode():
+    balancer, ctx, batch = _context({"epsilon": 0.0})
+    model, fusion = ctx.model, ctx.model.fusion
+    ctx.epoch = 1
+    balancer.on_epoch_start(ctx)  # starting_epoch 2 (1-indexed) = ctx.epoch 1
+    assert balancer.unlocked
+    out = model(batch)
+    balancer.loss(ctx, batch, out).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    balancer.after_backward(ctx, batch, out)
+    for n, p in model.named_parameters():  # it only reads the gradients
+        if n in grads:
+            assert torch.equal(p.grad, grads[n])
+    caring = int(balancer.state.caring)
+    assert fusion.curation.tolist() == [caring == 0, caring == 1]
+    ctx.optimizer.zero_grad(set_to_none=True)
+    out = model(batch)
+    balancer.loss(ctx, batch, out).backward()
+    cared, other = fusion.order[caring], fusion.order[1 - caring]
+    assert all(torch.count_nonzero(p.grad) == 0 for p in fusion.gate_parameters(cared) if p.numel())
+    assert any(torch.count_nonzero(p.grad) > 0 for p in fusion.gate_parameters(other) if p.numel())
+    # the cared-for branch no longer depends on the other modality's input
+    changed = {**batch, other: batch[other] + 1.0}
+    model.eval()
+    fusion.curate_in_eval = True
+    assert torch.equal(model.encode(batch)[cared], model.encode(changed)[cared])
+
+
+def test_official_flags_reach_the_fusion_and_requirements():
+    balancer, ctx, _ = _context({"curate_in_eval": True, "track_eval": True, "shared_gate_mean": True})
+    fusion = ctx.model.fusion
+    assert fusion.curate_in_eval and fusion.track_eval and fusion.shared_gate_mean
+    components = _components()
+    encoders = {m: cls for m, (cls, _) in components.encoders.items()}
+    assert incompatibility(Greedy, components.task, encoders, MMTMFusion) is None
+    assert "supports fusions" in incompatibility(Greedy, components.task, encoders, ConcatFusion)
+    concat = tiny_components(Greedy, fusion="concat")
+    model = build_model(concat, Greedy(Greedy.Params()))
+    ctx.model = model
+    with pytest.raises(Incompatible, match="mmtm"):
+        Greedy(Greedy.Params()).setup(ctx)
+
+
+def _train(params: dict, epochs: int = 2):
+    recipe = TrainRecipe(epochs=epochs, batch_size=32, device="cpu", optimizer=OptimizerConfig(name="sgd", lr=0.1))
+    return train(_components(params), recipe, seed=0)
+
+
+@pytest.mark.parametrize("mode", ["guided", "random"])
+def test_train_tiny(mode):
+    outcome = _train({"mode": mode})
+    assert outcome.status == "ok" and len(outcome.history) == 2
+    first, second = (s.coefficients for s in outcome.history)
+    for stats in outcome.history:
+        assert math.isfinite(stats.train_loss)
+        assert {"bdr.fast", "bdr.slow", "d_bdr", "curation_fraction", "curation_fraction.fast",
+                "curation_fraction.slow", "unlocked", "gate_mean.fast", "gate_mean.slow"} <= set(stats.coefficients)
+        assert all(math.isfinite(v) for v in stats.coefficients.values())
+    assert first["unlocked"] == 0.0 and first["curation_fraction"] == 0.0  # epoch 1: normal training
+    assert second["unlocked"] == 1.0 and second["curation_fraction"] > 0.0
+    assert second["curation_fraction"] == pytest.approx(
+        second["curation_fraction.fast"] + second["curation_fraction.slow"])
+    assert second["d_bdr"] == pytest.approx(second["bdr.fast"] - second["bdr.slow"])
+
+
+def test_train_tiny_with_utilisation_and_official_flags():
+    params = {"utilisation": True, "curate_in_eval": True, "track_eval": True, "shared_gate_mean": True,
+              "starting_epoch": 1}
+    outcome = _train(params)
+    assert outcome.status == "ok"
+    for stats in outcome.history:
+        c = stats.coefficients
+        assert stats.coefficients["unlocked"] == 1.0
+        assert {"cond_util.fast", "cond_util.slow", "d_util", "branch_acc.fast", "branch_acc_isolated.slow"} <= set(c)
+        assert c["d_util"] == pytest.approx(c["cond_util.slow"] - c["cond_util.fast"])
+        acc, iso = c["branch_acc.slow"], c["branch_acc_isolated.slow"]
+        assert c["cond_util.fast"] == pytest.approx((acc - iso) / acc if acc else 0.0)
