@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -32,6 +32,27 @@ class Params(BaseModel):
 
 class NoParams(Params):
     """For components without parameters."""
+
+
+class EpochWindowParams(Params):
+    """Parameters of a method that acts only inside an inclusive window of epochs (counted from 0).
+
+    Subclasses re-declare `modulation_ends` to give their paper's default.
+    """
+
+    modulation_starts: int = Field(0, ge=0, description="first epoch (from 0, inclusive) the method acts in")
+    modulation_ends: int | None = Field(None, ge=0, description="last epoch (inclusive); null = to the end")
+
+    @model_validator(mode="after")
+    def _non_empty_window(self) -> EpochWindowParams:
+        if self.modulation_ends is not None and self.modulation_ends < self.modulation_starts:
+            raise ValueError(f"modulation_ends ({self.modulation_ends}) < modulation_starts "
+                             f"({self.modulation_starts}): the window would be empty")
+        return self
+
+    def active(self, epoch: int) -> bool:
+        end = self.modulation_ends
+        return self.modulation_starts <= epoch and (end is None or epoch <= end)
 
 
 # --------------------------------------------------------------------------------------------- Task

@@ -52,17 +52,17 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.protocols import Balancer, EpochWindowParams, ModelOutput, Requirements
 
 #: per-sample probability floor of the official scores
 PROB_FLOOR = 1e-8
 
 
-class AGMParams(Params):
+class AGMParams(EpochWindowParams):
     alpha: float = Field(
         1.0, ge=0.0, le=100.0,
         description="α in k = exp(α·min(r̄ − r, clip)). argparse default 1.0; author-stated (lihongcs/AGM "
@@ -73,7 +73,6 @@ class AGMParams(Params):
         description="upper clip c of the exponent's argument r̄ − r: 10 in the CREMA-D code, 7 in UR-Funny's, "
                     "none (null) in the AVE/AV-MNIST/MOSEI code",
     )
-    modulation_starts: int = Field(0, ge=0, description="first epoch (from 0, inclusive) of modulation")
     modulation_ends: int | None = Field(
         None, ge=0,
         description="last epoch (inclusive) of modulation; null = to the end of training (author-stated "
@@ -96,12 +95,6 @@ class AGMParams(Params):
     )
     grad_clip_norm: float = Field(1.0, gt=0.0, description="total-norm bound of that clip (1 CREMA-D, 5 UR-Funny)")
 
-    @model_validator(mode="after")
-    def _window(self) -> AGMParams:
-        if self.modulation_ends is not None and self.modulation_ends < self.modulation_starts:
-            raise ValueError(f"modulation_ends ({self.modulation_ends}) < modulation_starts "
-                             f"({self.modulation_starts}): the window would be empty")
-        return self
 
 
 # ------------------------------------------------------------------------------------- core computations
@@ -245,8 +238,7 @@ class AGM(Balancer):
         self._reset(ctx.device)
 
     def active(self, epoch: int) -> bool:
-        end = self.params.modulation_ends
-        return self.params.modulation_starts <= epoch and (end is None or epoch <= end)
+        return self.params.active(epoch)
 
     def _subset_outputs(self, ctx, batch: dict[str, Tensor]) -> dict[frozenset[str], Tensor]:
         """`f(S)` for every proper subset S (inputs of the modalities outside S zeroed), in eval mode."""

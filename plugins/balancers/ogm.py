@@ -41,11 +41,11 @@ import warnings
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.protocols import Balancer, EpochWindowParams, ModelOutput, Requirements
 
 #: added to the GE noise std (official code)
 GE_STD_EPS = 1e-8
@@ -53,14 +53,13 @@ GE_STD_EPS = 1e-8
 _NOISE_SEED_OFFSET = 0x0C3A
 
 
-class OGMParams(Params):
+class OGMParams(EpochWindowParams):
     alpha: float = Field(
         0.1, gt=0.0, le=100.0,
         description="α in k = 1 − tanh(α·ρ). README: 0.8 for CREMA-D, 0.1 for VGGSound and as the general "
                     "default; no official value for AVE/Kinetics-Sounds.",
     )
-    modulation_starts: int = Field(0, ge=0, description="first epoch (from 0, inclusive) of modulation")
-    modulation_ends: int = Field(50, ge=0, description="last epoch (inclusive) of modulation; official default 50")
+    modulation_ends: int | None = Field(50, ge=0, description="last epoch (inclusive) of modulation; official 50")
     modulate: Literal["weights", "conv"] = Field(
         "weights",
         description="which encoder gradients are modulated: 'weights' = every parameter with ≥2 dimensions "
@@ -73,12 +72,6 @@ class OGMParams(Params):
                     "'tanh_relu_rho_minus_one' = pre-May-2022 code (k = 1 − tanh(α·relu(ρ−1)) for all)",
     )
 
-    @model_validator(mode="after")
-    def _window(self) -> OGMParams:
-        if self.modulation_ends < self.modulation_starts:
-            raise ValueError(f"modulation_ends ({self.modulation_ends}) < modulation_starts "
-                             f"({self.modulation_starts}): the window would be empty")
-        return self
 
 
 def ogm_coefficients(
@@ -149,7 +142,7 @@ class OGM(Balancer):
         self._reset(ctx.device)
 
     def active(self, epoch: int) -> bool:
-        return self.params.modulation_starts <= epoch <= self.params.modulation_ends
+        return self.params.active(epoch)
 
     @torch.no_grad()
     def after_backward(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> None:

@@ -49,14 +49,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.protocols import Balancer, EpochWindowParams, ModelOutput, Requirements
 
 
-class PMRParams(Params):
+class PMRParams(EpochWindowParams):
     alpha: float = Field(
         1.0, ge=0.0, le=100.0,
         description="α, weight of the slower modality's PCE term. argparse default 1.0; bash.sh: CREMA-D concat "
@@ -67,7 +67,6 @@ class PMRParams(Params):
         description="μ in c ← (1−μ)·c_fresh + μ·c_old (argparse `momentum_coef` 0.2; every bash.sh run uses "
                     "0.0)",
     )
-    modulation_starts: int = Field(0, ge=0, description="first epoch (from 0, inclusive) with the PCE term")
     modulation_ends: int | None = Field(
         100, ge=0, description="last epoch (inclusive) with the PCE term; argparse 100, bash.sh 70; null = all",
     )
@@ -82,12 +81,6 @@ class PMRParams(Params):
                     "AVE and CG-MNIST; uses validation labels in training)",
     )
 
-    @model_validator(mode="after")
-    def _window(self) -> PMRParams:
-        if self.modulation_ends is not None and self.modulation_ends < self.modulation_starts:
-            raise ValueError(f"modulation_ends ({self.modulation_ends}) < modulation_starts "
-                             f"({self.modulation_starts}): the window would be empty")
-        return self
 
 
 # ------------------------------------------------------------------------------------- core computations
@@ -175,8 +168,7 @@ class PMR(Balancer):
         self._steps = 0
 
     def active(self, epoch: int) -> bool:
-        end = self.params.modulation_ends
-        return self.params.modulation_starts <= epoch and (end is None or epoch <= end)
+        return self.params.active(epoch)
 
     @torch.no_grad()
     def compute_prototypes(self, ctx) -> None:
