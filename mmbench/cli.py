@@ -19,7 +19,7 @@ app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoder
 leaderboard_app = typer.Typer(help="Leaderboard files.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class Kind(str, Enum):

@@ -91,6 +91,8 @@ def build_model(components: CellComponents, balancer: Balancer) -> MultimodalMod
         needs = balancer.name if balancer.requires.equal_feature_dims else f"fusion {fusion_cls.name!r}"
         raise Incompatible(f"{needs} needs equal feature sizes; the encoders give {dims}")
     fusion = fusion_cls(dims, task.num_classes, fusion_params)
+    if fusion.drives_encoders:
+        fusion.bind(encoders)
     return MultimodalModel(encoders, fusion, task.num_classes, unimodal_heads=balancer.requires.unimodal_heads,
                            extras=balancer.extra_modules(dims, task.num_classes))
 

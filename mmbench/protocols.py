@@ -169,6 +169,11 @@ class Fusion(nn.Module):
     def forward(self, features: Mapping[str, Tensor]) -> FusionOutput:  # pragma: no cover - protocol
         raise NotImplementedError
 
+    def bind(self, encoders: Mapping[str, Encoder]) -> None:
+        """For fusions with `drives_encoders = True`: called once with the built encoders, before the
+        optimizer exists, so the fusion can size its inner modules from the encoders' blocks (or raise
+        `Incompatible`)."""
+
     def encode(self, inputs: Mapping[str, Tensor], encoders: Mapping[str, Encoder]) -> dict[str, Tensor]:
         """Pooled features of every modality, for fusions with `drives_encoders = True`."""
         raise NotImplementedError(f"fusion {self.name!r} does not drive the encoders")
