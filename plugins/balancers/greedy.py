@@ -131,7 +131,8 @@ def random_step(state: GreedyState, grad_sq: Tensor, weight_sq: Tensor, choice: 
 
 class GreedyParams(Params):
     epsilon: float = Field(0.01, ge=0.0, le=100.0,
-                           description="threshold ε on |d| = |BDR_0 − BDR_1| that starts re-balancing (official 0.01)")
+                           description="threshold ε on |d| = |BDR_0 − BDR_1| that starts re-balancing "
+                                       "(official 0.01)")
     window: int = Field(5, ge=1, le=100000,
                         description="Q, number of steps a re-balancing (curation) window lasts (official 5)")
     starting_epoch: int = Field(2, ge=1, le=100000,
@@ -169,6 +170,10 @@ class Greedy(Balancer):
         fusion.curate_in_eval = self.params.curate_in_eval
         fusion.track_eval = self.params.track_eval
         fusion.shared_gate_mean = self.params.shared_gate_mean
+        unequal = [mod.dims for mod in fusion.active_modules() if len(set(mod.dims)) > 1]
+        if self.params.shared_gate_mean and unequal:
+            raise Incompatible(f"shared_gate_mean (the official running-mean bug) needs equal MMTM widths; "
+                               f"got {unequal}")
         model = ctx.model
         self.gate_params = [fusion.gate_parameters(m) for m in self.order]
         self.shared_params = fusion.squeeze_parameters()
@@ -237,6 +242,7 @@ class Greedy(Balancer):
         model.eval()
         hits = torch.zeros(2, 2, device=self.device)  # [normal, isolated] x branch
         count = 0
+        curation, fusion.curation = fusion.curation, None  # both passes without re-balancing
         try:
             for raw in ctx.val_loader:
                 batch = {k: v.to(ctx.device, non_blocking=True) for k, v in raw.items()}
@@ -249,7 +255,7 @@ class Greedy(Balancer):
                         hits[row, i] += (logits[m].argmax(-1) == y).sum()
                 count += len(y)
         finally:
-            fusion.isolate = False
+            fusion.isolate, fusion.curation = False, curation
             model.train(was_training)
         acc = (hits / max(1, count)).tolist()
         util = {}
@@ -276,9 +282,7 @@ class Greedy(Balancer):
         coeffs["unlocked"] = float(self.unlocked)
         modules = self.fusion.active_modules()
         for i, m in enumerate(self.order):
-            means = [mod.gate_means()[i].mean() for mod in modules if mod.materialized]
-            if means:
-                coeffs[f"gate_mean.{m}"] = float(torch.stack(means).mean())
+            coeffs[f"gate_mean.{m}"] = float(torch.stack([mod.gate_means()[i].mean() for mod in modules]).mean())
         coeffs.update(self._utilisation)
         return coeffs
 

@@ -31,7 +31,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import nn
 
 from mmbench.hookspecs import hookimpl
 from mmbench.protocols import Balancer, Params, Requirements

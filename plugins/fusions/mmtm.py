@@ -18,10 +18,13 @@ any encoders that expose `blocks()`:
   For vector blocks `(B, C)` (e.g. the `mlp` encoder) the squeeze is the feature itself: there is nothing
   to pool. Feature maps `(B, C, …)` are pooled over their trailing dimensions like the official conv maps
   (`channels: first`); token sequences `(B, T, C)` need `channels: last`.
-* Encoders with different numbers of blocks are paired from the end: with `n_m` blocks, the first
-  `n_m − L` run alone and MMTMs follow each of the last `L = min(positions, n_1, …, n_M)` blocks. Modules
-  the pairing leaves unused (when `L < positions`) become empty parameters that never train. An encoder
-  without `blocks()` makes the cell incompatible (skipped), as does a single-modality task.
+* The fusion sizes its MMTMs in `bind` (called by the core with the built encoders, before the optimizer
+  exists): one no-grad forward of a zero batch `(2, *shape)` through each encoder's `blocks()`, in eval
+  mode, gives every block's output width (a batch of token ids when the blocks reject a float one).
+  Encoders with different numbers of blocks are paired from the end: with `n_m` blocks, the first `n_m − L`
+  run alone and MMTMs follow each of the last `L = min(positions, n_1, …, n_M)` blocks (only those L MMTMs
+  are built). An encoder without `blocks()`, whose blocks cannot run on a zero batch or do not end in its
+  pooled feature `(B, out_dim)` makes the cell incompatible (skipped), as does a single-modality task.
 
 Modes a balancer switches (plain attributes, read at every forward; none synchronises with the device):
 
@@ -41,16 +44,10 @@ Modes a balancer switches (plain attributes, read at every forward; none synchro
 Differences from the official module: M ≥ 2 modalities (the official is fixed to two); the squeeze-mean
 used by `isolate` is a running mean over training forwards rather than a separate recording pass over the
 training set with the final model.
-
-The core builds the fusion from the pooled feature sizes only, so the MMTM widths (those of intermediate
-blocks) are unknown until the first forward: the MMTM parameters are created uninitialised
-(`torch.nn.UninitializedParameter`, registered before the optimizer is built so it holds them) and
-materialised in place, with `nn.Linear`'s initialisation, by the first `encode`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -58,7 +55,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
-from torch.nn.parameter import is_lazy
 
 from mmbench.hookspecs import hookimpl
 from mmbench.protocols import Encoder, Fusion, FusionOutput, Incompatible, Params
@@ -70,93 +66,31 @@ def running_mean(mean: Tensor, count: Tensor, value: Tensor) -> Tensor:
 
 
 class MMTM(nn.Module):
-    """One Multimodal Transfer Module over M modalities (formulas in the module docstring).
+    """One Multimodal Transfer Module over the modalities whose block widths (channels) are `dims`
+    (formulas in the module docstring)."""
 
-    `dims` (channels per modality) may be None: the parameters are then materialised by the first call.
-    """
-
-    def __init__(self, num_modalities: int, ratio: float, dims: Sequence[int] | None = None,
-                 channels: Literal["first", "last"] = "first") -> None:
+    def __init__(self, dims: Sequence[int], ratio: float = 4.0, channels: Literal["first", "last"] = "first") -> None:
         super().__init__()
-        self.num_modalities = num_modalities
-        self.ratio = ratio
+        if len(dims) < 2 or min(dims) < 1:
+            raise ValueError(f"an MMTM joins at least two modalities of positive width; got widths {tuple(dims)}")
+        self.dims = tuple(int(c) for c in dims)
+        self.num_modalities = len(self.dims)
         self.channels_last = channels == "last"
-        self.squeeze_weight = nn.UninitializedParameter()
-        self.squeeze_bias = nn.UninitializedParameter()
-        self.gate_weight = nn.ParameterList([nn.UninitializedParameter() for _ in range(num_modalities)])
-        self.gate_bias = nn.ParameterList([nn.UninitializedParameter() for _ in range(num_modalities)])
-        for i in range(num_modalities):
-            self.register_buffer(f"gate_mean_{i}", nn.UninitializedBuffer())
-            self.register_buffer(f"squeeze_mean_{i}", nn.UninitializedBuffer())
+        total = sum(self.dims)
+        hidden = max(1, int(2 * total / ratio))
+        self.fc_squeeze = nn.Linear(total, hidden)
+        self.fc_gate = nn.ModuleList(nn.Linear(hidden, c) for c in self.dims)
+        for i, c in enumerate(self.dims):
+            self.register_buffer(f"gate_mean_{i}", torch.zeros(c))
+            self.register_buffer(f"squeeze_mean_{i}", torch.zeros(c))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("squeeze_count", torch.zeros((), dtype=torch.float64))
-        if dims is not None:
-            self.materialize(dims)
-
-    # ------------------------------------------------------------------------------ parameters
-
-    @property
-    def materialized(self) -> bool:
-        return not is_lazy(self.squeeze_weight)
-
-    @property
-    def dims(self) -> tuple[int, ...] | None:
-        return tuple(b.shape[0] for b in self.gate_bias) if self.materialized else None
-
-    def _lazy_tensors(self) -> list[Tensor]:
-        return [self.squeeze_weight, self.squeeze_bias, *self.gate_weight, *self.gate_bias,
-                *(self.gate_means()), *(self.squeeze_means())]
-
-    def materialize(self, dims: Sequence[int]) -> None:
-        """Create the parameters for block widths `dims`, initialised like `nn.Linear`."""
-        if len(dims) != self.num_modalities:
-            raise ValueError(f"MMTM over {self.num_modalities} modalities got {len(dims)} widths")
-        total = sum(dims)
-        hidden = max(1, int(2 * total / self.ratio))
-        self.squeeze_weight.materialize((hidden, total))
-        self.squeeze_bias.materialize((hidden,))
-        for i, c in enumerate(dims):
-            self.gate_weight[i].materialize((c, hidden))
-            self.gate_bias[i].materialize((c,))
-            for buf in (self.gate_means()[i], self.squeeze_means()[i]):
-                buf.materialize((c,))
-        self.reset_parameters()
-
-    def materialize_empty(self) -> None:
-        """Turn a module the pairing leaves unused into empty tensors (no parameters to train)."""
-        for t in self._lazy_tensors():
-            if is_lazy(t):
-                t.materialize((0,))
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        pairs = [(self.squeeze_weight, self.squeeze_bias), *zip(self.gate_weight, self.gate_bias)]
-        for weight, bias in pairs:  # nn.Linear's initialisation
-            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-            bound = 1 / math.sqrt(weight.shape[1]) if weight.shape[1] > 0 else 0.0
-            nn.init.uniform_(bias, -bound, bound)
-        for buf in (*self.gate_means(), *self.squeeze_means()):
-            buf.zero_()
-        self.count.zero_()
-        self.squeeze_count.zero_()
 
     def gate_means(self) -> list[Tensor]:
         return [getattr(self, f"gate_mean_{i}") for i in range(self.num_modalities)]
 
     def squeeze_means(self) -> list[Tensor]:
         return [getattr(self, f"squeeze_mean_{i}") for i in range(self.num_modalities)]
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        # a fresh (uninitialised) module takes its shapes from the state being loaded
-        named = [("squeeze_weight", self.squeeze_weight), ("squeeze_bias", self.squeeze_bias)]
-        named += [(f"gate_weight.{i}", p) for i, p in enumerate(self.gate_weight)]
-        named += [(f"gate_bias.{i}", p) for i, p in enumerate(self.gate_bias)]
-        named += [(f"gate_mean_{i}", b) for i, b in enumerate(self.gate_means())]
-        named += [(f"squeeze_mean_{i}", b) for i, b in enumerate(self.squeeze_means())]
-        for name, t in named:
-            if is_lazy(t) and prefix + name in state_dict:
-                t.materialize(state_dict[prefix + name].shape)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --------------------------------------------------------------------------------- forward
 
@@ -179,24 +113,21 @@ class MMTM(nn.Module):
         """Per-modality gates `σ(W_m ReLU(W_sq q + b_sq) + b_m)`; with `isolate`, modality m's q holds the
         other modalities' mean squeezes instead of their sample values."""
         if not isolate:
-            h = F.relu(F.linear(torch.cat(list(squeezes), -1), self.squeeze_weight, self.squeeze_bias))
-            return [torch.sigmoid(F.linear(h, w, b)) for w, b in zip(self.gate_weight, self.gate_bias)]
+            h = F.relu(self.fc_squeeze(torch.cat(list(squeezes), -1)))
+            return [torch.sigmoid(fc(h)) for fc in self.fc_gate]
         gates = []
         means = self.squeeze_means()
-        for i, (w, b) in enumerate(zip(self.gate_weight, self.gate_bias)):
+        for i, fc in enumerate(self.fc_gate):
             q = [s if j == i else means[j].to(s.dtype).expand(s.shape[0], -1) for j, s in enumerate(squeezes)]
-            h = F.relu(F.linear(torch.cat(q, -1), self.squeeze_weight, self.squeeze_bias))
-            gates.append(torch.sigmoid(F.linear(h, w, b)))
+            gates.append(torch.sigmoid(fc(F.relu(self.fc_squeeze(torch.cat(q, -1))))))
         return gates
 
     def forward(self, xs: Sequence[Tensor], curation: Tensor | None = None, track_gates: bool = False,
                 track_squeezes: bool = False, shared_gate_mean: bool = False, isolate: bool = False) -> list[Tensor]:
-        squeezes = [self.squeeze(x) for x in xs]
-        if not self.materialized:
-            self.materialize([s.shape[-1] for s in squeezes])
         if shared_gate_mean and len(set(self.dims)) > 1:
             raise Incompatible(f"shared_gate_mean (the official running-mean bug) needs equal MMTM widths; "
                                f"got {self.dims}")
+        squeezes = [self.squeeze(x) for x in xs]
         gates = self.gates(squeezes, isolate)
         with torch.no_grad():
             if track_gates:
@@ -214,6 +145,49 @@ class MMTM(nn.Module):
         return [self._excite(x, g) for x, g in zip(xs, gates)]
 
 
+def encoder_blocks(encoder: Encoder, modality: str) -> list[nn.Module]:
+    """The encoder's blocks, or `Incompatible` when it exposes none."""
+    try:
+        blocks = list(encoder.blocks())
+    except NotImplementedError as exc:
+        raise Incompatible(f"mmtm runs the encoders block by block; the {encoder.name!r} encoder of modality "
+                           f"{modality!r} does not expose blocks()") from exc
+    if not blocks:
+        raise Incompatible(f"the {encoder.name!r} encoder of modality {modality!r} has no blocks")
+    return blocks
+
+
+@torch.no_grad()
+def probe_block_shapes(encoder: Encoder, blocks: Sequence[nn.Module], modality: str) -> list[tuple[int, ...]]:
+    """Output shapes of `blocks` on a zero batch `(2, *encoder.modality.shape)`, run in eval mode (no batch
+    statistics change, no randomness drawn) with every submodule's training flag restored afterwards.
+
+    The batch is float (the dtype of the encoder's floating parameters); when the blocks reject it, a batch
+    of token ids (long) is tried before giving up with `Incompatible`."""
+    tensors = [*encoder.parameters(), *encoder.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    floats = [t.dtype for t in tensors if t.is_floating_point()]
+    shape = (2, *encoder.modality.shape)
+    flags = {mod: mod.training for mod in encoder.modules()}
+    encoder.eval()
+    first_error: Exception | None = None
+    try:
+        for dtype in (floats[0] if floats else torch.get_default_dtype(), torch.long):
+            try:
+                h, shapes = torch.zeros(shape, dtype=dtype, device=device), []
+                for block in blocks:
+                    h = block(h)
+                    shapes.append(tuple(h.shape))
+                return shapes
+            except Exception as exc:  # noqa: BLE001 - any failure of the probe means "cannot size the MMTMs"
+                first_error = first_error or exc
+    finally:
+        for mod, flag in flags.items():
+            mod.training = flag
+    raise Incompatible(f"mmtm could not run the blocks of the {encoder.name!r} encoder of modality {modality!r} "
+                       f"on a zero batch of shape {shape}: {type(first_error).__name__}: {first_error}")
+
+
 class MMTMParams(Params):
     ratio: float = Field(4.0, gt=0.0, le=1024.0,
                          description="reduction ratio: the squeeze layer has int(2·ΣC/ratio) units (official 4)")
@@ -227,7 +201,7 @@ class MMTMParams(Params):
 
 
 class MMTMFusion(Fusion):
-    """MMTMs between the encoders' blocks; prediction = mean of one linear head per branch."""
+    """MMTMs between the encoders' blocks (built by `bind`); prediction = mean of one linear head per branch."""
 
     name = "mmtm"
     Params = MMTMParams
@@ -239,11 +213,11 @@ class MMTMFusion(Fusion):
         if len(feature_dims) < 2:
             raise Incompatible(f"mmtm fuses at least two modalities, got {list(feature_dims)}")
         self.order = tuple(feature_dims)
-        self.mmtm = nn.ModuleList(
-            MMTM(len(self.order), params.ratio, channels=params.channels) for _ in range(params.positions))
+        #: one MMTM per paired block, filled by `bind`
+        self.mmtm = nn.ModuleList()
         self.classifiers = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in feature_dims.items()})
-        #: MMTMs in use (resolved by the first `encode` from the encoders' block counts)
-        self.active: int | None = None
+        #: blocks per modality of the bound encoders (None until `bind`)
+        self.block_counts: dict[str, int] | None = None
         # modes (see the module docstring); set by balancers, read at every forward
         self.curation: Tensor | None = None
         self.curate_in_eval = False
@@ -251,64 +225,87 @@ class MMTMFusion(Fusion):
         self.shared_gate_mean = False
         self.isolate = False
 
+    # ------------------------------------------------------------------------------------ binding
+
+    @property
+    def bound(self) -> bool:
+        return self.block_counts is not None
+
+    def _require_bound(self) -> None:
+        if not self.bound:
+            raise RuntimeError("the mmtm fusion is not bound to its encoders: call fusion.bind(encoders) (as "
+                               "mmbench.engine.build_model does) before encoding or reading its MMTM parameters")
+
+    def bind(self, encoders: Mapping[str, Encoder]) -> None:
+        """Build the MMTMs with the widths of the encoders' paired blocks (see the module docstring)."""
+        if self.bound:
+            raise RuntimeError("the mmtm fusion is already bound; bind it once, before building the optimizer")
+        if set(encoders) != set(self.order):
+            raise ValueError(f"mmtm was built for modalities {list(self.order)}, bind got {list(encoders)}")
+        blocks = {m: encoder_blocks(encoders[m], m) for m in self.order}
+        shapes = {m: probe_block_shapes(encoders[m], blocks[m], m) for m in self.order}
+        for m, sizes in shapes.items():
+            bad = [s for s in sizes if len(s) < 2 or s[0] != 2]
+            if bad:
+                raise Incompatible(f"mmtm needs block outputs (B, C, ...); the {encoders[m].name!r} encoder of "
+                                   f"modality {m!r} gives {bad[0]} for a batch of 2")
+            if sizes[-1] != (2, self.feature_dims[m]):
+                raise Incompatible(f"the blocks of the {encoders[m].name!r} encoder of modality {m!r} end in "
+                                   f"shape {sizes[-1][1:]}, not its pooled feature ({self.feature_dims[m]},)")
+        paired = min(self.params.positions, *(len(b) for b in blocks.values()))
+        channel = -1 if self.params.channels == "last" else 1
+        for k in range(paired):
+            dims = [shapes[m][len(shapes[m]) - paired + k][channel] for m in self.order]
+            self.mmtm.append(MMTM(dims, self.params.ratio, self.params.channels))
+        self.block_counts = {m: len(b) for m, b in blocks.items()}
+
     # ------------------------------------------------------------------------- parameter groups
 
     def active_modules(self) -> list[MMTM]:
-        return list(self.mmtm) if self.active is None else list(self.mmtm)[: self.active]
+        """The MMTMs, in block order (one per paired block)."""
+        self._require_bound()
+        return list(self.mmtm)
 
     def gate_parameters(self, modality: str) -> list[nn.Parameter]:
         """The gate (excitation) layers of `modality` in every MMTM."""
         i = self.order.index(modality)
-        return [p for mod in self.mmtm for p in (mod.gate_weight[i], mod.gate_bias[i])]
+        return [p for mod in self.active_modules() for p in mod.fc_gate[i].parameters()]
 
     def squeeze_parameters(self) -> list[nn.Parameter]:
         """The shared squeeze layers of every MMTM (they serve all modalities)."""
-        return [p for mod in self.mmtm for p in (mod.squeeze_weight, mod.squeeze_bias)]
+        return [p for mod in self.active_modules() for p in mod.fc_squeeze.parameters()]
 
     def classifier_parameters(self, modality: str) -> list[nn.Parameter]:
         return list(self.classifiers[modality].parameters())
 
     def reset_squeeze_means(self) -> None:
         """Restart the squeeze means used by `isolate` (e.g. at every epoch start)."""
-        for mod in self.mmtm:
-            if mod.materialized:
-                for mean in mod.squeeze_means():
-                    mean.zero_()
-                mod.squeeze_count.zero_()
+        for mod in self.active_modules():
+            for mean in mod.squeeze_means():
+                mean.zero_()
+            mod.squeeze_count.zero_()
 
     # --------------------------------------------------------------------------------- forward
 
-    def _blocks(self, encoders: Mapping[str, Encoder]) -> dict[str, list[nn.Module]]:
-        blocks = {}
-        for m in self.order:
-            try:
-                blocks[m] = list(encoders[m].blocks())
-            except NotImplementedError as exc:
-                raise Incompatible(f"mmtm runs the encoders block by block; the {encoders[m].name!r} encoder of "
-                                   f"modality {m!r} does not expose blocks()") from exc
-            if not blocks[m]:
-                raise Incompatible(f"the {encoders[m].name!r} encoder of modality {m!r} has no blocks")
-        return blocks
-
     def encode(self, inputs: Mapping[str, Tensor], encoders: Mapping[str, Encoder]) -> dict[str, Tensor]:
-        blocks = self._blocks(encoders)
-        paired = min(len(self.mmtm), *(len(b) for b in blocks.values()))
-        if self.active is None:
-            for mod in list(self.mmtm)[paired:]:
-                mod.materialize_empty()
-            self.active = paired
+        self._require_bound()
+        blocks = {m: encoder_blocks(encoders[m], m) for m in self.order}
+        if {m: len(b) for m, b in blocks.items()} != self.block_counts:
+            raise RuntimeError(f"mmtm was bound to encoders with {self.block_counts} blocks; encode got "
+                               f"{ {m: len(b) for m, b in blocks.items()} }")
+        paired = len(self.mmtm)
         h = {m: inputs[m] for m in self.order}
         for m in self.order:
             for block in blocks[m][: len(blocks[m]) - paired]:
                 h[m] = block(h[m])
         curation = self.curation if (self.training or self.curate_in_eval) else None
         track_gates = (self.training or self.track_eval) and not self.isolate
-        for k in range(paired):
+        for k, mod in enumerate(self.mmtm):
             for m in self.order:
                 h[m] = blocks[m][len(blocks[m]) - paired + k](h[m])
-            outs = self.mmtm[k]([h[m] for m in self.order], curation=curation, track_gates=track_gates,
-                                track_squeezes=self.training and not self.isolate,
-                                shared_gate_mean=self.shared_gate_mean, isolate=self.isolate)
+            outs = mod([h[m] for m in self.order], curation=curation, track_gates=track_gates,
+                       track_squeezes=self.training and not self.isolate,
+                       shared_gate_mean=self.shared_gate_mean, isolate=self.isolate)
             h = dict(zip(self.order, outs))
         return h
 

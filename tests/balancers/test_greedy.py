@@ -17,6 +17,7 @@ from mmbench.protocols import Incompatible
 from mmbench.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
 from mmbench_plugins.balancers.greedy import Greedy, GreedyState, guided_step, learning_speed, random_step
+from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.concat import ConcatFusion
 from mmbench_plugins.fusions.mmtm import MMTMFusion
 
@@ -125,10 +126,11 @@ def test_loss_is_sum_of_branch_losses_and_groups_are_by_module():
     torch.testing.assert_close(loss, expected)
     loss.backward()
     grad_sq, weight_sq = balancer.group_norms()
-    mods = list(fusion.mmtm)[: fusion.active]
-    squeeze = [t for mod in mods for t in (mod.squeeze_weight, mod.squeeze_bias)]
+    mods = list(fusion.mmtm)
+    assert len(mods) == 2  # tiny mlp encoders: 2 blocks each, so 2 of the 3 default positions
+    squeeze = [t for mod in mods for t in (mod.fc_squeeze.weight, mod.fc_squeeze.bias)]
     for i, m in enumerate(("fast", "slow")):
-        bypass = squeeze + [t for mod in mods for t in (mod.gate_weight[i], mod.gate_bias[i])]
+        bypass = squeeze + [t for mod in mods for t in (mod.fc_gate[i].weight, mod.fc_gate[i].bias)]
         main = [*model.encoders[m].parameters(), *fusion.classifiers[m].parameters()]
         assert float(grad_sq[i]) == pytest.approx(_sq(p.grad for p in bypass), rel=1e-6)
         assert float(weight_sq[i]) == pytest.approx(_sq(bypass), rel=1e-6)
@@ -155,8 +157,8 @@ def test_after_backward_switches_the_next_forward_to_bypass_mode():
     out = model(batch)
     balancer.loss(ctx, batch, out).backward()
     cared, other = fusion.order[caring], fusion.order[1 - caring]
-    assert all(torch.count_nonzero(p.grad) == 0 for p in fusion.gate_parameters(cared) if p.numel())
-    assert any(torch.count_nonzero(p.grad) > 0 for p in fusion.gate_parameters(other) if p.numel())
+    assert all(torch.count_nonzero(p.grad) == 0 for p in fusion.gate_parameters(cared) )
+    assert any(torch.count_nonzero(p.grad) > 0 for p in fusion.gate_parameters(other))
     # the cared-for branch no longer depends on the other modality's input
     changed = {**batch, other: batch[other] + 1.0}
     model.eval()
@@ -177,6 +179,34 @@ def test_official_flags_reach_the_fusion_and_requirements():
     ctx.model = model
     with pytest.raises(Incompatible, match="mmtm"):
         Greedy(Greedy.Params()).setup(ctx)
+
+
+def test_groups_are_complete_right_after_build_model():
+    """`bind` sizes the MMTMs in `build_model`: setup sees every gate and squeeze layer before any forward."""
+    balancer, ctx, _ = _context()
+    fusion = ctx.model.fusion
+    optimized = {id(p) for group in ctx.optimizer.param_groups for p in group["params"]}
+    expected = {id(p) for mod in fusion.mmtm for p in mod.parameters()}
+    assert len(expected) == 2 * (2 + 2 * 2)  # 2 MMTMs x (squeeze + 2 gates) x (weight, bias)
+    grouped = [*balancer.shared_params, *balancer.gate_params[0], *balancer.gate_params[1]]
+    assert {id(p) for p in grouped} == expected and expected <= optimized
+    assert all(p.numel() > 0 for p in grouped)
+    _, weight_sq = balancer.group_norms()
+    assert all(float(w) > 0 for w in weight_sq)  # every group already has weights before the first forward
+
+
+def test_shared_gate_mean_with_unequal_widths_is_incompatible_at_setup():
+    components = dataclasses.replace(
+        _components({"shared_gate_mean": True}),
+        encoders={"fast": (MLPEncoder, MLPEncoder.Params(hidden=16, layers=2, out_dim=8)),
+                  "slow": (MLPEncoder, MLPEncoder.Params(hidden=12, layers=2, out_dim=8))})
+    balancer = Greedy(Greedy.Params(shared_gate_mean=True))
+    model = build_model(components, balancer)
+    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), task=components.task,
+                       device=torch.device("cpu"), epochs=1, train_loader=[], val_loader=[],
+                       task_loss=F.cross_entropy, evaluate=None)
+    with pytest.raises(Incompatible, match=r"equal MMTM widths; got \[\(16, 12\)\]"):
+        balancer.setup(ctx)
 
 
 def _train(params: dict, epochs: int = 2):
@@ -213,3 +243,28 @@ def test_train_tiny_with_utilisation_and_official_flags():
         assert c["d_util"] == pytest.approx(c["cond_util.slow"] - c["cond_util.fast"])
         acc, iso = c["branch_acc.slow"], c["branch_acc_isolated.slow"]
         assert c["cond_util.fast"] == pytest.approx((acc - iso) / acc if acc else 0.0)
+
+
+def test_utilisation_pass_measures_normal_and_isolated_branches_and_restores_modes():
+    balancer, ctx, batch = _context({"utilisation": True, "curate_in_eval": True})
+    model, fusion = ctx.model, ctx.model.fusion
+    model.train()
+    model(batch)  # squeeze means from one training forward
+    ctx.val_loader = [batch]
+    mask = torch.tensor([True, False])
+    fusion.curation = mask
+    coeffs = balancer.conditional_utilisation(ctx)
+    assert fusion.curation is mask and not fusion.isolate and model.training
+    model.eval()
+    fusion.curation = None
+    with torch.no_grad():
+        normal = fusion.branch_logits(model.encode(batch))
+        fusion.isolate = True
+        isolated = fusion.branch_logits(model.encode(batch))
+    fusion.isolate = False
+    accuracy = {m: float((logits.argmax(-1) == batch["label"]).float().mean()) for m, logits in normal.items()}
+    accuracy_iso = {m: float((logits.argmax(-1) == batch["label"]).float().mean()) for m, logits in isolated.items()}
+    assert coeffs["branch_acc.fast"] == pytest.approx(accuracy["fast"])
+    assert coeffs["branch_acc_isolated.slow"] == pytest.approx(accuracy_iso["slow"])
+    # u(fast | slow) is read off the slow branch: its gain from fast's sample-specific MMTM input
+    assert coeffs["cond_util.fast"] == pytest.approx((accuracy["slow"] - accuracy_iso["slow"]) / accuracy["slow"])
