@@ -63,8 +63,12 @@ def run(
     registry = _registry()
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / grid.name
-    summary = run_grid(grid, registry, target, retry_failed=retry_failed, console=err,
-                       grid_text=matrix.read_text())
+    try:
+        summary = run_grid(grid, registry, target, retry_failed=retry_failed, console=err,
+                           grid_text=matrix.read_text())
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished cells are saved in {target}; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
     for path in summary.leaderboards:
         typer.echo(path.with_suffix(".md").read_text())
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))

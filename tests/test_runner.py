@@ -9,6 +9,7 @@ import time
 
 import jsonschema
 import pytest
+import torch
 
 from mmbench import grid as grid_lib
 from mmbench import leaderboard as lb
@@ -33,6 +34,13 @@ class Diverges(Balancer):
         return super().loss(ctx, batch, out) * float("inf")
 
 
+class RunsOutOfMemory(Balancer):
+    name = "runs_out_of_memory"
+
+    def loss(self, ctx, batch, out):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
 class NeedsSum(Balancer):
     name = "needs_sum"
     from mmbench.protocols import Requirements
@@ -42,7 +50,7 @@ class NeedsSum(Balancer):
 class TestPlugin:
     @hookimpl
     def mmbench_balancers(self):
-        return [Explodes, Diverges, NeedsSum]
+        return [Explodes, Diverges, NeedsSum, RunsOutOfMemory]
 
 
 @pytest.fixture
@@ -68,6 +76,16 @@ def test_every_status_is_recorded_and_the_grid_goes_on(registry_with_test_balanc
     assert {e.balancer.name for e in lb.ranked(board)} == {"joint", "needs_sum"}
     markdown = (tmp_path / "leaderboard.md").read_text()
     assert "## Not ranked" in markdown and "boom in the loss" in markdown
+
+
+def test_out_of_memory_is_recorded_as_failed_with_its_reason(registry_with_test_balancers, tmp_path):
+    text = TINY_GRID.replace("balancers: [joint]", "balancers: [runs_out_of_memory, joint]")
+    summary = run(text, registry_with_test_balancers, tmp_path)
+    assert summary.counts == {"failed": 4, "ok": 4}
+    failed = [json.loads(p.read_text()) for p in (tmp_path / "cells").glob("*.json")]
+    failed = [r for r in failed if r["status"] == "failed"]
+    assert failed[0]["reason"] == "out of memory: CUDA out of memory. Tried to allocate 20.00 GiB"
+    assert failed[0]["error"]["type"] == "OutOfMemoryError" and "Traceback" in failed[0]["error"]["traceback"]
 
 
 def test_rerun_resumes_and_only_runs_missing_cells(registry, tmp_path):
