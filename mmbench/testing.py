@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from mmbench import registry as registry_lib
-from mmbench.engine import CellComponents, TrainOutcome, train
+from mmbench.context import TrainContext
+from mmbench.engine import CellComponents, TrainOutcome, build_model, task_loss_fn, train
+from mmbench.protocols import Balancer
 from mmbench.recipe import OptimizerConfig, TrainRecipe
 
 #: a small synthetic task: two modalities, 4 classes, a few hundred samples
@@ -46,3 +51,23 @@ def train_tiny(balancer: str | type, epochs: int = 1, seed: int = 0, lr: float =
     recipe = TrainRecipe(epochs=epochs, batch_size=32, device="cpu",
                          optimizer=OptimizerConfig(name=optimizer, lr=lr))
     return train(tiny_components(balancer, **kwargs), recipe, seed)
+
+
+def tiny_context(components: CellComponents, epochs: int = 1, batch_size: int = 32, lr: float = 0.1,
+                 seed: int = 0) -> tuple[Balancer, TrainContext, dict[str, Tensor]]:
+    """A built model, SGD optimizer, set-up balancer and one training batch, to unit-test hooks directly.
+
+    Loaders are empty: call the hooks yourself (`loss`, `after_backward`, `train_step`, ...).
+    """
+    torch.manual_seed(seed)
+    balancer_cls, params = components.balancer
+    balancer = balancer_cls(params)
+    model = build_model(components, balancer)
+    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), task=components.task,
+                       device=torch.device("cpu"), epochs=epochs, train_loader=[], val_loader=[],
+                       task_loss=task_loss_fn(components.task.multilabel), evaluate=None)
+    balancer.setup(ctx)
+    train = components.task.splits()["train"]
+    keys = [*components.task.modalities, "label"]
+    batch = {k: torch.stack([train[i][k] for i in range(batch_size)]) for k in keys}
+    return balancer, ctx, batch

@@ -15,7 +15,7 @@ from mmbench.context import TrainContext
 from mmbench.engine import build_model, train
 from mmbench.protocols import Incompatible
 from mmbench.recipe import OptimizerConfig, TrainRecipe
-from mmbench.testing import tiny_components
+from mmbench.testing import tiny_components, tiny_context
 from mmbench_plugins.balancers.greedy import Greedy, GreedyState, guided_step, learning_speed, random_step
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.concat import ConcatFusion
@@ -99,17 +99,7 @@ def _components(params: dict | None = None):
 
 
 def _context(params: dict | None = None):
-    components = _components(params)
-    torch.manual_seed(0)
-    balancer = Greedy(Greedy.Params(**(params or {})))
-    model = build_model(components, balancer)
-    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), task=components.task,
-                       device=torch.device("cpu"), epochs=3, train_loader=[], val_loader=[],
-                       task_loss=F.cross_entropy, evaluate=None)
-    balancer.setup(ctx)
-    train_set = components.task.splits()["train"]
-    batch = {k: torch.stack([train_set[i][k] for i in range(32)]) for k in ("fast", "slow", "label")}
-    return balancer, ctx, batch
+    return tiny_context(_components(params), epochs=3)
 
 
 def _sq(tensors) -> float:

@@ -8,9 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model
-from mmbench.testing import tiny_components, train_tiny
+from mmbench.testing import tiny_components, tiny_context, train_tiny
 from mmbench_plugins.balancers.mlb import (
     MLB,
     MLBParams,
@@ -67,17 +65,8 @@ def test_zero_scores_give_no_modulation():
 
 
 def _context(balancer_cls, params: dict, fusion: str):
-    components = tiny_components(balancer_cls, balancer_params=params, fusion=fusion)
-    torch.manual_seed(0)
-    balancer = balancer_cls(balancer_cls.Params(**params))
-    model = build_model(components, balancer)
-    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), task=components.task,
-                       device=torch.device("cpu"), epochs=1, train_loader=[], val_loader=[],
-                       task_loss=F.cross_entropy, evaluate=None)
-    balancer.setup(ctx)
+    balancer, ctx, batch = tiny_context(tiny_components(balancer_cls, balancer_params=params, fusion=fusion))
     balancer.on_epoch_start(ctx)
-    train = components.task.splits()["train"]
-    batch = {k: torch.stack([train[i][k] for i in range(32)]) for k in ("fast", "slow", "label")}
     return balancer, ctx, batch
 
 

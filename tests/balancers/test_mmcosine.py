@@ -8,10 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model
 from mmbench.protocols import NoParams
-from mmbench.testing import tiny_components, train_tiny
+from mmbench.testing import tiny_components, tiny_context, train_tiny
 from mmbench_plugins.balancers.mmcosine import MMCosine, MMCosineParams, cosine_logits
 from mmbench_plugins.fusions.concat import ConcatFusion
 
@@ -47,17 +45,7 @@ def test_zero_feature_gives_zero_cosine():
 
 
 def _context(fusion: str, params: dict | None = None):
-    components = tiny_components(MMCosine, balancer_params=params, fusion=fusion)
-    torch.manual_seed(0)
-    balancer = MMCosine(MMCosineParams(**(params or {})))
-    model = build_model(components, balancer)
-    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), task=components.task,
-                       device=torch.device("cpu"), epochs=1, train_loader=[], val_loader=[],
-                       task_loss=F.cross_entropy, evaluate=None)
-    balancer.setup(ctx)
-    train = components.task.splits()["train"]
-    batch = {k: torch.stack([train[i][k] for i in range(32)]) for k in ("fast", "slow", "label")}
-    return balancer, ctx, batch
+    return tiny_context(tiny_components(MMCosine, balancer_params=params, fusion=fusion))
 
 
 def _reference_logits(model, features, scaling):

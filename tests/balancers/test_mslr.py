@@ -8,11 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model
-from mmbench.testing import tiny_components, train_tiny
+from mmbench.testing import tiny_components, tiny_context, train_tiny
 from mmbench_plugins.balancers.mslr import MSLR, mslr_ratio
 
 RTOL = 1e-5
@@ -30,17 +27,7 @@ def test_spec_vector():
 
 
 def _context(params: dict, fusion: str = "sum"):
-    components = tiny_components(MSLR, balancer_params=params, fusion=fusion)
-    torch.manual_seed(0)
-    balancer = MSLR(MSLR.Params(**params))
-    model = build_model(components, balancer)
-    ctx = TrainContext(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), task=components.task,
-                       device=torch.device("cpu"), epochs=10, train_loader=[], val_loader=[],
-                       task_loss=F.cross_entropy, evaluate=None)
-    balancer.setup(ctx)
-    train = components.task.splits()["train"]
-    batch = {k: torch.stack([train[i][k] for i in range(32)]) for k in ("fast", "slow", "label")}
-    return balancer, ctx, batch
+    return tiny_context(tiny_components(MSLR, balancer_params=params, fusion=fusion), epochs=10)
 
 
 def _feed(balancer, ctx, accuracies):
