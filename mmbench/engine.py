@@ -117,14 +117,16 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
         with ctx.autocast():
             features = model.encode(batch)
             out = model.head(features)
+
+            def without(drop: set[str]) -> Tensor:
+                # late fusions reuse the encoder pass; intermediate ones must re-encode without the inputs
+                dropped = model(batch, drop) if model.fusion.drives_encoders else model.head(features, drop)
+                return balancer.eval_logits(ctx, dropped).float()
+
             fused.append(balancer.eval_logits(ctx, out).float())
             for m in modalities:
-                missing[m].append(balancer.eval_logits(ctx, model.head(features, drop={m})).float())
-                if out.unimodal:
-                    alone[m].append(out.unimodal[m].float())
-                else:
-                    others = set(modalities) - {m}
-                    alone[m].append(balancer.eval_logits(ctx, model.head(features, drop=others)).float())
+                missing[m].append(without({m}))
+                alone[m].append(out.unimodal[m].float() if out.unimodal else without(set(modalities) - {m}))
         labels.append(batch["label"])
     model.train(was_training)
     y = torch.cat(labels)

@@ -14,10 +14,12 @@ class MultimodalModel(nn.Module):
     """One encoder per modality, a late fusion, optionally one linear head per modality, and any modules a
     balancer adds (`extras`).
 
-    `drop` removes modalities from a forward pass by replacing their features with zeros (also in the
-    returned `ModelOutput.features`, so balancers that rebuild logits from features see the drop), which is how
-    missing-modality and (without heads) unimodal performance are measured: the fusion sees no information
-    from a dropped modality. Balancers select parameters through `parameter_groups()`, never by name.
+    `drop` removes modalities from a forward pass, which is how missing-modality and (without heads) unimodal
+    performance are measured: the prediction may use no sample-specific information from a dropped modality.
+    Their pooled features are replaced with zeros (also in the returned `ModelOutput.features`, so balancers
+    that rebuild logits from features see the drop); with an intermediate fusion, which mixes modalities
+    inside the encoders, their inputs are zeroed too before encoding. Balancers select parameters through
+    `parameter_groups()`, never by name.
     """
 
     def __init__(
@@ -50,6 +52,8 @@ class MultimodalModel(nn.Module):
         return ModelOutput(fused.logits, kept, fused.contributions, unimodal)
 
     def forward(self, batch: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
+        if drop and self.fusion.drives_encoders:
+            batch = {m: torch.zeros_like(batch[m]) if m in drop else batch[m] for m in self.modalities}
         return self.head(self.encode(batch), drop)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -105,3 +105,20 @@ def test_profile_is_recorded():
     assert 0 <= prof["data_wait_fraction"] < 1 and prof["peak_host_rss_bytes"] > 0
     assert prof["params"]["total"] == prof["params"]["trainable"] > 0
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_dropping_a_modality_of_an_intermediate_fusion_zeroes_its_input():
+    """Inside-encoder fusions mix modalities before pooling: a dropped modality's input must not reach them."""
+    from mmbench.engine import build_model
+    from mmbench.testing import tiny_components
+
+    components = tiny_components("joint", fusion="mmtm")
+    model = build_model(components, components.balancer[0](components.balancer[1])).eval()
+    batch = {m: torch.randn(4, *spec.shape) for m, spec in components.task.modalities.items()}
+    other = {**batch, "fast": torch.randn(4, *components.task.modalities["fast"].shape)}
+    with torch.no_grad():
+        a, b = model(batch, drop={"fast"}), model(other, drop={"fast"})
+        kept = model(other)
+    torch.testing.assert_close(a.logits, b.logits)  # nothing of the dropped input gets through
+    assert not torch.allclose(kept.logits, b.logits)
+    assert torch.equal(a.features["fast"], torch.zeros_like(a.features["fast"]))
