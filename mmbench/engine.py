@@ -22,7 +22,7 @@ from mmbench import metrics as metric_lib
 from mmbench import profiling
 from mmbench.context import EpochStats, SplitStats, TrainContext
 from mmbench.model import MultimodalModel
-from mmbench.protocols import Balancer, Encoder, Fusion, Incompatible, Params, Task
+from mmbench.protocols import Balancer, Encoder, Fusion, Incompatible, ModelOutput, Params, Task
 from mmbench.recipe import TrainRecipe, build_optimizer, build_scheduler, resolve_device
 
 
@@ -118,15 +118,19 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
             features = model.encode(batch)
             out = model.head(features)
 
-            def without(drop: set[str]) -> Tensor:
+            def without(drop: set[str]) -> ModelOutput:
                 # late fusions reuse the encoder pass; intermediate ones must re-encode without the inputs
-                dropped = model(batch, drop) if model.fusion.drives_encoders else model.head(features, drop)
-                return balancer.eval_logits(ctx, dropped).float()
+                return model(batch, drop) if model.fusion.drives_encoders else model.head(features, drop)
 
             fused.append(balancer.eval_logits(ctx, out).float())
             for m in modalities:
-                missing[m].append(without({m}))
-                alone[m].append(out.unimodal[m].float() if out.unimodal else without(set(modalities) - {m}))
+                missing[m].append(balancer.eval_logits(ctx, without({m})).float())
+                others = set(modalities) - {m}
+                if out.unimodal:  # a head sees only its modality's features, unless the fusion mixed them in
+                    source = without(others) if model.fusion.drives_encoders else out
+                    alone[m].append(source.unimodal[m].float())
+                else:
+                    alone[m].append(balancer.eval_logits(ctx, without(others)).float())
         labels.append(batch["label"])
     model.train(was_training)
     y = torch.cat(labels)
