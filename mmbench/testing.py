@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -71,3 +72,15 @@ def tiny_context(components: CellComponents, epochs: int = 1, batch_size: int = 
     keys = [*components.task.modalities, "label"]
     batch = {k: torch.stack([train[i][k] for i in range(batch_size)]) for k in keys}
     return balancer, ctx, batch
+
+
+def assert_trained(outcome: TrainOutcome, epochs: int, coefficients: set[str] | None = None) -> None:
+    """The end-to-end contract: status ok, every epoch recorded with a finite loss and finite coefficients
+    (exactly `coefficients` when given)."""
+    assert outcome.status == "ok", outcome.status
+    assert len(outcome.history) == epochs
+    for epoch in outcome.history:
+        assert math.isfinite(epoch.train_loss)
+        if coefficients is not None:
+            assert set(epoch.coefficients) == coefficients, sorted(epoch.coefficients)
+        assert all(math.isfinite(v) for v in epoch.coefficients.values()), epoch.coefficients
