@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -84,3 +86,29 @@ def assert_trained(outcome: TrainOutcome, epochs: int, coefficients: set[str] | 
         if coefficients is not None:
             assert set(epoch.coefficients) == coefficients, sorted(epoch.coefficients)
         assert all(math.isfinite(v) for v in epoch.coefficients.values()), epoch.coefficients
+
+
+#: tensor methods that copy a value to the host (a device sync on accelerators)
+HOST_SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy")
+
+
+@contextlib.contextmanager
+def forbid_host_sync() -> Iterator[None]:
+    """Make every tensor-to-host read raise, to prove a training step never synchronises with the device.
+
+    Works on CPU too, so CI (which has no GPU) checks what matters on one.
+    """
+    saved = {name: getattr(torch.Tensor, name) for name in HOST_SYNC_METHODS}
+
+    def refuse(name: str):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"host-device sync in a training step: Tensor.{name}()")
+        return method
+
+    for name in HOST_SYNC_METHODS:
+        setattr(torch.Tensor, name, refuse(name))
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)

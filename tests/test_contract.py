@@ -8,7 +8,7 @@ import torch
 from mmbench import registry as registry_lib
 from mmbench.cells import incompatibility
 from mmbench.protocols import Params
-from mmbench.testing import train_tiny
+from mmbench.testing import forbid_host_sync, train_tiny
 
 REGISTRY = registry_lib.default()
 BASELINES_WITHOUT_COEFFICIENTS = {"joint", "unimodal"}
@@ -75,9 +75,17 @@ def _runnable_fusion(balancer_cls):
 
 
 @pytest.mark.parametrize("name", names("balancers"))
-def test_balancer_contract(name):
-    """One epoch on the synthetic task: finite loss, metrics, and coefficients reported as floats."""
+def test_balancer_contract(name, monkeypatch):
+    """One epoch on the synthetic task: finite loss, metrics, coefficients reported as floats, and no
+    host-device synchronisation inside a training step."""
     cls = REGISTRY.get("balancers", name).cls
+    unguarded = cls.train_step
+
+    def guarded_step(self, ctx, batch):
+        with forbid_host_sync():
+            return unguarded(self, ctx, batch)
+
+    monkeypatch.setattr(cls, "train_step", guarded_step)
     assert issubclass(cls.Params, Params) and cls.name == name
     for task_name, defaults in cls.task_defaults.items():
         cls.Params.model_validate(defaults)  # per-task defaults must be valid parameters
@@ -91,3 +99,17 @@ def test_balancer_contract(name):
     assert all(isinstance(v, float) for v in coefficients.values())
     if name not in BASELINES_WITHOUT_COEFFICIENTS:
         assert coefficients, f"{name} reports no coefficients"
+
+
+def test_the_host_sync_guard_catches_a_sync():
+    class Syncs(REGISTRY.get("balancers", "joint").cls):
+        name = "syncs"
+
+        def after_backward(self, ctx, batch, out):
+            if out.logits.sum() > 0:  # a Python branch on a tensor value is a sync
+                pass
+
+    x = torch.ones(2)
+    with forbid_host_sync(), pytest.raises(AssertionError, match="Tensor.__bool__"):
+        Syncs.after_backward(None, None, None, type("Out", (), {"logits": x})())
+    assert float(x.sum()) == 2.0  # restored afterwards
