@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,7 +56,6 @@ class TrainContext:
     step_in_epoch: int = 0
     history: list[EpochStats] = field(default_factory=list)
     generator: torch.Generator | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -68,7 +66,3 @@ class TrainContext:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
-    def parameters_of(self, group: str) -> Iterator[torch.nn.Parameter]:
-        """Parameters of a declared group (`encoder.<modality>`, `fusion`, `head.<modality>`)."""
-        return iter(self.model.parameter_groups()[group])

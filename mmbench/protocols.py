@@ -192,6 +192,7 @@ class Requirements:
 
     unimodal_heads: bool = False
     fusion_contributions: bool = False
+    #: documents the need; the engine validates every epoch, so it is always met
     validation_each_epoch: bool = False
     augmented_views: bool = False
     equal_feature_dims: bool = False

@@ -54,7 +54,3 @@ class RunStore:
 
     def save(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path(result["cell_id"]), result)
-
-    def results(self) -> list[dict[str, Any]]:
-        found = (self.load(p.stem) for p in sorted(self.cells_dir.glob("*.json")))
-        return [r for r in found if r is not None]
