@@ -17,11 +17,12 @@ MULTILABEL_THRESHOLD = 0.5
 
 def _samples_f1(logits: Tensor, target: Tensor, num_classes: int) -> Tensor:
     # Sample-averaged F1 (sklearn's average="samples") is macro F1 over the transposed problem:
-    # each sample becomes a "label" whose F1 is computed across the classes.
+    # each sample becomes a "label" whose F1 is computed across the classes. A sample with neither true nor
+    # predicted labels scores 0, as sklearn's default (which the reference implementations call) does.
     probs = logits.sigmoid().T.contiguous()
     return tmc.multilabel_f1_score(
         probs, target.T.contiguous(), num_labels=probs.shape[1], average="macro",
-        threshold=MULTILABEL_THRESHOLD, zero_division=1,
+        threshold=MULTILABEL_THRESHOLD, zero_division=0,
     )
 
 

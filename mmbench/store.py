@@ -50,7 +50,7 @@ class RunStore:
             result = json.loads(self.path(cell_id).read_text())
         except (OSError, ValueError):
             return None
-        return result if result.get("status") in FINISHED else None
+        return result if isinstance(result, dict) and result.get("status") in FINISHED else None
 
     def save(self, result: dict[str, Any]) -> None:
         atomic_write_json(self.path(result["cell_id"]), result)

@@ -1,5 +1,7 @@
 """Grid expansion: cells, content hashes, per-task defaults, compatibility."""
 
+import pytest
+
 from mmbench import grid as grid_lib
 from mmbench.cells import expand, incompatibility
 from mmbench.protocols import Balancer, Requirements
@@ -72,3 +74,93 @@ def test_a_balancer_that_ignores_the_fusion_is_paired_with_the_first_fusion_only
     cells = expand(grid_lib.parse(text, registry), registry)
     pairs = sorted({(c.balancer["name"], c.fusion["name"]) for c in cells})
     assert pairs == [("joint", "concat"), ("joint", "sum"), ("own_predictions", "concat")]
+
+
+# ------------------------------------------------------------------------------------ cell identity
+
+IDENTITY_GRID = TINY_GRID.replace("balancers: [joint]", "balancers: [{name: ogm, params: {alpha: 0.3}}]") \
+    .replace("fusions: [concat, sum]", "fusions: [{name: gmu, params: {hidden: 8}}]") \
+    .replace("seeds: [0, 1]", "seeds: [0]") \
+    .replace("  device: cpu", "  device: cpu\n  bf16: true\n  num_workers: 0\n  eval_batch_size: 64\n"
+             "  scheduler: {name: step, step_size: 5, gamma: 0.5}")
+
+#: every field that determines a cell's result, and a grid edit that changes it
+RESULT_FIELDS = {
+    "task params": ("train_size: 128", "train_size: 130"),
+    "encoder params": ("hidden: 16", "hidden: 17"),
+    "fusion params": ("hidden: 8}", "hidden: 9}"),
+    "balancer params": ("alpha: 0.3", "alpha: 0.4"),
+    "train.epochs": ("epochs: 2", "epochs: 3"),
+    "train.batch_size": ("batch_size: 32", "batch_size: 16"),
+    "train.eval_batch_size": ("eval_batch_size: 64", "eval_batch_size: 32"),
+    "train.bf16": ("bf16: true", "bf16: false"),
+    "train.optimizer.name": ("name: sgd", "name: adam"),
+    "train.optimizer.lr": ("lr: 0.05", "lr: 0.06"),
+    "train.optimizer.momentum": ("lr: 0.05}", "lr: 0.05, momentum: 0.5}"),
+    "train.optimizer.weight_decay": ("lr: 0.05}", "lr: 0.05, weight_decay: 0.001}"),
+    "train.optimizer.betas": ("lr: 0.05}", "lr: 0.05, betas: [0.8, 0.99]}"),
+    "train.scheduler.name": ("name: step", "name: cosine"),
+    "train.scheduler.step_size": ("step_size: 5", "step_size: 6"),
+    "train.scheduler.gamma": ("gamma: 0.5", "gamma: 0.6"),
+}
+EXECUTION_FIELDS = {
+    "train.device": ("device: cpu", "device: auto"),
+    "train.num_workers": ("num_workers: 0", "num_workers: 2"),
+}
+
+
+def _leaf_fields(model, prefix="train") -> set[str]:
+    from pydantic import BaseModel
+
+    out = set()
+    for name, field in model.model_fields.items():
+        default = field.default
+        if isinstance(default, BaseModel):
+            out |= _leaf_fields(type(default), f"{prefix}.{name}")
+        else:
+            out.add(f"{prefix}.{name}")
+    return out
+
+
+def _only_cell(text, registry):
+    [cell] = expand(grid_lib.parse(text, registry), registry)
+    return cell
+
+
+def test_every_recipe_field_is_classified():
+    """A new recipe field must be declared result-determining (tested below) or execution-only."""
+    from mmbench.recipe import TrainRecipe
+
+    classified = {k for k in RESULT_FIELDS if k.startswith("train.")} | set(EXECUTION_FIELDS)
+    assert _leaf_fields(TrainRecipe) == classified
+
+
+@pytest.mark.parametrize("field", sorted(RESULT_FIELDS))
+def test_every_result_determining_field_changes_the_cell_and_entry_ids(field, registry):
+    old, new = RESULT_FIELDS[field]
+    assert IDENTITY_GRID.count(old) == 1
+    base = _only_cell(IDENTITY_GRID, registry)
+    changed = _only_cell(IDENTITY_GRID.replace(old, new), registry)
+    assert changed.cell_id != base.cell_id and changed.entry_id != base.entry_id
+
+
+@pytest.mark.parametrize("field", sorted(EXECUTION_FIELDS))
+def test_execution_only_fields_change_no_id(field, registry):
+    old, new = EXECUTION_FIELDS[field]
+    base = _only_cell(IDENTITY_GRID, registry)
+    changed = _only_cell(IDENTITY_GRID.replace(old, new), registry)
+    assert (changed.cell_id, changed.entry_id, changed.benchmark_version) == \
+        (base.cell_id, base.entry_id, base.benchmark_version)
+
+
+def test_the_seed_changes_the_cell_but_not_the_entry(registry):
+    base = _only_cell(IDENTITY_GRID, registry)
+    other = _only_cell(IDENTITY_GRID.replace("seeds: [0]", "seeds: [7]"), registry)
+    assert other.cell_id != base.cell_id and other.entry_id == base.entry_id
+
+
+def test_the_task_version_changes_every_id(registry, monkeypatch):
+    base = _only_cell(IDENTITY_GRID, registry)
+    monkeypatch.setattr(SyntheticTask, "version", "2")
+    bumped = _only_cell(IDENTITY_GRID, registry)
+    assert bumped.cell_id != base.cell_id and bumped.benchmark_version != base.benchmark_version

@@ -8,7 +8,7 @@ import torch
 from mmbench import registry as registry_lib
 from mmbench.cells import incompatibility
 from mmbench.protocols import Params
-from mmbench.testing import forbid_host_sync, train_tiny
+from mmbench.testing import forbid_host_sync, tiny_components, train_tiny
 
 REGISTRY = registry_lib.default()
 BASELINES_WITHOUT_COEFFICIENTS = {"joint", "unimodal"}
@@ -93,10 +93,12 @@ def test_balancer_contract(name, monkeypatch):
     assert fusion is not None, f"{name} cannot run on the synthetic task with any registered fusion"
     out = train_tiny(cls, epochs=1, fusion=fusion)
     assert out.status == "ok" and math.isfinite(out.history[0].train_loss)
-    assert 0.0 <= out.test.metrics["accuracy"] <= 1.0
+    task = tiny_components(cls, fusion=fusion).task
+    for split in (out.test, out.history[0].val):
+        assert set(split.metrics) == set(task.metrics) and all(map(math.isfinite, split.metrics.values()))
+        assert set(split.unimodal) == set(split.missing_modality) == set(task.modalities)
     coefficients = out.history[0].coefficients
-    assert isinstance(coefficients, dict)
-    assert all(isinstance(v, float) for v in coefficients.values())
+    assert all(isinstance(v, float) and math.isfinite(v) for v in coefficients.values()), coefficients
     if name not in BASELINES_WITHOUT_COEFFICIENTS:
         assert coefficients, f"{name} reports no coefficients"
 

@@ -40,6 +40,12 @@ INVALID = [
     ("missing section", TINY_GRID.replace("fusions: [concat, sum]\n", ""),
      [("fusions", "Field required")]),
     ("not a mapping", "- just\n- a list\n", [("", "a grid is a YAML mapping, got list")]),
+    ("unknown key in a component", TINY_GRID.replace("balancers: [joint]", "balancers: [{name: joint, parms: {}}]"),
+     [("balancers[0].parms", "unknown key 'parms'; did you mean 'params'? (allowed: name, params)")]),
+    ("unknown key in a task", TINY_GRID.replace("  - name: synthetic", "  - name: synthetic\n    rot: /data"),
+     [("tasks[0].rot", "unknown key 'rot'; did you mean 'root'? (allowed: name, params, root)")]),
+    ("unknown recipe key", TINY_GRID.replace("epochs: 2", "epochs: 2\n  epoch: 3"),
+     [("train.epoch", "unknown key 'epoch'; did you mean 'epochs'? (allowed: {recipe_fields})")]),
 ]
 
 
@@ -47,17 +53,36 @@ INVALID = [
 def test_invalid_grid_gets_exact_problems(text, expected, registry):
     known = ", ".join(registry.names("balancers"))
     grid_fields = ", ".join(sorted(grid_lib.Grid.model_fields))
-    expected = [(p, m.format(known=known, grid_fields=grid_fields)) for p, m in expected]
+    recipe_fields = ", ".join(sorted(grid_lib.TrainRecipe.model_fields))
+    expected = [(p, m.format(known=known, grid_fields=grid_fields, recipe_fields=recipe_fields)) for p, m in expected]
     found, _ = problems_of(text, registry)
     assert found == expected
+
+
+def _line_of(text, fragment):
+    [line] = [i for i, row in enumerate(text.splitlines(), 1) if fragment in row]
+    return line
 
 
 def test_problems_carry_yaml_line_numbers(registry):
     text = TINY_GRID.replace("balancers: [joint]", "balancers: [joint, jiont]")
     _, error = problems_of(text, registry)
-    line = text.splitlines().index("balancers: [joint, jiont]") + 1
+    line = _line_of(text, "balancers: [joint, jiont]")
     assert error.problems[0].line == line
     assert f"balancers[1].name (line {line})" in str(error)
+
+
+def test_every_problem_has_the_exact_line_of_its_value(registry):
+    structural = TINY_GRID.replace("epochs: 2", "epochs: -1").replace("seeds: [0, 1]", "seeds:\n  - 0\n  - x")
+    _, error = problems_of(structural, registry)
+    assert {p.path: p.line for p in error.problems} == {"train.epochs": _line_of(structural, "epochs: -1"),
+                                                        "seeds[1]": _line_of(structural, "  - x")}
+    semantic = TINY_GRID.replace("hidden: 16", "hiden: 16") \
+        .replace("balancers: [joint]", "balancers:\n  - joint\n  - name: ogm\n    params:\n      alpah: 0.1")
+    _, error = problems_of(semantic, registry)
+    assert {p.path: p.line for p in error.problems} == {
+        "encoders[0].*.params.hiden": _line_of(semantic, "hiden: 16"),
+        "balancers[1].params.alpah": _line_of(semantic, "alpah: 0.1")}
 
 
 def test_yaml_is_never_evaluated_as_code(registry, tmp_path):
@@ -69,5 +94,6 @@ def test_yaml_is_never_evaluated_as_code(registry, tmp_path):
 
 
 def test_broken_yaml_reports_the_line(registry):
-    _, error = problems_of("name: x\ntasks: [synthetic\n", registry)
-    assert error.problems[0].line is not None and "not valid YAML" in error.problems[0].message
+    _, error = problems_of("name: x\nseeds: [0]\ntasks: [synthetic\nfusions: [concat]\n", registry)
+    assert "not valid YAML" in error.problems[0].message
+    assert error.problems[0].line == 4  # where the parser found the unclosed flow sequence

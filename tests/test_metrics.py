@@ -37,3 +37,70 @@ def test_ece_is_lower_is_better_and_zero_for_confident_correct_predictions():
     out = metrics.compute(["ece"], logits, torch.tensor([0, 1]), 2, multilabel=False)
     assert out["ece"] == pytest.approx(0.0, abs=1e-6)
     assert metrics.better("ece", 0.1, 0.2) and not metrics.better("accuracy", 0.1, 0.2)
+
+
+# ---------------------------------------------------------------- against scikit-learn on the same arrays
+
+
+def _multilabel_case(n=300, c=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    target = (torch.rand(n, c, generator=gen) < torch.linspace(0.1, 0.6, c)).long()
+    logits = 2.0 * (target.float() - 0.5) + 1.5 * torch.randn(n, c, generator=gen)  # informative, imperfect
+    return logits, target
+
+
+def test_multilabel_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import average_precision_score, f1_score
+
+    logits, target = _multilabel_case()
+    pred = (logits.sigmoid() > 0.5).long().numpy()
+    y = target.numpy()
+    out = metrics.compute(list(metrics.MULTI_LABEL), logits, target, target.shape[1], multilabel=True)
+    expected = {f"f1_{avg}": f1_score(y, pred, average=avg, zero_division=0)
+                for avg in ("micro", "macro", "weighted", "samples")}
+    expected |= {f"map_{avg}": average_precision_score(y, logits.sigmoid().numpy(), average=avg)
+                 for avg in ("micro", "macro")}
+    assert out == pytest.approx(expected, rel=1e-5)
+    assert out["f1_macro"] != pytest.approx(out["f1_micro"], rel=1e-3)  # the case tells the averages apart
+
+
+def test_single_label_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+
+    gen = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 5, (400,), generator=gen)
+    logits = 1.5 * torch.nn.functional.one_hot(target, 5).float() + torch.randn(400, 5, generator=gen)
+    out = metrics.compute(["accuracy", "macro_f1", "micro_f1", "map_macro", "map_micro"], logits, target, 5,
+                          multilabel=False)
+    pred, y = logits.argmax(-1).numpy(), target.numpy()
+    probs = logits.softmax(-1).numpy()
+    one_hot = torch.nn.functional.one_hot(target, 5).numpy()
+    assert out == pytest.approx({
+        "accuracy": accuracy_score(y, pred), "macro_f1": f1_score(y, pred, average="macro"),
+        "micro_f1": f1_score(y, pred, average="micro"),
+        "map_macro": average_precision_score(one_hot, probs, average="macro"),
+        "map_micro": average_precision_score(one_hot, probs, average="micro"),
+    }, rel=1e-5)
+
+
+def _ece(probs, target, bins):
+    """Expected calibration error, written out: |accuracy - confidence| per equal-width bin, sample-weighted."""
+    confidence, pred = probs.max(-1)
+    correct = (pred == target).float()
+    total = 0.0
+    edges = torch.linspace(0, 1, bins + 1)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            total += inside.float().mean() * (correct[inside].mean() - confidence[inside].mean()).abs()
+    return float(total)
+
+
+def test_ece_uses_fifteen_equal_width_bins():
+    gen = torch.Generator().manual_seed(2)
+    target = torch.randint(0, 3, (500,), generator=gen)
+    logits = 2.0 * torch.randn(500, 3, generator=gen) + torch.nn.functional.one_hot(target, 3)
+    out = metrics.compute(["ece"], logits, target, 3, multilabel=False)["ece"]
+    probs = logits.softmax(-1)
+    assert out == pytest.approx(_ece(probs, target, 15), rel=1e-4)
+    assert abs(_ece(probs, target, 10) - _ece(probs, target, 15)) > 1e-3  # the case tells 10 from 15 bins

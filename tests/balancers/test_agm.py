@@ -305,4 +305,4 @@ def test_train_tiny(fusion):
     assert_trained(outcome, 2, {"k.fast", "k.slow", "scale.fast", "scale.slow", "r.fast", "r.slow", "score.fast",
                                 "score.slow", "clip_rate"})
     assert all(epoch.coefficients["score.fast"] > 0 for epoch in outcome.history)
-    assert outcome.test is not None and 0.0 <= outcome.test.metrics["accuracy"] <= 1.0
+    assert outcome.test.metrics["accuracy"] > 0.5  # 4 classes; joint reaches about 0.78 here

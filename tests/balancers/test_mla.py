@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mmbench.context import TrainContext
-from mmbench.engine import build_model
-from mmbench.recipe import OptimizerConfig, build_optimizer
+from mmbench.engine import build_model, train
+from mmbench.recipe import OptimizerConfig, TrainRecipe, build_optimizer
 from mmbench.testing import tiny_components, train_tiny
 from mmbench_plugins.balancers.mla import (
     HEAD,
@@ -191,9 +191,28 @@ def test_train_tiny(fusion):
         assert {"loss.fast", "loss.slow", "kept.fast", "gate.slow", "p_eff_rank"} <= set(h.coefficients)
         assert h.coefficients["gate.fast"] + h.coefficients["gate.slow"] == pytest.approx(1.0)
     assert outcome.history[-1].coefficients["p_eff_rank"] < 8  # P has projected directions out
-    # unimodal = that modality's shared-head logits alone; missing-modality = the other one alone
-    for m, other in (("fast", "slow"), ("slow", "fast")):
-        assert outcome.test.unimodal[m] == outcome.test.missing_modality[other]
+
+
+class KeepsContext(MLA):
+    last = None
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        type(self).last = ctx
+
+
+def test_a_dropped_modality_gets_no_weight_at_evaluation():
+    """'m alone' is exactly the shared head on m's features; the dropped modality adds nothing."""
+    components = tiny_components(KeepsContext)
+    outcome = train(components, TrainRecipe(epochs=2, batch_size=32, device="cpu"), seed=0)
+    model = KeepsContext.last.model.eval()
+    test = components.task.splits()["test"]
+    for m in ("fast", "slow"):
+        with torch.no_grad():
+            pred = model.extras[HEAD](model.encoders[m](test.tensors[m])).argmax(-1)
+        expected = (pred == test.labels).float().mean().item()
+        assert outcome.test.unimodal[m]["accuracy"] == pytest.approx(expected)
+    assert outcome.test.unimodal["fast"]["accuracy"] != outcome.test.unimodal["slow"]["accuracy"]
 
 
 @pytest.mark.parametrize("params", [{"fusion": "entropy_batch"}, {"fusion": "fixed"},

@@ -98,9 +98,15 @@ def test_coefficients_report_true_class_cosine():
         assert c[f"weight_norm.{m}"] == pytest.approx(w.norm(dim=-1).mean().item(), rel=RTOL)
 
 
-def test_requirements_restrict_fusions():
-    assert MMCosine.requires.fusions == frozenset({"concat", "sum"})
-    assert MMCosine.Params(**MMCosine.task_defaults["cremad"]).scaling == 10.0
+def test_fusions_without_linear_blocks_are_refused(registry):
+    from mmbench.cells import incompatibility
+
+    task = tiny_components(MMCosine).task
+    encoders = {m: registry.get("encoders", "mlp").cls for m in task.modalities}
+    reasons = {f: incompatibility(MMCosine, task, encoders, registry.get("fusions", f).cls)
+               for f in ("concat", "sum", "gmu")}
+    assert reasons == {"concat": None, "sum": None, "gmu": "mmcosine supports fusions ['concat', 'sum'], not 'gmu'"}
+    assert MMCosine.Params(**MMCosine.task_defaults["cremad"]).scaling == 10.0  # the paper's CREMA-D s
     with pytest.raises(ValueError):
         MMCosineParams(scaling=0.0)
 

@@ -87,9 +87,15 @@ def test_branch_accuracy_is_the_branch_argmax():
             assert acc[m] == pytest.approx(expected)
 
 
-def test_requirements_and_validation():
-    assert MSLR.requires.fusions == frozenset({"sum"})
-    assert MSLR.requires.validation_each_epoch
+def test_only_the_additive_fusion_is_accepted_and_unknown_modalities_are_refused(registry):
+    from mmbench.cells import incompatibility
+
+    task = tiny_components(MSLR).task
+    encoders = {m: registry.get("encoders", "mlp").cls for m in task.modalities}
+    reasons = {f: incompatibility(MSLR, task, encoders, registry.get("fusions", f).cls)
+               for f in ("sum", "concat", "gmu")}
+    assert reasons == {"sum": None, "concat": "mslr supports fusions ['sum'], not 'concat'",
+                       "gmu": "mslr supports fusions ['sum'], not 'gmu'"}
     with pytest.raises(ValueError, match="unknown modalities"):
         _context({"init_scale": {"audio": 0.9}})
 

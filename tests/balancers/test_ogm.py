@@ -208,7 +208,7 @@ def test_train_tiny(cls, fusion):
     for epoch in outcome.history:
         c = epoch.coefficients
         assert 0.0 <= min(c["k.fast"], c["k.slow"]) < 1.0 and max(c["k.fast"], c["k.slow"]) <= 1.0
-    assert outcome.test is not None and 0.0 <= outcome.test.metrics["accuracy"] <= 1.0
+    assert outcome.test.metrics["accuracy"] > 0.5  # 4 classes; joint reaches about 0.78 here
 
 
 def test_train_tiny_three_modalities():

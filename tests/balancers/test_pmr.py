@@ -238,4 +238,4 @@ def test_train_tiny(fusion):
         assert keys <= set(epoch.coefficients)
         assert all(math.isfinite(v) for v in epoch.coefficients.values())
         assert epoch.coefficients["beta.fast"] + epoch.coefficients["beta.slow"] > 0  # the term was active
-    assert outcome.test is not None and 0.0 <= outcome.test.metrics["accuracy"] <= 1.0
+    assert outcome.test.metrics["accuracy"] > 0.5  # 4 classes; joint reaches about 0.78 here

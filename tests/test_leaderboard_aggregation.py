@@ -1,0 +1,147 @@
+"""Leaderboard aggregation and rendering from hand-written per-seed records: fast, nothing trains."""
+
+import json
+import math
+
+import pytest
+
+from mmbench import leaderboard as lb
+
+ENCODERS = {"fast": {"name": "mlp", "params": {}}, "slow": {"name": "mlp", "params": {}}}
+
+
+def record(seed, balancer="joint", status="ok", accuracy=0.8, unimodal=None, coefficients=(), entry_id=None,
+           reason=None, fusion="concat", train_seconds=1.0):
+    """One cell's result as the runner writes it (only what aggregation reads)."""
+    unimodal = unimodal or {"fast": 0.75, "slow": 0.4}
+    ok = status == "ok"
+    return {
+        "cell_id": f"{balancer}-{fusion}-{seed}", "entry_id": entry_id or f"{balancer}-{fusion}", "seed": seed,
+        "benchmark": "synthetic", "benchmark_version": "1-abc",
+        "task": {"name": "synthetic", "params": {}, "version": "1"}, "encoders": ENCODERS,
+        "fusion": {"name": fusion, "params": {}}, "balancer": {"name": balancer, "params": {}},
+        "train": {"epochs": len(coefficients) or 1}, "status": status, "reason": reason,
+        "created_at": f"2026-11-0{seed + 1}T00:00:00+00:00",
+        "env": {"mmbench": "0.1.0", "plugins": {"mmbench": "0.1.0"}, "commit": "abc"},
+        "selection": "best validation accuracy over epochs",
+        "metrics": {"accuracy": accuracy, "ece": 0.1} if ok else {},
+        "unimodal": {m: {"accuracy": a, "ece": 0.2} for m, a in unimodal.items()} if ok else {},
+        "missing_modality": {m: {"accuracy": 0.5} for m in unimodal} if ok else {},
+        "history": [{"epoch": e, "coefficients": c} for e, c in enumerate(coefficients)],
+        "profile": {"device": {"type": "cpu", "name": "x", "count": 1}, "train_seconds": train_seconds,
+                    "epochs": 1, "seconds_per_epoch": train_seconds, "step_ms": {"median": 1.0, "p90": 2.0},
+                    "samples_per_second": 10.0, "data_wait_fraction": 0.1, "peak_accelerator_memory_bytes": 0,
+                    "peak_host_rss_bytes": 1024, "params": {"total": 10, "trainable": 10},
+                    "accelerator_hours": 0.0} if ok else None,
+    }
+
+
+def board_of(records, primary="accuracy"):
+    entries = {}
+    for r in records:
+        entries.setdefault(r["entry_id"], []).append(r)
+    return lb.Leaderboard(benchmark="synthetic", benchmark_version="1-abc", primary_metric=primary,
+                          metrics=["accuracy", "ece"], lower_is_better=["ece"], modalities=["fast", "slow"],
+                          entries=[lb.aggregate_entry(rs, primary) for rs in entries.values()])
+
+
+def test_an_entry_takes_its_worst_seeds_status_and_reason():
+    entry = lb.aggregate_entry([record(0), record(1, status="diverged", reason="non-finite training loss in epoch 3"),
+                                record(2)], "accuracy")
+    assert entry.status == "diverged" and entry.reason == "non-finite training loss in epoch 3"
+    assert entry.seed_status == {"0": "ok", "1": "diverged", "2": "ok"}
+    failed = lb.aggregate_entry([record(0, status="failed", reason="RuntimeError: a"),
+                                 record(1, status="diverged", reason="nan"), record(2)], "accuracy")
+    assert failed.status == "failed"
+    two = lb.aggregate_entry([record(0, status="failed", reason="A"), record(1, status="failed", reason="B")],
+                             "accuracy")
+    assert two.reason == "seed 0: A; seed 1: B"
+
+
+def test_seed_statistics_use_the_sample_standard_deviation():
+    entry = lb.aggregate_entry([record(2, accuracy=0.9), record(0, accuracy=0.7), record(1, accuracy=0.8)],
+                               "accuracy")
+    assert entry.seeds == [0, 1, 2]
+    stat = entry.metrics["accuracy"]
+    assert stat.per_seed == [0.7, 0.8, 0.9]
+    assert stat.mean == pytest.approx(0.8) and stat.std == pytest.approx(0.1)
+    assert entry.created_at == "2026-11-03T00:00:00+00:00"  # the latest seed's
+
+
+def test_imbalance_names_the_weakest_and_strongest_modality():
+    entry = lb.aggregate_entry([record(0, unimodal={"fast": 0.9, "slow": 0.45}),
+                                record(1, unimodal={"fast": 0.7, "slow": 0.35})], "accuracy")
+    assert (entry.imbalance.weakest, entry.imbalance.strongest) == ("slow", "fast")
+    assert entry.imbalance.ratio == pytest.approx(0.4 / 0.8)
+
+
+def test_imbalance_of_a_lower_is_better_metric_is_inverted():
+    records = [record(0, unimodal={"fast": 0.9, "slow": 0.45})]
+    records[0]["unimodal"]["fast"]["ece"] = 0.05  # fast is better calibrated
+    records[0]["unimodal"]["slow"]["ece"] = 0.30
+    entry = lb.aggregate_entry(records, "ece")
+    assert (entry.imbalance.weakest, entry.imbalance.strongest) == ("slow", "fast")
+
+
+def test_coefficient_summary_follows_the_epochs_in_order():
+    coefficients_0 = [{"k": 1.0}, {"k": 0.5}, {"k": 0.25}]
+    coefficients_1 = [{"k": 3.0}, {"k": 1.5}, {"k": 0.75}]
+    entry = lb.aggregate_entry([record(0, coefficients=coefficients_0), record(1, coefficients=coefficients_1)],
+                               "accuracy")
+    summary = entry.diagnostics["k"]
+    assert summary.per_epoch == [2.0, 1.0, 0.5]
+    assert (summary.first, summary.last, summary.min, summary.max) == (2.0, 0.5, 0.5, 2.0)
+
+
+def test_gain_over_joint_has_the_sign_of_the_difference():
+    board = board_of([record(0, accuracy=0.80), record(1, accuracy=0.80),
+                      record(0, "better", accuracy=0.85), record(1, "better", accuracy=0.85),
+                      record(0, "worse", accuracy=0.75), record(1, "worse", accuracy=0.75),
+                      record(0, "other_fusion", accuracy=0.9, fusion="sum")])
+    rows = {line.split("|")[2].strip(): line for line in lb.render_markdown(board).splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    gain = {name: row.split("|")[-4].strip() for name, row in rows.items()}
+    assert gain == {"better": "+5.00", "joint": "+0.00", "worse": "-5.00", "other_fusion": "–"}
+    assert [e.balancer.name for e in lb.ranked(board)] == ["other_fusion", "better", "joint", "worse"]
+
+
+def test_a_lower_is_better_primary_ranks_ascending():
+    records = [record(0, "a"), record(0, "b"), record(0, "c")]
+    for r, ece in zip(records, (0.3, 0.1, 0.2)):
+        r["metrics"]["ece"] = ece
+    assert [e.balancer.name for e in lb.ranked(board_of(records, primary="ece"))] == ["b", "c", "a"]
+
+
+def test_failed_entries_are_listed_apart_and_never_ranked():
+    board = board_of([record(0), record(0, "broken", status="failed", reason="RuntimeError: boom")])
+    markdown = lb.render_markdown(board)
+    ranked_part, not_ranked = markdown.split("## Not ranked")
+    assert "broken" not in ranked_part and "RuntimeError: boom" in not_ranked
+    assert [e.balancer.name for e in lb.ranked(board)] == ["joint"]
+
+
+def _publishable(tmp_path, name, records):
+    run = tmp_path / name
+    run.mkdir()
+    lb.write(board_of(records), run / "leaderboard.json")
+    return run
+
+
+def test_republishing_replaces_an_entry_with_its_new_results(tmp_path):
+    target = tmp_path / "boards"
+    lb.publish(_publishable(tmp_path, "first", [record(0, accuracy=0.7), record(0, "other", accuracy=0.6)]),
+               target)
+    lb.publish(_publishable(tmp_path, "second", [record(0, accuracy=0.9)]), target)
+    board = lb.read(target / "synthetic.json")
+    by_name = {e.balancer.name: e.metrics["accuracy"].mean for e in board.entries}
+    assert by_name == {"joint": 0.9, "other": 0.6}
+    assert "90.00 ± 0.00" in (target / "synthetic.md").read_text()
+
+
+def test_written_json_round_trips_and_is_strict(tmp_path):
+    path = tmp_path / "leaderboard.json"
+    board = board_of([record(0), record(1, accuracy=0.6)])
+    lb.write(board, path)
+    data = json.loads(path.read_text())
+    assert data["schema"] == lb.SCHEMA and lb.read(path) == board
+    assert all(math.isfinite(v) for v in data["entries"][0]["metrics"]["accuracy"]["per_seed"])

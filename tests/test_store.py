@@ -1,0 +1,63 @@
+"""The run store: atomic writes (a crash mid-write leaves the old file), torn files re-run on resume."""
+
+import json
+import os
+
+import pytest
+
+from mmbench import grid as grid_lib
+from mmbench.runner import run_grid
+from mmbench.store import RunStore, atomic_write_text
+from tests.conftest import TINY_GRID
+
+
+def test_a_crash_while_writing_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    atomic_write_text(path, "old complete content")
+
+    def crash(fd):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk went away"):
+        atomic_write_text(path, "new content that never lands")
+    assert path.read_text() == "old complete content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+def test_the_new_content_is_complete_before_it_replaces_the_file(tmp_path, monkeypatch):
+    """At the moment of the rename the temporary file already holds every byte, flushed to disk."""
+    path = tmp_path / "result.json"
+    seen = {}
+    real_replace, real_fsync = os.replace, os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: seen.setdefault("fsynced", True) and real_fsync(fd))
+
+    def checking_replace(src, dst):
+        seen["at_rename"] = (open(src).read(), seen.get("fsynced"))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", checking_replace)
+    atomic_write_text(path, "x" * 100_000)
+    assert seen["at_rename"] == ("x" * 100_000, True)
+    assert path.read_text() == "x" * 100_000
+
+
+@pytest.mark.parametrize("content", ['{"status": "ok", "cell_id": "ab', "", "[1, 2]", '{"status": "running"}'])
+def test_an_unreadable_or_unfinished_cell_file_counts_as_absent(tmp_path, content):
+    store = RunStore(tmp_path)
+    store.path("abc").parent.mkdir(parents=True)
+    store.path("abc").write_text(content)
+    assert store.load("abc") is None
+
+
+def test_a_torn_cell_file_is_re_run_on_resume(tmp_path, registry):
+    grid = grid_lib.parse(TINY_GRID, registry)
+    first = run_grid(grid, registry, tmp_path)
+    assert first.counts == {"ok": 4}
+    cells = sorted((tmp_path / "cells").glob("*.json"))
+    torn = cells[0]
+    torn.write_text(torn.read_text()[:50])
+    (tmp_path / "cells" / f".{torn.name}.abcd.tmp").write_text("{")  # a leftover temporary of a killed writer
+    second = run_grid(grid, registry, tmp_path)
+    assert second.resumed == 3 and second.counts == {"ok": 4}
+    assert json.loads(torn.read_text())["status"] == "ok"
