@@ -16,18 +16,19 @@ import time
 
 import torch
 
-from mmbench import profiling
-from mmbench.context import TrainContext
-from mmbench.engine import _run_epoch, build_model, task_loss_fn, to_device
-from mmbench.recipe import OptimizerConfig, build_optimizer
+from mmbench.schema.recipe import OptimizerConfig
 from mmbench.testing import tiny_components
+from mmbench.training import profiling
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import _run_epoch, build_model, collate, task_loss_fn
+from mmbench.training.optim import build_optimizer
 
 
 def bare_epoch(model, loader, optimizer, device) -> None:
     for raw in loader:
-        batch = to_device(raw, device)
+        batch = raw.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(batch).logits, batch["label"])
+        loss = torch.nn.functional.cross_entropy(model(batch.inputs).logits, batch.label)
         loss.backward()
         optimizer.step()
     if device.type == "cuda":
@@ -45,7 +46,8 @@ def main() -> None:
     components = tiny_components("joint", task_params={"train_size": 4096},
                                  encoder_params={"hidden": args.hidden, "layers": 3, "out_dim": 128})
     loader = torch.utils.data.DataLoader(components.task.splits()["train"], batch_size=args.batch_size,
-                                         shuffle=True, generator=torch.Generator().manual_seed(0))
+                                         shuffle=True, generator=torch.Generator().manual_seed(0),
+                                         collate_fn=collate)
     balancer = components.balancer[0](components.balancer[1])
 
     def fresh():

@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mmbench import grid as grid_lib
-from mmbench import leaderboard as lb
 from mmbench import registry as registry_lib
+from mmbench.reporting import leaderboard as lb
+from mmbench.schema import grid as grid_lib
+from mmbench.schema.leaderboard import Leaderboard
 
 app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoders x fusions x balancers x tasks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,6 +28,7 @@ class Kind(str, Enum):
     fusions = "fusions"
     balancers = "balancers"
     tasks = "tasks"
+    executors = "executors"
 
 
 class SchemaName(str, Enum):
@@ -51,21 +53,51 @@ def _load_grid(path: Path, registry: registry_lib.Registry) -> grid_lib.Grid:
         raise typer.Exit(2) from None
 
 
+def _expand(grid: grid_lib.Grid, registry: registry_lib.Registry, data_root: Path | None):
+    """The grid's cells, or a clear message and exit 2 when a task's data is missing or malformed."""
+    from mmbench.data.prepared import DataError
+    from mmbench.running.cells import expand  # torch is imported only by commands that need the plugins' models
+
+    try:
+        return expand(grid, registry, data_root)
+    except DataError as exc:
+        typer.echo(f"data problem: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+DATA_ROOT = typer.Option(None, "--data-root", help="folder holding prepared datasets as <folder>/<task>/ "
+                                                   "(default: the grid's data_root, $MMBENCH_DATA, the user cache)")
+
+
 @app.command()
 def run(
     matrix: Path = typer.Option(..., "--matrix", "-m", help="grid YAML file"),
     out_dir: Path | None = typer.Option(None, "--out", help="run directory (default: runs/<grid name>/)"),
     retry_failed: bool = typer.Option(False, help="re-run cells recorded as failed"),
+    executor: str = typer.Option("local", help="where cells run (`mmbench list executors`)"),
+    data_root: Path | None = DATA_ROOT,
 ) -> None:
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
-    from mmbench.runner import run_grid  # torch is imported only by commands that train
+    from mmbench.data.prepared import DataError
+    from mmbench.running.executors import build_executor
+    from mmbench.running.runner import run_grid
+    from mmbench.running.store import RunStoreError
 
     registry = _registry()
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / grid.name
     try:
-        summary = run_grid(grid, registry, target, retry_failed=retry_failed, console=err,
-                           grid_text=matrix.read_text())
+        summary = run_grid(grid, registry, target, executor=build_executor(registry, executor),
+                           retry_failed=retry_failed, console=err, grid_text=matrix.read_text(), data_root=data_root)
+    except registry_lib.UnknownComponent as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except RunStoreError as exc:
+        typer.echo(f"cannot resume: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except DataError as exc:
+        typer.echo(f"data problem: {exc}", err=True)
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished cells are saved in {target}; run the same command to resume", err=True)
         raise typer.Exit(130) from None
@@ -76,13 +108,11 @@ def run(
 
 
 @app.command()
-def validate(matrix: Path = typer.Argument(..., help="grid YAML file")) -> None:
-    """Validate a grid completely (names, parameters, modalities) without training anything."""
-    from mmbench.cells import expand
-
+def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_root: Path | None = DATA_ROOT) -> None:
+    """Validate a grid completely (names, parameters, modalities, prepared data) without training anything."""
     registry = _registry()
     grid = _load_grid(matrix, registry)
-    cells = expand(grid, registry)
+    cells = _expand(grid, registry, data_root)
     skipped = {c.entry_id: c for c in cells if c.skip_reason}
     typer.echo(f"{matrix}: valid; {len(cells)} cells ({len(cells) - len(skipped) * len(grid.seeds)} to train)")
     for cell in skipped.values():
@@ -92,7 +122,7 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file")) -> None:
 @app.command()
 def schema(name: SchemaName = typer.Argument(..., help="which JSON Schema to print")) -> None:
     """Print the JSON Schema of grid files or leaderboard files."""
-    model = grid_lib.Grid if name is SchemaName.grid else lb.Leaderboard
+    model = grid_lib.Grid if name is SchemaName.grid else Leaderboard
     typer.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 

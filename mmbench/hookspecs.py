@@ -36,6 +36,11 @@ def mmbench_tasks() -> list[type]:
 
 
 @hookspec
+def mmbench_executors() -> list[type]:
+    """Executor classes this plugin provides (where and how a grid's cells run; see `mmbench.running`)."""
+
+
+@hookspec
 def mmbench_cell_started(cell: dict[str, Any]) -> None:
     """A cell (one training run) is about to train; `cell` is its JSON-able description."""
 

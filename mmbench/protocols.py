@@ -12,47 +12,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from mmbench.data.prepared import read_manifest
+from mmbench.schema.params import EpochWindowParams, NoParams, Params
+
 if TYPE_CHECKING:
-    from mmbench.context import EpochStats, TrainContext
+    from mmbench.training.context import EpochStats, TrainContext
+
+__all__ = ["Balancer", "Batch", "Encoder", "EpochWindowParams", "Fusion", "FusionOutput", "Incompatible",
+           "ModalitySpec", "ModelOutput", "NoParams", "Params", "Requirements", "Task"]
+
+#: a modality's input for one sample or batch: a tensor, or a small mapping of tensors (e.g. ids and a mask)
+Inputs = Tensor | Mapping[str, Tensor]
 
 
 class Incompatible(Exception):
     """Raised while building a cell whose parts cannot work together; the runner records it as skipped."""
-
-
-class Params(BaseModel):
-    """Base for every component's parameter model: unknown keys are errors, never silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NoParams(Params):
-    """For components without parameters."""
-
-
-class EpochWindowParams(Params):
-    """Parameters of a method that acts only inside an inclusive window of epochs (counted from 0).
-
-    Subclasses re-declare `modulation_ends` to give their paper's default.
-    """
-
-    modulation_starts: int = Field(0, ge=0, description="first epoch (from 0, inclusive) the method acts in")
-    modulation_ends: int | None = Field(None, ge=0, description="last epoch (inclusive); null = to the end")
-
-    @model_validator(mode="after")
-    def _non_empty_window(self) -> EpochWindowParams:
-        if self.modulation_ends is not None and self.modulation_ends < self.modulation_starts:
-            raise ValueError(f"modulation_ends ({self.modulation_ends}) < modulation_starts "
-                             f"({self.modulation_starts}): the window would be empty")
-        return self
-
-    def active(self, epoch: int) -> bool:
-        end = self.modulation_ends
-        return self.modulation_starts <= epoch and (end is None or epoch <= end)
 
 
 # --------------------------------------------------------------------------------------------- Task
@@ -71,7 +48,12 @@ class Task:
     """A dataset plus its task definition.
 
     Constructing a task must be cheap (no data is read) so grids can be validated before anything trains;
-    `splits()` reads the data. Each split is a Dataset yielding `{modality: tensor, ..., "label": tensor}`.
+    `splits()` reads the data. Each split is a Dataset yielding `{modality: inputs, ..., "label": tensor}`,
+    where a modality's inputs are a tensor or a small mapping of tensors (ids and a mask).
+
+    A task that reads a dataset (`needs_data = True`) gets its prepared root (`mmbench.data.roots` resolves
+    it), turns the official release into that root in `prepare`, validates it in `check`, and reports the
+    root's `fingerprint`, which enters every cell's identity.
     """
 
     name: ClassVar[str]
@@ -80,6 +62,10 @@ class Task:
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
     primary_metric: ClassVar[str] = "accuracy"
     multilabel: ClassVar[bool] = False
+    #: reads a prepared dataset from a root (False: the data is generated, as for `synthetic`)
+    needs_data: ClassVar[bool] = False
+    #: where the official release is obtained, shown when the data is missing
+    source: ClassVar[str] = ""
 
     def __init__(self, params: Params, root: Path | None = None) -> None:
         self.params = params
@@ -105,12 +91,28 @@ class Task:
     def has_augmentation(cls) -> bool:
         return cls.augment is not Task.augment
 
+    def fingerprint(self) -> str | None:
+        """The prepared data's fingerprint (None for generated data); raises `DataError` when the root is
+        missing or not prepared."""
+        if not self.needs_data:
+            return None
+        return read_manifest(self.root, self.name, self.source).fingerprint
+
+    def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
+        """Read the official release in `raw` and write the prepared form into `self.root`."""
+        raise NotImplementedError(f"task {self.name!r} has nothing to prepare")
+
+    def check(self) -> list[str]:
+        """Problems of the prepared root (empty when it is sound)."""
+        return []
+
 
 # ------------------------------------------------------------------------------------------ Encoder
 
 
 class Encoder(nn.Module):
-    """One modality's network: input tensor `(B, *shape)` -> pooled features `(B, out_dim)`."""
+    """One modality's network: a batch of its inputs (a tensor `(B, *shape)` or a mapping of tensors) ->
+    pooled features `(B, out_dim)`."""
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
@@ -122,6 +124,19 @@ class Encoder(nn.Module):
         self.modality = modality
         self.params = params
         self.out_dim: int = 0
+
+    @classmethod
+    def weights_identity(cls, params: Params) -> str | None:
+        """What identifies the pretrained weights these parameters load (a hub name and revision, or a hash of
+        a local file); None for random initialisation. Part of a cell's identity."""
+        return None
+
+    def absent_input(self, x: Inputs) -> Inputs:
+        """The input that stands for a missing modality, shaped like the batch `x` (default: zeros). A text
+        encoder, say, returns only the special tokens."""
+        if isinstance(x, Mapping):
+            return {k: torch.zeros_like(v) for k, v in x.items()}
+        return torch.zeros_like(x)
 
     def blocks(self) -> list[nn.Module]:
         """The encoder as a sequence of blocks whose composition is `forward`, for fusions that work inside
@@ -174,7 +189,7 @@ class Fusion(nn.Module):
         optimizer exists, so the fusion can size its inner modules from the encoders' blocks (or raise
         `Incompatible`)."""
 
-    def encode(self, inputs: Mapping[str, Tensor], encoders: Mapping[str, Encoder]) -> dict[str, Tensor]:
+    def encode(self, inputs: Mapping[str, Inputs], encoders: Mapping[str, Encoder]) -> dict[str, Tensor]:
         """Pooled features of every modality, for fusions with `drives_encoders = True`."""
         raise NotImplementedError(f"fusion {self.name!r} does not drive the encoders")
 
@@ -206,6 +221,39 @@ class Requirements:
 
 
 @dataclass
+class Batch(Mapping):
+    """One batch as the engine hands it to the model and the balancer hooks.
+
+    `inputs` holds each modality's inputs, `label` the targets, and `views` the task's augmented views of the
+    inputs, only for balancers that require them (`Requirements.augmented_views`). A batch also reads as the
+    mapping `{modality: inputs, ..., "label": label}` that datasets yield, so `batch["label"]` and
+    `ctx.model(batch)` work as well as `batch.label` and `ctx.model(batch.inputs)`.
+    """
+
+    inputs: dict[str, Inputs]
+    label: Tensor
+    views: dict[str, Inputs] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Inputs:
+        return self.label if key == "label" else self.inputs[key]
+
+    def __iter__(self):
+        return iter((*self.inputs, "label"))
+
+    def __len__(self) -> int:
+        return len(self.inputs) + 1
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(_move(self.inputs, device), self.label.to(device, non_blocking=True), _move(self.views, device))
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _move(v, device) for k, v in value.items()}
+    return value.to(device, non_blocking=True)
+
+
+@dataclass
 class ModelOutput:
     """Everything one forward pass offers the engine and the balancers."""
 
@@ -233,6 +281,8 @@ class Balancer:
     requires: ClassVar[Requirements] = Requirements()
     #: per-task parameter defaults from the method's paper/official configs, applied under the grid's params
     task_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: plain training that the others are measured against (a grid's `baseline` key can name another)
+    is_baseline: ClassVar[bool] = False
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -251,21 +301,21 @@ class Balancer:
     def on_epoch_start(self, ctx: TrainContext) -> None:
         """Called before the first step of each epoch."""
 
-    def loss(self, ctx: TrainContext, batch: dict[str, Tensor], out: ModelOutput) -> Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         """The training loss; the default is the task loss on the fused logits."""
-        return ctx.task_loss(out.logits, batch["label"])
+        return ctx.task_loss(out.logits, batch.label)
 
-    def after_backward(self, ctx: TrainContext, batch: dict[str, Tensor], out: ModelOutput) -> None:
+    def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
         """Gradient modulation: runs after `backward()` and before the optimizer step."""
 
     def optimizer_step(self, ctx: TrainContext) -> None:
         ctx.optimizer.step()
 
-    def train_step(self, ctx: TrainContext, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
+    def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:
         """One optimisation step; returns the detached loss and the forward output."""
         ctx.optimizer.zero_grad(set_to_none=True)
         with ctx.autocast():
-            out = ctx.model(batch)
+            out = ctx.model(batch.inputs)
             loss = self.loss(ctx, batch, out)
         loss.backward()
         self.after_backward(ctx, batch, out)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
 from mmbench import hookspecs
 
-KINDS = ("encoders", "fusions", "balancers", "tasks")
+KINDS = ("encoders", "fusions", "balancers", "tasks", "executors")
 BUILTIN_DISTRIBUTION = "mmbench"
 
 
@@ -30,6 +31,22 @@ class Component:
     plugin: str
     distribution: str
     version: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A component class with its validated parameters."""
+
+    component: Component
+    params: Any
+
+    @property
+    def cls(self) -> type:
+        return self.component.cls
+
+    def spec(self) -> dict[str, Any]:
+        """Name and full parameters (defaults filled in), as cells and results record them."""
+        return {"name": self.component.name, "params": self.params.model_dump(mode="json")}
 
 
 @dataclass
@@ -61,6 +78,14 @@ class Registry:
         if name not in table:
             raise UnknownComponent(kind, name, table)
         return table[name]
+
+    def resolve(self, kind: str, name: str, params: Mapping[str, Any] | None = None) -> Resolved:
+        """The one place a name and raw parameters become a class and a validated parameter model.
+
+        Raises `UnknownComponent`, or pydantic's `ValidationError` for bad parameters.
+        """
+        component = self.get(kind, name)
+        return Resolved(component, component.cls.Params.model_validate(dict(params or {})))
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])

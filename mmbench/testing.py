@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from mmbench import registry as registry_lib
-from mmbench.context import TrainContext
-from mmbench.engine import CellComponents, TrainOutcome, build_model, task_loss_fn, train
-from mmbench.protocols import Balancer
-from mmbench.recipe import OptimizerConfig, TrainRecipe
+from mmbench.protocols import Balancer, Batch
+from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import CellComponents, TrainOutcome, build_model, collate, task_loss_fn, train
 
 #: a small synthetic task: two modalities, 4 classes, a few hundred samples
 TINY_TASK = {"train_size": 256, "val_size": 64, "test_size": 64}
@@ -34,17 +33,16 @@ def tiny_components(
     """Resolve a tiny synthetic cell; `balancer` may be a registered name or a Balancer class."""
     reg = registry or registry_lib.default()
     balancer_cls = reg.get("balancers", balancer).cls if isinstance(balancer, str) else balancer
-    task_cls = reg.get("tasks", "synthetic").cls
-    task = task_cls(task_cls.Params(**{**TINY_TASK, **(task_params or {})}))
-    encoder_cls = reg.get("encoders", encoder).cls
-    enc_params = encoder_cls.Params(**(TINY_ENCODER if encoder_params is None and encoder == "mlp"
-                                       else encoder_params or {}))
-    fusion_cls = reg.get("fusions", fusion).cls
+    task = reg.resolve("tasks", "synthetic", {**TINY_TASK, **(task_params or {})})
+    encoder_params = TINY_ENCODER if encoder_params is None and encoder == "mlp" else encoder_params
+    enc = reg.resolve("encoders", encoder, encoder_params)
+    fus = reg.resolve("fusions", fusion, fusion_params)
+    instance = task.cls(task.params)
     return CellComponents(
-        task=task,
-        encoders={m: (encoder_cls, enc_params) for m in task.modalities},
-        fusion=(fusion_cls, fusion_cls.Params(**(fusion_params or {}))),
-        balancer=(balancer_cls, balancer_cls.Params(**(balancer_params or {}))),
+        task=instance,
+        encoders={m: (enc.cls, enc.params) for m in instance.modalities},
+        fusion=(fus.cls, fus.params),
+        balancer=(balancer_cls, balancer_cls.Params.model_validate(balancer_params or {})),
     )
 
 
@@ -57,7 +55,7 @@ def train_tiny(balancer: str | type, epochs: int = 1, seed: int = 0, lr: float =
 
 
 def tiny_context(components: CellComponents, epochs: int = 1, batch_size: int = 32, lr: float = 0.1,
-                 seed: int = 0) -> tuple[Balancer, TrainContext, dict[str, Tensor]]:
+                 seed: int = 0) -> tuple[Balancer, TrainContext, Batch]:
     """A built model, SGD optimizer, set-up balancer and one training batch, to unit-test hooks directly.
 
     Loaders are empty: call the hooks yourself (`loss`, `after_backward`, `train_step`, ...).
@@ -71,9 +69,7 @@ def tiny_context(components: CellComponents, epochs: int = 1, batch_size: int = 
                        task_loss=task_loss_fn(components.task.multilabel), evaluate=None)
     balancer.setup(ctx)
     train = components.task.splits()["train"]
-    keys = [*components.task.modalities, "label"]
-    batch = {k: torch.stack([train[i][k] for i in range(batch_size)]) for k in keys}
-    return balancer, ctx, batch
+    return balancer, ctx, collate([train[i] for i in range(batch_size)])
 
 
 def assert_trained(outcome: TrainOutcome, epochs: int, coefficients: set[str] | None = None) -> None:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from mmbench import grid as grid_lib
-from mmbench.cells import expand, incompatibility
+from mmbench.schema import grid as grid_lib
+from mmbench.running.cells import expand, incompatibility
 from mmbench.protocols import Balancer, Requirements
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.concat import ConcatFusion
@@ -13,7 +13,7 @@ from tests.conftest import TINY_GRID
 
 def test_expansion_order_and_hashes(registry):
     cells = expand(grid_lib.parse(TINY_GRID, registry), registry)
-    assert [(c.fusion["name"], c.seed) for c in cells] == [("concat", 0), ("concat", 1), ("sum", 0), ("sum", 1)]
+    assert [(c.fusion.name, c.seed) for c in cells] == [("concat", 0), ("concat", 1), ("sum", 0), ("sum", 1)]
     assert len({c.cell_id for c in cells}) == 4
     assert cells[0].entry_id == cells[1].entry_id != cells[2].entry_id
 
@@ -52,7 +52,7 @@ def test_task_defaults_apply_under_grid_params(registry, monkeypatch):
     monkeypatch.setattr(ModalityDropout, "task_defaults", {"synthetic": {"p": 0.5}})
     text = TINY_GRID.replace("balancers: [joint]", "balancers: [modality_dropout, {name: modality_dropout, params: {p: 0.1}}]")
     cells = expand(grid_lib.parse(text, registry), registry)
-    assert [c.balancer["params"]["p"] for c in cells if c.fusion["name"] == "concat"] == [0.5, 0.5, 0.1, 0.1]
+    assert [c.balancer.params["p"] for c in cells if c.fusion.name == "concat"] == [0.5, 0.5, 0.1, 0.1]
 
 
 class OwnPredictions(Balancer):
@@ -72,7 +72,7 @@ def test_a_balancer_that_ignores_the_fusion_is_paired_with_the_first_fusion_only
     registry = registry_lib.load(extra_plugins=[Plugin()])
     text = TINY_GRID.replace("balancers: [joint]", "balancers: [joint, own_predictions]")
     cells = expand(grid_lib.parse(text, registry), registry)
-    pairs = sorted({(c.balancer["name"], c.fusion["name"]) for c in cells})
+    pairs = sorted({(c.balancer.name, c.fusion.name) for c in cells})
     assert pairs == [("joint", "concat"), ("joint", "sum"), ("own_predictions", "concat")]
 
 
@@ -81,7 +81,7 @@ def test_a_balancer_that_ignores_the_fusion_is_paired_with_the_first_fusion_only
 IDENTITY_GRID = TINY_GRID.replace("balancers: [joint]", "balancers: [{name: ogm, params: {alpha: 0.3}}]") \
     .replace("fusions: [concat, sum]", "fusions: [{name: gmu, params: {hidden: 8}}]") \
     .replace("seeds: [0, 1]", "seeds: [0]") \
-    .replace("  device: cpu", "  device: cpu\n  bf16: true\n  num_workers: 0\n  eval_batch_size: 64\n"
+    .replace("  device: cpu", "  device: cpu\n  bf16: true\n  cpu_threads: 1\n  num_workers: 0\n  eval_batch_size: 64\n"
              "  scheduler: {name: step, step_size: 5, gamma: 0.5}")
 
 #: every field that determines a cell's result, and a grid edit that changes it
@@ -94,6 +94,7 @@ RESULT_FIELDS = {
     "train.batch_size": ("batch_size: 32", "batch_size: 16"),
     "train.eval_batch_size": ("eval_batch_size: 64", "eval_batch_size: 32"),
     "train.bf16": ("bf16: true", "bf16: false"),
+    "train.cpu_threads": ("cpu_threads: 1", "cpu_threads: 2"),
     "train.optimizer.name": ("name: sgd", "name: adam"),
     "train.optimizer.lr": ("lr: 0.05", "lr: 0.06"),
     "train.optimizer.momentum": ("lr: 0.05}", "lr: 0.05, momentum: 0.5}"),
@@ -129,7 +130,7 @@ def _only_cell(text, registry):
 
 def test_every_recipe_field_is_classified():
     """A new recipe field must be declared result-determining (tested below) or execution-only."""
-    from mmbench.recipe import TrainRecipe
+    from mmbench.schema.recipe import TrainRecipe
 
     classified = {k for k in RESULT_FIELDS if k.startswith("train.")} | set(EXECUTION_FIELDS)
     assert _leaf_fields(TrainRecipe) == classified

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmbench import registry as registry_lib
-from mmbench.cells import incompatibility
+from mmbench.running.cells import incompatibility
 from mmbench.protocols import Params
 from mmbench.testing import forbid_host_sync, tiny_components, train_tiny
 

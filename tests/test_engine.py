@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from mmbench.engine import train
+from mmbench.training.engine import train
 from mmbench.protocols import Balancer, Requirements
-from mmbench.recipe import OptimizerConfig, TrainRecipe
+from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import train_tiny
 
 
@@ -112,7 +112,7 @@ def test_profile_is_recorded():
 
 def test_dropping_a_modality_of_an_intermediate_fusion_zeroes_its_input():
     """Inside-encoder fusions mix modalities before pooling: a dropped modality's input must not reach them."""
-    from mmbench.engine import build_model
+    from mmbench.training.engine import build_model
     from mmbench.testing import tiny_components
 
     components = tiny_components("joint", fusion="mmtm")
@@ -189,7 +189,7 @@ def test_train_loss_is_the_mean_over_batches():
     ({"name": "none"}, [0.2] * 5),
 ])
 def test_scheduler_sets_each_epochs_learning_rate(scheduler, expected):
-    from mmbench.recipe import SchedulerConfig
+    from mmbench.schema.recipe import SchedulerConfig
     from mmbench.testing import tiny_components
 
     seen = []
@@ -216,7 +216,7 @@ class RecordsAugmentation(Balancer):
     per_epoch: dict = {}
 
     def loss(self, ctx, batch, out):
-        noise = batch["aug.slow"] - batch["slow"]
+        noise = batch.views["slow"] - batch.inputs["slow"]
         sums = type(self).per_epoch.setdefault(ctx.epoch, [0.0, 0.0, 0])
         sums[0] += float(noise.sum())
         sums[1] += float((noise ** 2).sum())

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmbench.engine import train
-from mmbench.recipe import OptimizerConfig, TrainRecipe
+from mmbench.training.engine import train
+from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
 from mmbench_plugins.balancers.joint import Joint
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams, Maxout, gated_mix

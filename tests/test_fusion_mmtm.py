@@ -10,13 +10,14 @@ import math
 import pytest
 import torch
 
-from mmbench.engine import CellComponents, build_model, train
+from mmbench.training.engine import CellComponents, build_model, collate, train
 from mmbench.protocols import Encoder, Incompatible, ModalitySpec
-from mmbench.recipe import OptimizerConfig, TrainRecipe
+from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
 from mmbench_plugins.balancers.joint import Joint
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.mmtm import MMTM, MMTMFusion, MMTMParams, running_mean
+from mmbench.protocols import Batch
 
 RTOL = 1e-5
 SIG = {1.5: 0.8175744762, -1.0: 0.2689414214, -2.0: 0.1192029220}  # σ(x), by hand
@@ -142,9 +143,9 @@ def _components(positions: int = 3, fast_layers: int = 2, slow_layers: int = 2) 
     return dataclasses.replace(base, encoders=enc, fusion=(MMTMFusion, MMTMParams(positions=positions)))
 
 
-def _batch(components: CellComponents, n: int = 16) -> dict[str, torch.Tensor]:
+def _batch(components: CellComponents, n: int = 16) -> Batch:
     train_set = components.task.splits()["train"]
-    return {k: torch.stack([train_set[i][k] for i in range(n)]) for k in ("fast", "slow", "label")}
+    return collate([train_set[i] for i in range(n)])
 
 
 def test_bind_sizes_every_mmtm_before_any_forward_and_pairs_blocks_from_the_end():

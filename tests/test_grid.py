@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmbench import grid as grid_lib
+from mmbench.schema import grid as grid_lib
 from tests.conftest import TINY_GRID
 
 

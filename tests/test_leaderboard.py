@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from mmbench import grid as grid_lib
-from mmbench import leaderboard as lb
-from mmbench.runner import run_grid
+from mmbench.schema import grid as grid_lib
+from mmbench.reporting import leaderboard as lb
+from mmbench.running.runner import run_grid
 from tests.conftest import TINY_GRID
 
 
@@ -23,7 +23,7 @@ def test_seed_aggregation_matches_the_per_seed_results(run_dir):
     cells = [json.loads(p.read_text()) for p in (run_dir / "cells").glob("*.json")]
     for entry in board.entries:
         seeds = sorted((c for c in cells if c["entry_id"] == entry.id), key=lambda c: c["seed"])
-        accs = [c["metrics"]["accuracy"] for c in seeds]
+        accs = [c["test"]["metrics"]["accuracy"] for c in seeds]
         stat = entry.metrics["accuracy"]
         assert stat.per_seed == accs
         assert stat.mean == pytest.approx(sum(accs) / 2)
@@ -47,7 +47,7 @@ def test_unknown_schema_major_is_refused(run_dir, tmp_path):
     data["schema"] = "mmbench.leaderboard/2"
     path = tmp_path / "future.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(lb.LeaderboardError, match="unsupported leaderboard schema 'mmbench.leaderboard/2'"):
+    with pytest.raises(lb.LeaderboardError, match="unsupported schema 'mmbench.leaderboard/2'"):
         lb.read(path)
     data["schema"] = "mmbench.leaderboard/1.3"  # a minor addition stays readable
     path.write_text(json.dumps(data))

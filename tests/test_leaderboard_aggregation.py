@@ -5,62 +5,60 @@ import math
 
 import pytest
 
-from mmbench import leaderboard as lb
+from mmbench.reporting import leaderboard as lb
+from mmbench.schema.results import CellResult
 
 ENCODERS = {"fast": {"name": "mlp", "params": {}}, "slow": {"name": "mlp", "params": {}}}
+SCORING = {"metrics": ["accuracy", "ece"], "primary_metric": "accuracy", "lower_is_better": ["ece"],
+           "modalities": ["fast", "slow"]}
 
 
-def record(seed, balancer="joint", status="ok", accuracy=0.8, unimodal=None, coefficients=(), entry_id=None,
-           reason=None, fusion="concat", train_seconds=1.0):
-    """One cell's result as the runner writes it (only what aggregation reads)."""
+def record(seed, balancer="joint", status="ok", accuracy=0.8, unimodal=None, coefficients=(), reason=None,
+           fusion="concat", train_seconds=1.0, primary="accuracy"):
+    """One cell's result as a worker returns it (only what aggregation reads is set)."""
     unimodal = unimodal or {"fast": 0.75, "slow": 0.4}
     ok = status == "ok"
-    return {
-        "cell_id": f"{balancer}-{fusion}-{seed}", "entry_id": entry_id or f"{balancer}-{fusion}", "seed": seed,
-        "benchmark": "synthetic", "benchmark_version": "1-abc",
+    return CellResult.model_validate({
+        "seed": seed, "benchmark": "synthetic", "benchmark_version": "1-abc",
         "task": {"name": "synthetic", "params": {}, "version": "1"}, "encoders": ENCODERS,
         "fusion": {"name": fusion, "params": {}}, "balancer": {"name": balancer, "params": {}},
-        "train": {"epochs": len(coefficients) or 1}, "status": status, "reason": reason,
+        "train": {"epochs": len(coefficients) or 1}, "scoring": {**SCORING, "primary_metric": primary},
+        "baseline": "joint", "status": status, "reason": reason,
         "created_at": f"2026-11-0{seed + 1}T00:00:00+00:00",
         "env": {"mmbench": "0.1.0", "plugins": {"mmbench": "0.1.0"}, "commit": "abc"},
         "selection": "best validation accuracy over epochs",
-        "metrics": {"accuracy": accuracy, "ece": 0.1} if ok else {},
-        "unimodal": {m: {"accuracy": a, "ece": 0.2} for m, a in unimodal.items()} if ok else {},
-        "missing_modality": {m: {"accuracy": 0.5} for m in unimodal} if ok else {},
-        "history": [{"epoch": e, "coefficients": c} for e, c in enumerate(coefficients)],
+        "test": {"metrics": {"accuracy": accuracy, "ece": 0.1},
+                 "unimodal": {m: {"accuracy": a, "ece": 0.2} for m, a in unimodal.items()},
+                 "missing_modality": {m: {"accuracy": 0.5} for m in unimodal}} if ok else None,
+        "history": [{"epoch": e, "train_loss": 1.0, "lr": 0.1, "coefficients": c}
+                    for e, c in enumerate(coefficients)],
         "profile": {"device": {"type": "cpu", "name": "x", "count": 1}, "train_seconds": train_seconds,
                     "epochs": 1, "seconds_per_epoch": train_seconds, "step_ms": {"median": 1.0, "p90": 2.0},
                     "samples_per_second": 10.0, "data_wait_fraction": 0.1, "peak_accelerator_memory_bytes": 0,
                     "peak_host_rss_bytes": 1024, "params": {"total": 10, "trainable": 10},
                     "accelerator_hours": 0.0} if ok else None,
-    }
+    })
 
 
-def board_of(records, primary="accuracy"):
-    entries = {}
-    for r in records:
-        entries.setdefault(r["entry_id"], []).append(r)
-    return lb.Leaderboard(benchmark="synthetic", benchmark_version="1-abc", primary_metric=primary,
-                          metrics=["accuracy", "ece"], lower_is_better=["ece"], modalities=["fast", "slow"],
-                          entries=[lb.aggregate_entry(rs, primary) for rs in entries.values()])
+def board_of(records):
+    [board] = lb.aggregate(records)
+    return board
 
 
 def test_an_entry_takes_its_worst_seeds_status_and_reason():
     entry = lb.aggregate_entry([record(0), record(1, status="diverged", reason="non-finite training loss in epoch 3"),
-                                record(2)], "accuracy")
+                                record(2)], )
     assert entry.status == "diverged" and entry.reason == "non-finite training loss in epoch 3"
     assert entry.seed_status == {"0": "ok", "1": "diverged", "2": "ok"}
     failed = lb.aggregate_entry([record(0, status="failed", reason="RuntimeError: a"),
-                                 record(1, status="diverged", reason="nan"), record(2)], "accuracy")
+                                 record(1, status="diverged", reason="nan"), record(2)], )
     assert failed.status == "failed"
-    two = lb.aggregate_entry([record(0, status="failed", reason="A"), record(1, status="failed", reason="B")],
-                             "accuracy")
+    two = lb.aggregate_entry([record(0, status="failed", reason="A"), record(1, status="failed", reason="B")])
     assert two.reason == "seed 0: A; seed 1: B"
 
 
 def test_seed_statistics_use_the_sample_standard_deviation():
-    entry = lb.aggregate_entry([record(2, accuracy=0.9), record(0, accuracy=0.7), record(1, accuracy=0.8)],
-                               "accuracy")
+    entry = lb.aggregate_entry([record(2, accuracy=0.9), record(0, accuracy=0.7), record(1, accuracy=0.8)])
     assert entry.seeds == [0, 1, 2]
     stat = entry.metrics["accuracy"]
     assert stat.per_seed == [0.7, 0.8, 0.9]
@@ -70,24 +68,23 @@ def test_seed_statistics_use_the_sample_standard_deviation():
 
 def test_imbalance_names_the_weakest_and_strongest_modality():
     entry = lb.aggregate_entry([record(0, unimodal={"fast": 0.9, "slow": 0.45}),
-                                record(1, unimodal={"fast": 0.7, "slow": 0.35})], "accuracy")
+                                record(1, unimodal={"fast": 0.7, "slow": 0.35})], )
     assert (entry.imbalance.weakest, entry.imbalance.strongest) == ("slow", "fast")
     assert entry.imbalance.ratio == pytest.approx(0.4 / 0.8)
 
 
 def test_imbalance_of_a_lower_is_better_metric_is_inverted():
-    records = [record(0, unimodal={"fast": 0.9, "slow": 0.45})]
-    records[0]["unimodal"]["fast"]["ece"] = 0.05  # fast is better calibrated
-    records[0]["unimodal"]["slow"]["ece"] = 0.30
-    entry = lb.aggregate_entry(records, "ece")
+    [r] = [record(0, unimodal={"fast": 0.9, "slow": 0.45}, primary="ece")]
+    r.test.unimodal["fast"]["ece"] = 0.05  # fast is better calibrated
+    r.test.unimodal["slow"]["ece"] = 0.30
+    entry = lb.aggregate_entry([r])
     assert (entry.imbalance.weakest, entry.imbalance.strongest) == ("slow", "fast")
 
 
 def test_coefficient_summary_follows_the_epochs_in_order():
     coefficients_0 = [{"k": 1.0}, {"k": 0.5}, {"k": 0.25}]
     coefficients_1 = [{"k": 3.0}, {"k": 1.5}, {"k": 0.75}]
-    entry = lb.aggregate_entry([record(0, coefficients=coefficients_0), record(1, coefficients=coefficients_1)],
-                               "accuracy")
+    entry = lb.aggregate_entry([record(0, coefficients=coefficients_0), record(1, coefficients=coefficients_1)])
     summary = entry.diagnostics["k"]
     assert summary.per_epoch == [2.0, 1.0, 0.5]
     assert (summary.first, summary.last, summary.min, summary.max) == (2.0, 0.5, 0.5, 2.0)
@@ -106,10 +103,10 @@ def test_gain_over_joint_has_the_sign_of_the_difference():
 
 
 def test_a_lower_is_better_primary_ranks_ascending():
-    records = [record(0, "a"), record(0, "b"), record(0, "c")]
+    records = [record(0, "a", primary="ece"), record(0, "b", primary="ece"), record(0, "c", primary="ece")]
     for r, ece in zip(records, (0.3, 0.1, 0.2)):
-        r["metrics"]["ece"] = ece
-    assert [e.balancer.name for e in lb.ranked(board_of(records, primary="ece"))] == ["b", "c", "a"]
+        r.test.metrics["ece"] = ece
+    assert [e.balancer.name for e in lb.ranked(board_of(records))] == ["b", "c", "a"]
 
 
 def test_failed_entries_are_listed_apart_and_never_ranked():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmbench import metrics
+from mmbench.training import metrics
 
 
 def test_single_label_metrics_on_a_hand_computed_case():

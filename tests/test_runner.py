@@ -11,12 +11,12 @@ import jsonschema
 import pytest
 import torch
 
-from mmbench import grid as grid_lib
-from mmbench import leaderboard as lb
+from mmbench.schema import grid as grid_lib
+from mmbench.reporting import leaderboard as lb
 from mmbench import registry as registry_lib
 from mmbench.hookspecs import hookimpl
 from mmbench.protocols import Balancer
-from mmbench.runner import run_grid
+from mmbench.running.runner import run_grid
 from tests.conftest import TINY_GRID
 
 

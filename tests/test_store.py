@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from mmbench import grid as grid_lib
-from mmbench.runner import run_grid
-from mmbench.store import RunStore, atomic_write_text
+from mmbench.schema import grid as grid_lib
+from mmbench.running.runner import run_grid
+from mmbench.files import atomic_write_text
+from mmbench.running.store import RunStore, RunStoreError
 from tests.conftest import TINY_GRID
 
 
@@ -42,12 +43,25 @@ def test_the_new_content_is_complete_before_it_replaces_the_file(tmp_path, monke
     assert path.read_text() == "x" * 100_000
 
 
-@pytest.mark.parametrize("content", ['{"status": "ok", "cell_id": "ab', "", "[1, 2]", '{"status": "running"}'])
+@pytest.mark.parametrize("content", ['{"schema": "mmbench.cell/1", "status": "ok", "cell_id": "ab', "", "[1, 2]",
+                                     '{"schema": "mmbench.cell/1", "status": "running"}'])
 def test_an_unreadable_or_unfinished_cell_file_counts_as_absent(tmp_path, content):
     store = RunStore(tmp_path)
     store.path("abc").parent.mkdir(parents=True)
     store.path("abc").write_text(content)
     assert store.load("abc") is None
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"status": "ok", "cell_id": "abc", "metrics": {}}', "written by an older mmbench"),
+    ('{"schema": "mmbench.cell/2", "status": "ok"}', "unsupported schema 'mmbench.cell/2'"),
+])
+def test_results_of_another_format_are_refused_not_silently_re_run(tmp_path, content, message):
+    store = RunStore(tmp_path)
+    store.path("abc").parent.mkdir(parents=True)
+    store.path("abc").write_text(content)
+    with pytest.raises(RunStoreError, match=message):
+        store.load("abc")
 
 
 def test_a_torn_cell_file_is_re_run_on_resume(tmp_path, registry):

@@ -55,8 +55,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, EpochWindowParams, ModelOutput, Requirements
+from mmbench.api import Balancer, Batch, EpochWindowParams, ModelOutput, Requirements, hookimpl
 
 #: per-sample probability floor of the official scores
 PROB_FLOOR = 1e-8
@@ -240,7 +239,7 @@ class AGM(Balancer):
     def active(self, epoch: int) -> bool:
         return self.params.active(epoch)
 
-    def _subset_outputs(self, ctx, batch: dict[str, Tensor]) -> dict[frozenset[str], Tensor]:
+    def _subset_outputs(self, ctx, batch: Batch) -> dict[frozenset[str], Tensor]:
         """`f(S)` for every proper subset S (inputs of the modalities outside S zeroed), in eval mode."""
         model = ctx.model
         was_training = model.training
@@ -248,18 +247,17 @@ class AGM(Balancer):
         try:
             outputs = {}
             for s in self.subsets:
-                zeroed = {k: (torch.zeros_like(v) if k in self.modalities and k not in s else v)
-                          for k, v in batch.items()}
-                outputs[s] = model(zeroed).logits.float()
+                dropped = set(self.modalities) - set(s)
+                outputs[s] = model(model.without(batch.inputs, dropped)).logits.float()
         finally:
             model.train(was_training)
         return outputs
 
-    def train_step(self, ctx, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
+    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
         ctx.optimizer.zero_grad(set_to_none=True)
-        y = batch["label"]
+        y = batch.label
         with ctx.autocast():
-            out = ctx.model(batch)
+            out = ctx.model(batch.inputs)
             outputs = self._subset_outputs(ctx, batch)
             outputs[frozenset(self.modalities)] = out.logits.float()
             unimodal = shapley_outputs(outputs, self.modalities, exact=self.params.exact_shapley)

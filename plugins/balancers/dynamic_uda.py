@@ -17,7 +17,7 @@ history and use λ (spec [gap]).
 Variants: the paper's "UDA dynamic" augments every modality, "UDA dynamic Image" / "UDA dynamic Text" only the
 image / text; `augment` names the modalities whose augmented view enters x̂ (the others stay clean in x̂), so
 those variants are `augment: [image]` / `augment: [text]` with the task's modality names. The engine supplies
-the views (`aug.<modality>`) from the task's `augment`.
+the views (`batch.views`) from the task's `augment`.
 
 Differences from the official code and why:
 - The paper's dynamic λ has no public code; this follows Eqs. 8–11. N and K are not published: the defaults
@@ -44,9 +44,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench import metrics as metric_lib
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.api import metrics as metric_lib
+from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
 
 #: λ-schedule cases of the paper's Table 1 (0: warm-up, 4: outside the table, e.g. q^V ≥ 1 with q^T ≤ 1)
 WARMUP, CASE_BOTH_UP, CASE_OVERFIT, CASE_GENERALISE, CASE_OTHER = 0, 1, 2, 3, 4
@@ -142,22 +141,22 @@ class UDA(Balancer):
         self._lc_sum = torch.zeros((), device=ctx.device)
         self._steps = 0
 
-    def augmented_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def augmented_batch(self, batch: Batch) -> dict[str, Tensor]:
         """x̂: the augmented view of the chosen modalities, the clean input of the others."""
-        return {m: batch[f"aug.{m}"] if m in self.augmented else batch[m] for m in self.modalities}
+        return {m: batch.views[m] if m in self.augmented else batch.inputs[m] for m in self.modalities}
 
-    def consistency(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> Tensor:
+    def consistency(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
         q_logits = ctx.model(self.augmented_batch(batch)).logits
         if self.params.clean_target == "reuse":
             p_logits = out.logits.detach()
         else:
             with torch.no_grad():
-                p_logits = ctx.model(batch).logits
+                p_logits = ctx.model(batch.inputs).logits
         kl = consistency_kl(p_logits, q_logits, self.params.divergence)
         return kl.sum() if self.params.reduction == "sum" else kl.mean()
 
-    def loss(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> Tensor:
-        supervised = ctx.task_loss(out.logits, batch["label"])
+    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+        supervised = ctx.task_loss(out.logits, batch.label)
         self._steps += 1
         if self.lam_i == 0.0:  # a Python float fixed for the epoch: no device sync
             return supervised

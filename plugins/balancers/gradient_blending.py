@@ -40,8 +40,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
 
 FUSED = "fused"
 
@@ -95,16 +94,17 @@ class GradientBlending(Balancer):
             indices = torch.randperm(size, generator=torch.Generator().manual_seed(0))[:limit].tolist()
             dataset = Subset(dataset, indices)
         self._train_eval_loader = DataLoader(dataset, batch_size=ctx.val_loader.batch_size, shuffle=False,
-                                             num_workers=ctx.train_loader.num_workers)
+                                             num_workers=ctx.train_loader.num_workers,
+                                             collate_fn=ctx.train_loader.collate_fn)
 
     # -------------------------------------------------------------------------------------- estimation
 
     @staticmethod
-    def config_logits(model, batch: dict[str, Tensor], config: str) -> Tensor:
+    def config_logits(model, batch: Batch, config: str) -> Tensor:
         """Logits of one configuration: a modality's encoder + head, or the fused model."""
         if config == FUSED:
-            return model(batch).logits
-        return model.heads[config](model.encoders[config](batch[config]))
+            return model(batch.inputs).logits
+        return model.heads[config](model.encoders[config](batch.inputs[config]))
 
     @staticmethod
     def fresh_optimizer(optimizer: torch.optim.Optimizer, original: nn.Module, clone: nn.Module):
@@ -125,11 +125,11 @@ class GradientBlending(Balancer):
         total = torch.zeros((), device=ctx.device)
         count = 0
         for raw in loader:
-            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in raw.items()}
+            batch = raw.to(ctx.device)
             with ctx.autocast():
                 logits = self.config_logits(model, batch, config)
-            n = len(batch["label"])
-            total += ctx.task_loss(logits.float(), batch["label"]) * n
+            n = len(batch.label)
+            total += ctx.task_loss(logits.float(), batch.label) * n
             count += n
         return float(total) / max(1, count)
 
@@ -146,10 +146,10 @@ class GradientBlending(Balancer):
             for _ in range(self.params.super_epoch):
                 clone.train()
                 for raw in ctx.train_loader:
-                    batch = {k: v.to(ctx.device, non_blocking=True) for k, v in raw.items()}
+                    batch = raw.to(ctx.device)
                     optimizer.zero_grad(set_to_none=True)
                     with ctx.autocast():
-                        loss = ctx.task_loss(self.config_logits(clone, batch, config), batch["label"])
+                        loss = ctx.task_loss(self.config_logits(clone, batch, config), batch.label)
                     loss.backward()
                     optimizer.step()
             losses[config] = (*before, *self.measure(ctx, clone, config))
@@ -165,8 +165,8 @@ class GradientBlending(Balancer):
 
     # -------------------------------------------------------------------------------------- training
 
-    def loss(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> Tensor:
-        y = batch["label"]
+    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+        y = batch.label
         total = self.weights[FUSED] * ctx.task_loss(out.logits, y)
         for m, logits in out.unimodal.items():
             total = total + self.weights[m] * ctx.task_loss(logits, y)

@@ -55,8 +55,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, Incompatible, ModelOutput, Params, Requirements
+from mmbench.api import Balancer, Incompatible, ModelOutput, Params, Requirements, hookimpl
 from mmbench_plugins.fusions.mmtm import MMTMFusion
 
 TINY = 1e-30
@@ -196,7 +195,7 @@ class Greedy(Balancer):
             self.fusion.reset_squeeze_means()
 
     def loss(self, ctx, batch, out: ModelOutput) -> Tensor:
-        y = batch["label"]
+        y = batch.label
         return sum(ctx.task_loss(logits, y) for logits in self.fusion.branch_logits(out.features).values())
 
     def _squared_norms(self, params: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
@@ -245,12 +244,12 @@ class Greedy(Balancer):
         curation, fusion.curation = fusion.curation, None  # both passes without re-balancing
         try:
             for raw in ctx.val_loader:
-                batch = {k: v.to(ctx.device, non_blocking=True) for k, v in raw.items()}
-                y = batch["label"]
+                batch = raw.to(ctx.device)
+                y = batch.label
                 for row, isolate in enumerate((False, True)):
                     fusion.isolate = isolate
                     with ctx.autocast():
-                        logits = fusion.branch_logits(model.encode(batch))
+                        logits = fusion.branch_logits(model.encode(batch.inputs))
                     for i, m in enumerate(self.order):
                         hits[row, i] += (logits[m].argmax(-1) == y).sum()
                 count += len(y)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer
+from mmbench.api import Balancer, hookimpl
 
 
 class Joint(Balancer):
     """Cross-entropy (BCE for multi-label tasks) on the fused logits; no modulation at all."""
 
     name = "joint"
+    is_baseline = True
 
 
 @hookimpl

@@ -66,9 +66,8 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from mmbench import metrics as metric_lib
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.api import metrics as metric_lib
+from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
 from mmbench_plugins.balancers.mla import feature_presence, fuse_logits, gate_weights, mask_weights
 
 SAM_EPS = 1e-12
@@ -251,7 +250,7 @@ class MIE(Balancer):
         handles = [prev.register_forward_pre_hook(accumulate) for _, prev in pairs]
         try:
             for batch in self._cov_loader(ctx):
-                x = batch[previous].to(ctx.device, non_blocking=True)
+                x = batch.inputs[previous].to(ctx.device, non_blocking=True)
                 with ctx.autocast():
                     model.heads[previous](model.encoders[previous](x))
         finally:
@@ -283,14 +282,14 @@ class MIE(Balancer):
     def _rho(self, m: str) -> float:
         return self.params.rho_per_modality.get(m, self.params.rho)
 
-    def train_step(self, ctx, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
-        model, m, y = ctx.model, self.active, batch["label"]
+    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
+        model, m, y = ctx.model, self.active, batch.label
         encoder, head = model.encoders[m], model.heads[m]
         params = [p for part in (encoder, head) for p in part.parameters() if p.requires_grad]
         ctx.optimizer.zero_grad(set_to_none=True)
 
         with ctx.autocast():
-            z = encoder(batch[m])
+            z = encoder(batch.inputs[m])
             logits = head(z)
             loss = ctx.task_loss(logits, y)
         loss.backward()
@@ -305,7 +304,7 @@ class MIE(Balancer):
                 torch._foreach_add_(params, eps)
             ctx.optimizer.zero_grad(set_to_none=True)
             with _frozen_batchnorm(encoder, head), ctx.autocast():
-                perturbed = ctx.task_loss(head(encoder(batch[m])), y)
+                perturbed = ctx.task_loss(head(encoder(batch.inputs[m])), y)
             perturbed.backward()
             with torch.no_grad():
                 torch._foreach_sub_(params, eps)
@@ -323,7 +322,7 @@ class MIE(Balancer):
                     model.encoders[other].eval()
                     model.heads[other].eval()
                     with ctx.autocast():
-                        features[other] = model.encoders[other](batch[other])
+                        features[other] = model.encoders[other](batch.inputs[other])
                         unimodal[other] = model.heads[other](features[other])
         out = ModelOutput(logits.detach(), features, unimodal=unimodal)
         out.logits = self._fuse(out, model.modalities)  # the late-fused prediction, not the cell's fusion

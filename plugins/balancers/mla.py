@@ -60,8 +60,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
 
 HEAD = "mla_head"
 #: official fixed fusion weights by number of modalities (`main(av_alpha=0.55)`; a/v/t = 0.35/0.25/0.4)
@@ -204,11 +203,11 @@ class MLA(Balancer):
 
     # ------------------------------------------------------------------------------ training step
 
-    def train_step(self, ctx, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
-        model, head, y = ctx.model, ctx.model.extras[HEAD], batch["label"]
+    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
+        model, head, y = ctx.model, ctx.model.extras[HEAD], batch.label
         ctx.optimizer.zero_grad(set_to_none=True)
         with ctx.autocast():
-            features = model.encode(batch)
+            features = model.encode(batch.inputs)
         losses, logits = [], {}
         for m in self.modalities:
             with ctx.autocast():

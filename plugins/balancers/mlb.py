@@ -38,8 +38,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, Fusion, ModelOutput, Params, Requirements
+from mmbench.api import Balancer, Batch, Fusion, ModelOutput, Params, Requirements, hookimpl
 
 EPS = 1e-8
 
@@ -133,8 +132,8 @@ class MultiLoss(Balancer):
     def on_epoch_start(self, ctx) -> None:
         self._loss_sum, self._steps = {}, 0
 
-    def loss(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> Tensor:
-        y = batch["label"]
+    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+        y = batch.label
         unimodal = {m: ctx.task_loss(logits, y) for m, logits in out.unimodal.items()}
         for m, value in unimodal.items():
             detached = value.detach().float()
@@ -199,8 +198,8 @@ class MLB(MultiLoss):
         return mlb_coefficients(ratios, self.params.alpha, self.params.beta_max), ratios
 
     @torch.no_grad()
-    def after_backward(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> None:
-        k, r = self.coefficients_for(out, batch["label"])
+    def after_backward(self, ctx, batch: Batch, out: ModelOutput) -> None:
+        k, r = self.coefficients_for(out, batch.label)
         self._k_sum += k
         self._r_sum += r
         for i, m in enumerate(self._modalities):

@@ -36,8 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
 
 
 class MMCosineParams(Params):
@@ -83,10 +82,10 @@ class MMCosine(Balancer):
         blocks = {m: w for m, (w, _bias) in self.fusion.classifier_blocks().items()}
         return cosine_logits({m: features[m] for m in self.modalities}, blocks, self.params.scaling)
 
-    def loss(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> Tensor:
+    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
         parts = self._logits(out.features)
         logits = sum(parts.values())
-        y = batch["label"]
+        y = batch.label
         with torch.no_grad():  # mean cosine to the true class(es), for the epoch's coefficients
             target = y.float() if ctx.task.multilabel else F.one_hot(y, logits.shape[-1]).float()
             cos = torch.stack([(p / self.params.scaling * target).sum() for p in parts.values()])

@@ -33,8 +33,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, Params, Requirements
+from mmbench.api import Balancer, Params, Requirements, hookimpl
 
 
 def mslr_ratio(history: list[float], accuracy: float) -> float:
@@ -99,12 +98,12 @@ class MSLR(Balancer):
         hits = {m: torch.zeros((), device=ctx.device) for m in self._modalities}
         count = 0
         for raw in ctx.val_loader:
-            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in raw.items()}
+            batch = raw.to(ctx.device)
             with ctx.autocast():
-                out = model(batch)
+                out = model(batch.inputs)
             for m in self._modalities:
-                hits[m] += (out.contributions[m].argmax(-1) == batch["label"]).sum()
-            count += len(batch["label"])
+                hits[m] += (out.contributions[m].argmax(-1) == batch.label).sum()
+            count += len(batch.label)
         model.train(was_training)
         return {m: float(h) / max(1, count) for m, h in hits.items()}
 

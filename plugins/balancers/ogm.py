@@ -44,8 +44,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, EpochWindowParams, ModelOutput, Requirements
+from mmbench.api import Balancer, Batch, EpochWindowParams, ModelOutput, Requirements, hookimpl
 
 #: added to the GE noise std (official code)
 GE_STD_EPS = 1e-8
@@ -145,9 +144,9 @@ class OGM(Balancer):
         return self.params.active(epoch)
 
     @torch.no_grad()
-    def after_backward(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> None:
+    def after_backward(self, ctx, batch: Batch, out: ModelOutput) -> None:
         contributions = {m: out.contributions[m] for m in self.modalities}
-        _, ratios, coeffs = ogm_coefficients(contributions, batch["label"], self.params.alpha, self.params.formula)
+        _, ratios, coeffs = ogm_coefficients(contributions, batch.label, self.params.alpha, self.params.formula)
         active = self.active(ctx.epoch)
         self._rho_sum += ratios
         self._k_sum += coeffs if active else torch.ones_like(coeffs)

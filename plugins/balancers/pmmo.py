@@ -73,8 +73,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Params, Requirements
+from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
 
 EXTRAS_KEY = "pm_mo_posterior"
 
@@ -269,10 +268,10 @@ class PMMO(Balancer):
             fixed.update({name: w.detach() for name, w in self._sample.items()})
         return functional_call(self.unit, fixed, (features,))[0]
 
-    def train_step(self, ctx, batch: dict[str, Tensor]) -> tuple[Tensor, ModelOutput]:
-        y = batch["label"]
+    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
+        y = batch.label
         with ctx.autocast():
-            features = ctx.model.encode(batch)
+            features = ctx.model.encode(batch.inputs)
         elbo, penalty = self.svi_step({m: z.detach().float() for m, z in features.items()}, y)
 
         ctx.optimizer.zero_grad(set_to_none=True)

@@ -52,8 +52,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, EpochWindowParams, ModelOutput, Requirements
+from mmbench.api import Balancer, Batch, EpochWindowParams, ModelOutput, Requirements, hookimpl
 
 
 class PMRParams(EpochWindowParams):
@@ -182,11 +181,11 @@ class PMR(Balancer):
         counts = torch.zeros(self.num_classes, device=ctx.device)
         try:
             for _, raw in zip(range(batches), loader):
-                batch = {k: v.to(ctx.device, non_blocking=True) for k, v in raw.items()}
+                batch = raw.to(ctx.device)
                 with ctx.autocast():
-                    z = model.encode(batch)
+                    z = model.encode(batch.inputs)
                 for m in self.modalities:
-                    s, c = class_sums(z[m], batch["label"], self.num_classes)
+                    s, c = class_sums(z[m], batch.label, self.num_classes)
                     sums[m] = sums[m] + s if m in sums else s
                 counts += c
         finally:
@@ -203,8 +202,8 @@ class PMR(Balancer):
         self._reset(ctx.device)
         self.compute_prototypes(ctx)
 
-    def loss(self, ctx, batch: dict[str, Tensor], out: ModelOutput) -> Tensor:
-        y = batch["label"]
+    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+        y = batch.label
         features = {m: out.features[m] for m in self.modalities}
         _, ratios, betas, pce = pmr_terms(features, self.prototypes, y, self.params.alpha)
         loss = ctx.task_loss(out.logits, y)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, ModelOutput, Requirements
+from mmbench.api import Balancer, ModelOutput, Requirements, hookimpl
 
 
 class Unimodal(Balancer):
@@ -21,7 +20,7 @@ class Unimodal(Balancer):
     requires = Requirements(unimodal_heads=True, min_modalities=1)
 
     def loss(self, ctx, batch, out: ModelOutput) -> torch.Tensor:
-        y = batch["label"]
+        y = batch.label
         fused = ctx.model.fusion({m: z.detach() for m, z in out.features.items()}).logits
         return ctx.task_loss(fused, y) + sum(ctx.task_loss(logits, y) for logits in out.unimodal.values())
 

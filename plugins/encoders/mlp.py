@@ -5,8 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Encoder, ModalitySpec, Params
+from mmbench.api import Encoder, ModalitySpec, Params, hookimpl
 
 
 class MLPParams(Params):

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Fusion, FusionOutput, NoParams
+from mmbench.api import Fusion, FusionOutput, NoParams, hookimpl
 
 
 class ConcatFusion(Fusion):

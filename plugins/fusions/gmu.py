@@ -31,8 +31,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Fusion, FusionOutput, Params
+from mmbench.api import Fusion, FusionOutput, Params, hookimpl
 
 
 class GMUParams(Params):

@@ -56,8 +56,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Encoder, Fusion, FusionOutput, Incompatible, Params
+from mmbench.api import Encoder, Fusion, FusionOutput, Incompatible, Params, hookimpl
 
 
 def running_mean(mean: Tensor, count: Tensor, value: Tensor) -> Tensor:

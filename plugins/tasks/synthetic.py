@@ -28,9 +28,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from mmbench.data import TensorDictDataset
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import ModalitySpec, Params, Task
+from mmbench.api import ModalitySpec, Params, Task, TensorDictDataset, hookimpl
 
 
 class SyntheticModality(Params):

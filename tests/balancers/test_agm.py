@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model, task_loss_fn
-from mmbench.recipe import OptimizerConfig, build_optimizer
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import build_model, collate, task_loss_fn
+from mmbench.training.optim import build_optimizer
+from mmbench.schema.recipe import OptimizerConfig
 from mmbench.testing import assert_trained, tiny_components, train_tiny
 from mmbench_plugins.balancers.agm import (
     AGM,
@@ -108,11 +109,11 @@ def _ctx(params=None, fusion="concat", task_params=None, batch_size=32):
     torch.manual_seed(0)
     model = build_model(components, balancer)
     splits = components.task.splits()
-    loader = DataLoader(splits["train"], batch_size=batch_size, shuffle=False)
+    loader = DataLoader(splits["train"], batch_size=batch_size, shuffle=False, collate_fn=collate)
     ctx = TrainContext(
         model=model, optimizer=build_optimizer(OptimizerConfig(lr=0.05), model.parameter_groups()),
         task=components.task, device=torch.device("cpu"), epochs=2, train_loader=loader,
-        val_loader=DataLoader(splits["val"], batch_size=batch_size), task_loss=task_loss_fn(False),
+        val_loader=DataLoader(splits["val"], batch_size=batch_size, collate_fn=collate), task_loss=task_loss_fn(False),
         evaluate=lambda loader: None,
     )
     balancer.setup(ctx)

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mmbench.context import EpochStats, SplitStats
-from mmbench.model import MultimodalModel
+from mmbench.schema.results import EpochRecord, SplitScores
+from mmbench.training.model import MultimodalModel
 from mmbench.protocols import ModalitySpec, NoParams
 from mmbench.testing import train_tiny
 from mmbench_plugins.balancers.dynamic_uda import (
@@ -15,6 +15,7 @@ from mmbench_plugins.balancers.dynamic_uda import (
 )
 from mmbench_plugins.encoders.mlp import MLPEncoder, MLPParams
 from mmbench_plugins.fusions.concat import ConcatFusion
+from mmbench.protocols import Batch
 
 P_LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
 Q_LOGITS = torch.tensor([[1.0, 1.0, -0.5], [0.5, 0.5, 0.2]])
@@ -68,8 +69,8 @@ def test_lambda_is_recomputed_from_the_base_and_other_cases():
 
 
 def _stats(epoch, val_loss, train_metric, val_metric=0.5):
-    val = SplitStats(loss=val_loss, metrics={"accuracy": val_metric})
-    return EpochStats(epoch=epoch, train_loss=1.0, train_metrics={"accuracy": train_metric}, val=val, lr=0.1)
+    val = SplitScores(loss=val_loss, metrics={"accuracy": val_metric})
+    return EpochRecord(epoch=epoch, train_loss=1.0, train_metrics={"accuracy": train_metric}, val=val, lr=0.1)
 
 
 def _tiny_model():
@@ -97,8 +98,8 @@ def test_balancer_reads_validation_loss_and_train_metric_from_history():
 
 def _batch(gen):
     x = {m: torch.randn(6, 3, generator=gen) for m in ("a", "b")}
-    aug = {f"aug.{m}": v + torch.randn(6, 3, generator=gen) for m, v in x.items()}
-    return {**x, **aug, "label": torch.randint(0, 3, (6,), generator=gen)}
+    views = {m: v + torch.randn(6, 3, generator=gen) for m, v in x.items()}
+    return Batch(x, torch.randint(0, 3, (6,), generator=gen), views)
 
 
 def test_gradient_flows_only_through_the_augmented_view():
@@ -116,7 +117,7 @@ def test_gradient_flows_only_through_the_augmented_view():
     def grads(target_detached: bool):
         model.zero_grad()
         clean = model(batch).logits
-        q = model({m: batch[f"aug.{m}"] for m in ("a", "b")}).logits
+        q = model(batch.views).logits
         p = clean.detach() if target_detached else clean
         loss = torch.nn.functional.cross_entropy(clean, batch["label"]) + 2.0 * consistency_kl(p, q).sum()
         loss.backward()
@@ -132,7 +133,7 @@ def test_only_the_chosen_modalities_are_augmented():
     bal = UDA(UDA.Params(augment=("b",)))
     bal.setup(_ctx(_tiny_model()))
     view = bal.augmented_batch(batch)
-    assert view["a"] is batch["a"] and view["b"] is batch["aug.b"]
+    assert view["a"] is batch["a"] and view["b"] is batch.views["b"]
     with pytest.raises(ValueError, match="unknown modalities"):
         UDA(UDA.Params(augment=("image",))).setup(_ctx(_tiny_model()))
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import build_model, collate
 from mmbench.testing import tiny_components, train_tiny
 from mmbench_plugins.balancers.gradient_blending import GradientBlending, blend_weights
 
@@ -55,8 +55,8 @@ def _context(fusion: str = "concat", optimizer: str = "sgd"):
            else torch.optim.AdamW(groups, lr=1e-3))
     splits = components.task.splits()
     ctx = TrainContext(model=model, optimizer=opt, task=components.task, device=torch.device("cpu"), epochs=2,
-                       train_loader=DataLoader(splits["train"], batch_size=32, shuffle=True),
-                       val_loader=DataLoader(splits["val"], batch_size=64), task_loss=F.cross_entropy,
+                       train_loader=DataLoader(splits["train"], batch_size=32, shuffle=True, collate_fn=collate),
+                       val_loader=DataLoader(splits["val"], batch_size=64, collate_fn=collate), task_loss=F.cross_entropy,
                        evaluate=None)
     balancer.setup(ctx)
     return balancer, ctx

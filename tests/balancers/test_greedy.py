@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.cells import incompatibility
-from mmbench.context import TrainContext
-from mmbench.engine import build_model, train
+from mmbench.running.cells import incompatibility
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import build_model, train
 from mmbench.protocols import Incompatible
-from mmbench.recipe import OptimizerConfig, TrainRecipe
+from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components, tiny_context
 from mmbench_plugins.balancers.greedy import Greedy, GreedyState, guided_step, learning_speed, random_step
 from mmbench_plugins.encoders.mlp import MLPEncoder

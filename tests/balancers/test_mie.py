@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model
-from mmbench.recipe import OptimizerConfig, build_optimizer
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import build_model, collate
+from mmbench.training.optim import build_optimizer
+from mmbench.schema.recipe import OptimizerConfig
 from mmbench.testing import tiny_components, train_tiny
 from mmbench_plugins.balancers.mie import (
     MIE,
@@ -80,7 +81,7 @@ def _context(params: dict, epoch: int = 0):
     model = build_model(components, balancer)
     optimizer = build_optimizer(OptimizerConfig(name="sgd", lr=0.1, momentum=0.0), model.parameter_groups())
     train = components.task.splits()["train"]
-    loader = DataLoader(train, batch_size=32)
+    loader = DataLoader(train, batch_size=32, collate_fn=collate)
     ctx = TrainContext(model=model, optimizer=optimizer, task=components.task, device=torch.device("cpu"),
                        epochs=4, train_loader=loader, val_loader=loader, task_loss=F.cross_entropy,
                        evaluate=None, generator=torch.Generator().manual_seed(0))
@@ -114,7 +115,7 @@ def test_gm_gradient_lies_in_the_flat_subspace_of_the_previous_modality():
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(0)))
     with torch.no_grad():  # the same batches of 12 as the balancer's covariance pass
         loader = DataLoader(ctx.train_loader.dataset, batch_size=12, shuffle=True,
-                            generator=torch.Generator().manual_seed(seed))
+                            generator=torch.Generator().manual_seed(seed), collate_fn=collate)
         feats = [model.encoders["fast"](b["fast"]) for b in loader]
     (layer, p_used), = balancer.projections
     assert layer is model.heads["slow"]

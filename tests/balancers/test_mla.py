@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model, train
-from mmbench.recipe import OptimizerConfig, TrainRecipe, build_optimizer
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import build_model, collate, train
+from mmbench.training.optim import build_optimizer
+from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components, train_tiny
 from mmbench_plugins.balancers.mla import (
     HEAD,
@@ -89,7 +90,7 @@ def _context(params: dict, fusion: str = "concat", batch_size: int = 32):
     model = build_model(components, balancer)
     optimizer = build_optimizer(OptimizerConfig(name="sgd", lr=0.1, momentum=0.0), model.parameter_groups())
     train = components.task.splits()["train"]
-    loader = DataLoader(train, batch_size=batch_size)
+    loader = DataLoader(train, batch_size=batch_size, collate_fn=collate)
     ctx = TrainContext(model=model, optimizer=optimizer, task=components.task, device=torch.device("cpu"),
                        epochs=1, train_loader=loader, val_loader=loader, task_loss=F.cross_entropy,
                        evaluate=None, generator=torch.Generator().manual_seed(0))

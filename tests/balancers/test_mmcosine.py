@@ -99,7 +99,7 @@ def test_coefficients_report_true_class_cosine():
 
 
 def test_fusions_without_linear_blocks_are_refused(registry):
-    from mmbench.cells import incompatibility
+    from mmbench.running.cells import incompatibility
 
     task = tiny_components(MMCosine).task
     encoders = {m: registry.get("encoders", "mlp").cls for m in task.modalities}

@@ -88,7 +88,7 @@ def test_branch_accuracy_is_the_branch_argmax():
 
 
 def test_only_the_additive_fusion_is_accepted_and_unknown_modalities_are_refused(registry):
-    from mmbench.cells import incompatibility
+    from mmbench.running.cells import incompatibility
 
     task = tiny_components(MSLR).task
     encoders = {m: registry.get("encoders", "mlp").cls for m in task.modalities}

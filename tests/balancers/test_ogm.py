@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import build_model, collate
 from mmbench.protocols import NoParams
 from mmbench.testing import assert_trained, tiny_components, train_tiny
 from mmbench_plugins.balancers.ogm import OGM, OGMGE, OGMParams, ge_noise_std, ogm_coefficients
@@ -106,7 +106,7 @@ def _context(balancer_cls, params: dict, epoch: int = 0, fusion: str = "concat")
                        epoch=epoch, generator=torch.Generator().manual_seed(0))
     balancer.setup(ctx)
     train = components.task.splits()["train"]
-    batch = {k: torch.stack([train[i][k] for i in range(32)]) for k in ("fast", "slow", "label")}
+    batch = collate([train[i] for i in range(32)])
     return balancer, ctx, batch
 
 

@@ -10,16 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.cells import incompatibility
-from mmbench.engine import task_loss_fn, train
-from mmbench.model import MultimodalModel
+from mmbench.running.cells import incompatibility
+from mmbench.training.engine import task_loss_fn, train
+from mmbench.training.model import MultimodalModel
 from mmbench.protocols import ModalitySpec
-from mmbench.recipe import OptimizerConfig, TrainRecipe, build_optimizer
+from mmbench.training.optim import build_optimizer
+from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
 from mmbench_plugins.balancers.pmmo import EXTRAS_KEY, PMMO, laplace_posterior, site_terms
 from mmbench_plugins.encoders.mlp import MLPEncoder, MLPParams
 from mmbench_plugins.fusions.concat import ConcatFusion
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams, Maxout, gated_mix
+from mmbench.protocols import Batch
 
 W, LOC, RAW = torch.tensor(0.02), torch.tensor(0.001), torch.tensor(0.005)
 
@@ -66,9 +68,8 @@ def _cell(multilabel=False, gmu=None, **params):
 def _batch(n=16, multilabel=False, seed=1):
     gen = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 3, (n,), generator=gen)
-    batch = {m: torch.randn(n, 5, generator=gen) + y[:, None].float() for m in ("a", "b")}
-    batch["label"] = F.one_hot(y, 3).float() if multilabel else y
-    return batch
+    inputs = {m: torch.randn(n, 5, generator=gen) + y[:, None].float() for m in ("a", "b")}
+    return Batch(inputs, F.one_hot(y, 3).float() if multilabel else y)
 
 
 def _features(bal, ctx, batch):

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmbench.context import TrainContext
-from mmbench.engine import build_model, task_loss_fn
-from mmbench.recipe import OptimizerConfig, build_optimizer
+from mmbench.training.context import TrainContext
+from mmbench.training.engine import build_model, collate, task_loss_fn
+from mmbench.training.optim import build_optimizer
+from mmbench.schema.recipe import OptimizerConfig
 from mmbench.testing import tiny_components, train_tiny
 from mmbench_plugins.balancers.pmr import PMR, class_means, euclidean_distances, pmr_terms, update_prototypes
 
@@ -99,8 +100,8 @@ def _ctx(params=None, fusion="concat", batch_size=32):
     ctx = TrainContext(
         model=model, optimizer=build_optimizer(OptimizerConfig(lr=0.05), model.parameter_groups()),
         task=components.task, device=torch.device("cpu"), epochs=3,
-        train_loader=DataLoader(splits["train"], batch_size=batch_size, shuffle=False),
-        val_loader=DataLoader(splits["val"], batch_size=batch_size), task_loss=task_loss_fn(False),
+        train_loader=DataLoader(splits["train"], batch_size=batch_size, shuffle=False, collate_fn=collate),
+        val_loader=DataLoader(splits["val"], batch_size=batch_size, collate_fn=collate), task_loss=task_loss_fn(False),
         evaluate=lambda loader: None,
     )
     balancer.setup(ctx)
@@ -162,7 +163,7 @@ def test_prototype_pass_with_missing_classes_stays_finite():
     balancer.on_epoch_start(ctx)
     assert balancer.empty_classes >= 2
     assert all(torch.isfinite(p).all() for p in balancer.prototypes.values())
-    batch = next(iter(DataLoader(ctx.train_loader.dataset, batch_size=32)))
+    batch = next(iter(DataLoader(ctx.train_loader.dataset, batch_size=32, collate_fn=collate)))
     loss = balancer.loss(ctx, batch, ctx.model(batch))
     assert torch.isfinite(loss)
     assert balancer.coefficients()["empty_classes"] == balancer.empty_classes

@@ -1,7 +1,7 @@
 """Leaderboards: per-seed cell results aggregated into versioned JSON, rendered to Markdown, published.
 
-The JSON contract is `Leaderboard` below (its JSON Schema: `mmbench schema leaderboard`). Entries of
-different benchmark versions never share a file, so they never rank together.
+The JSON contract is `mmbench.schema.leaderboard.Leaderboard`. Everything here reads `CellResult`s alone:
+no plugin, no torch. Entries of different benchmark versions never share a file, so they never rank together.
 """
 
 from __future__ import annotations
@@ -10,120 +10,27 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from tabulate import tabulate
 
-from mmbench import metrics as metric_lib
-from mmbench.registry import Registry
-from mmbench.store import atomic_write_json, atomic_write_text
-
-SCHEMA_FAMILY = "mmbench.leaderboard"
-SCHEMA_MAJOR = 1
-SCHEMA = f"{SCHEMA_FAMILY}/{SCHEMA_MAJOR}"
-BASELINE = "joint"
-#: worst first: an entry takes the status of its worst seed
-STATUS_ORDER = ("failed", "diverged", "skipped", "ok")
+from mmbench.files import atomic_write_json, atomic_write_text
+from mmbench.schema.leaderboard import (
+    SCHEMA,
+    CoefficientSummary,
+    Component,
+    Entry,
+    Imbalance,
+    Leaderboard,
+    Profile,
+    Stat,
+    TaskInfo,
+)
+from mmbench.schema.results import STATUS_ORDER, CellResult
 
 
 class LeaderboardError(Exception):
     pass
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Stat(_Model):
-    mean: float | None
-    std: float | None
-    per_seed: list[float | None]
-
-
-class Component(_Model):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class TaskInfo(Component):
-    version: str
-
-
-class Imbalance(_Model):
-    weakest: str
-    strongest: str
-    ratio: float | None = Field(description="weakest / strongest modality's mean primary metric")
-
-
-class CoefficientSummary(_Model):
-    first: float | None
-    last: float | None
-    min: float | None
-    max: float | None
-    per_epoch: list[float | None] = Field(description="seed-mean value at each epoch")
-
-
-class Profile(_Model):
-    device: dict[str, Any]
-    train_seconds: Stat
-    epochs: int
-    seconds_per_epoch: float
-    step_ms: dict[str, float]
-    samples_per_second: float
-    data_wait_fraction: float
-    peak_accelerator_memory_bytes: int
-    peak_host_rss_bytes: int
-    params: dict[str, int]
-    accelerator_hours: float
-
-
-class Entry(_Model):
-    id: str
-    task: TaskInfo
-    encoders: dict[str, Component]
-    fusion: Component
-    balancer: Component
-    train: dict[str, Any]
-    status: Literal["ok", "failed", "diverged", "skipped"]
-    reason: str | None = None
-    seed_status: dict[str, str]
-    selection: str | None = None
-    metrics: dict[str, Stat] = Field(default_factory=dict)
-    unimodal: dict[str, dict[str, Stat]] = Field(default_factory=dict)
-    imbalance: Imbalance | None = None
-    missing_modality: dict[str, dict[str, Stat]] = Field(default_factory=dict)
-    diagnostics: dict[str, CoefficientSummary] = Field(default_factory=dict)
-    profile: Profile | None = None
-    env: dict[str, Any] = Field(default_factory=dict)
-    mmbench_version: str | None = None
-    plugin_versions: dict[str, str] = Field(default_factory=dict)
-    commit: str | None = None
-    created_at: str
-    seeds: list[int]
-
-
-class Leaderboard(_Model):
-    schema_: str = Field(SCHEMA, alias="schema")
-    benchmark: str
-    benchmark_version: str
-    primary_metric: str
-    metrics: list[str]
-    lower_is_better: list[str]
-    modalities: list[str]
-    entries: list[Entry]
-
-    @field_validator("schema_")
-    @classmethod
-    def _known_major(cls, value: str) -> str:
-        family, _, version = value.partition("/")
-        major = version.split(".")[0]
-        if family != SCHEMA_FAMILY or major != str(SCHEMA_MAJOR):
-            raise ValueError(f"unsupported leaderboard schema {value!r}; this mmbench reads {SCHEMA}.x")
-        return value
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
 
 
 # --------------------------------------------------------------------------------------- aggregation
@@ -146,104 +53,103 @@ def _nested_stats(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict
     return {k: _metric_stats([d.get(k, {}) for d in per_seed]) for k in keys}
 
 
-def _coefficients(histories: list[list[dict]]) -> dict[str, CoefficientSummary]:
-    names = sorted({k for h in histories for epoch in h for k in (epoch.get("coefficients") or {})})
+def _coefficients(histories: list[list]) -> dict[str, CoefficientSummary]:
+    names = sorted({k for h in histories for epoch in h for k in epoch.coefficients})
     out = {}
     for name in names:
         epochs = max(len(h) for h in histories)
-        series = [_stat([(h[e].get("coefficients") or {}).get(name) if e < len(h) else None
-                         for h in histories]).mean for e in range(epochs)]
+        series = [_stat([h[e].coefficients.get(name) if e < len(h) else None for h in histories]).mean
+                  for e in range(epochs)]
         real = [v for v in series if v is not None]
         out[name] = CoefficientSummary(first=series[0], last=series[-1], min=min(real, default=None),
                                        max=max(real, default=None), per_epoch=series)
     return out
 
 
-def _profile(results: list[dict]) -> Profile | None:
-    profiles = [r["profile"] for r in results if r.get("profile")]
+def _profile(results: list[CellResult]) -> Profile | None:
+    profiles = [r.profile for r in results if r.profile is not None]
     if not profiles:
         return None
 
     def mean(key: str) -> float:
-        return statistics.fmean(p[key] for p in profiles)
+        return statistics.fmean(getattr(p, key) for p in profiles)
 
     return Profile(
-        device=profiles[0]["device"],
-        train_seconds=_stat([p["train_seconds"] for p in profiles]),
-        epochs=max(p["epochs"] for p in profiles),
+        device=profiles[0].device,
+        train_seconds=_stat([p.train_seconds for p in profiles]),
+        epochs=max(p.epochs for p in profiles),
         seconds_per_epoch=mean("seconds_per_epoch"),
-        step_ms={k: statistics.fmean(p["step_ms"][k] for p in profiles) for k in ("median", "p90")},
+        step_ms={k: statistics.fmean(p.step_ms[k] for p in profiles) for k in ("median", "p90")},
         samples_per_second=mean("samples_per_second"),
         data_wait_fraction=mean("data_wait_fraction"),
-        peak_accelerator_memory_bytes=max(p["peak_accelerator_memory_bytes"] for p in profiles),
-        peak_host_rss_bytes=max(p["peak_host_rss_bytes"] for p in profiles),
-        params=profiles[0]["params"],
-        accelerator_hours=sum(p["accelerator_hours"] for p in profiles),
+        peak_accelerator_memory_bytes=max(p.peak_accelerator_memory_bytes for p in profiles),
+        peak_host_rss_bytes=max(p.peak_host_rss_bytes for p in profiles),
+        params=profiles[0].params,
+        accelerator_hours=sum(p.accelerator_hours for p in profiles),
     )
 
 
-def _imbalance(unimodal: dict[str, dict[str, Stat]], primary: str) -> Imbalance | None:
+def _imbalance(unimodal: dict[str, dict[str, Stat]], primary: str, lower_is_better: bool) -> Imbalance | None:
     scores = {m: s[primary].mean for m, s in unimodal.items() if primary in s and s[primary].mean is not None}
     if len(scores) < 2:
         return None
-    lower = primary in metric_lib.LOWER_IS_BETTER
-    ordered = sorted(scores, key=scores.get, reverse=lower)
+    ordered = sorted(scores, key=scores.get, reverse=lower_is_better)
     weakest, strongest = ordered[0], ordered[-1]
     ratio = scores[weakest] / scores[strongest] if scores[strongest] else None
     return Imbalance(weakest=weakest, strongest=strongest, ratio=ratio)
 
 
-def aggregate_entry(results: list[dict], primary: str) -> Entry:
+def aggregate_entry(results: list[CellResult]) -> Entry:
     """One entry from the per-seed results of one grid cell."""
-    results = sorted(results, key=lambda r: r["seed"])
+    results = sorted(results, key=lambda r: r.seed)
     first = results[0]
-    status = min((r["status"] for r in results), key=STATUS_ORDER.index)
-    worst = [r for r in results if r["status"] == status and r.get("reason")]
-    distinct = {r["reason"] for r in worst}
-    reasons = sorted(distinct) if len(distinct) <= 1 else [f"seed {r['seed']}: {r['reason']}" for r in worst]
-    ok = [r for r in results if r["status"] == "ok"]
-    unimodal = _nested_stats([r["unimodal"] for r in ok]) if ok else {}
-    env = first.get("env") or {}
+    primary = first.scoring.primary_metric
+    status = min((r.status for r in results), key=STATUS_ORDER.index)
+    worst = [r for r in results if r.status == status and r.reason]
+    distinct = {r.reason for r in worst}
+    reasons = sorted(distinct) if len(distinct) <= 1 else [f"seed {r.seed}: {r.reason}" for r in worst]
+    tests = [r.test for r in results if r.status == "ok" and r.test is not None]
+    unimodal = _nested_stats([t.unimodal for t in tests])
+    env = first.env
     return Entry(
-        id=first["entry_id"],
-        task=TaskInfo(**first["task"]),
-        encoders={m: Component(**c) for m, c in first["encoders"].items()},
-        fusion=Component(**first["fusion"]),
-        balancer=Component(**first["balancer"]),
-        train=first["train"],
+        id=first.entry_id,
+        task=TaskInfo(**first.task.model_dump()),
+        encoders={m: Component(**c.model_dump()) for m, c in first.encoders.items()},
+        fusion=Component(**first.fusion.model_dump()),
+        balancer=Component(**first.balancer.model_dump()),
+        train=first.train.identity(),
         status=status,
         reason="; ".join(reasons) or None,
-        seed_status={str(r["seed"]): r["status"] for r in results},
-        selection=first.get("selection"),
-        metrics=_metric_stats([r["metrics"] for r in ok]) if ok else {},
+        seed_status={str(r.seed): r.status for r in results},
+        selection=first.selection,
+        metrics=_metric_stats([t.metrics for t in tests]),
         unimodal=unimodal,
-        imbalance=_imbalance(unimodal, primary),
-        missing_modality=_nested_stats([r["missing_modality"] for r in ok]) if ok else {},
-        diagnostics=_coefficients([r.get("history") or [] for r in ok]),
-        profile=_profile(ok),
+        imbalance=_imbalance(unimodal, primary, primary in first.scoring.lower_is_better),
+        missing_modality=_nested_stats([t.missing_modality for t in tests]),
+        diagnostics=_coefficients([r.history for r in results if r.status == "ok"]),
+        profile=_profile([r for r in results if r.status == "ok"]),
         env=env,
         mmbench_version=env.get("mmbench"),
         plugin_versions=env.get("plugins") or {},
         commit=env.get("commit"),
-        created_at=max(r["created_at"] for r in results),
-        seeds=[r["seed"] for r in results],
+        created_at=max(r.created_at for r in results),
+        seeds=[r.seed for r in results],
     )
 
 
-def aggregate(results: list[dict], registry: Registry) -> list[Leaderboard]:
+def aggregate(results: list[CellResult]) -> list[Leaderboard]:
     """Group per-seed results into entries, and entries into one leaderboard per benchmark version."""
-    by_board: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    by_board: dict[tuple[str, str], dict[str, list[CellResult]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        by_board[(r["benchmark"], r["benchmark_version"])][r["entry_id"]].append(r)
+        by_board[(r.benchmark, r.benchmark_version)][r.entry_id].append(r)
     boards = []
     for (benchmark, version), entries in sorted(by_board.items()):
-        task_cls = registry.get("tasks", next(iter(entries.values()))[0]["task"]["name"]).cls
         sample = next(iter(entries.values()))[0]
+        scoring = sample.scoring
         boards.append(Leaderboard(
-            benchmark=benchmark, benchmark_version=version, primary_metric=task_cls.primary_metric,
-            metrics=list(task_cls.metrics), lower_is_better=sorted(metric_lib.LOWER_IS_BETTER & set(task_cls.metrics)),
-            modalities=sorted(sample["encoders"]),
-            entries=[aggregate_entry(rs, task_cls.primary_metric) for rs in entries.values()],
+            benchmark=benchmark, benchmark_version=version, primary_metric=scoring.primary_metric,
+            metrics=scoring.metrics, lower_is_better=scoring.lower_is_better, modalities=sorted(scoring.modalities),
+            baseline=sample.baseline, entries=[aggregate_entry(rs) for rs in entries.values()],
         ))
     return boards
 
@@ -284,7 +190,7 @@ def render_markdown(board: Leaderboard) -> str:
     others = [m for m in board.metrics if m != primary]
     entries = ranked(board)
     baseline = {(_encoders_label(e), e.fusion.name): e.metrics[primary].mean
-                for e in entries if e.balancer.name == BASELINE}
+                for e in entries if e.balancer.name == board.baseline}
     rows = []
     for rank, e in enumerate(entries, 1):
         base = baseline.get((_encoders_label(e), e.fusion.name))
@@ -300,7 +206,8 @@ def render_markdown(board: Leaderboard) -> str:
             else (_bytes(prof.peak_host_rss_bytes) + " (host)" if prof else "–"),
         ])
     headers = ["#", "balancer", "encoders", "fusion", f"{primary} (%)", *[f"{m} (%)" for m in others],
-               *[f"{m} alone (%)" for m in board.modalities], f"gain vs {BASELINE}", "s/epoch", "peak memory"]
+               *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}", "s/epoch",
+               "peak memory"]
     devices = sorted({e.profile.device.get("name") or e.profile.device.get("type", "?")
                       for e in board.entries if e.profile})
     dates = sorted(e.created_at[:10] for e in board.entries)
@@ -312,8 +219,8 @@ def render_markdown(board: Leaderboard) -> str:
         f"{' – ' + dates[-1] if dates and dates[-1] != dates[0] else ''}",
         "",
         f"Test-split scores of the model selected on validation {primary} (mean ± std over seeds, in %). "
-        f"'alone' columns: each modality's own prediction from that model; gain: points over `{BASELINE}` with "
-        "the same encoders and fusion.",
+        f"'alone' columns: each modality's own prediction from that model; gain: points over "
+        f"`{board.baseline or 'no baseline'}` with the same encoders and fusion.",
         "",
         tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) if rows else "_No successful entries._",
     ]
@@ -353,9 +260,9 @@ def run_leaderboard_path(out_dir: Path, board: Leaderboard, several: bool) -> Pa
     return out_dir / (f"leaderboard.{board.benchmark}.json" if several else "leaderboard.json")
 
 
-def write_run_leaderboards(results: list[dict], out_dir: Path, registry: Registry) -> list[Path]:
+def write_run_leaderboards(results: list[CellResult], out_dir: Path) -> list[Path]:
     """`leaderboard.json`/`.md` in the run directory (one file per benchmark when a grid has several)."""
-    boards = aggregate(results, registry)
+    boards = aggregate(results)
     paths = []
     for board in boards:
         path = run_leaderboard_path(out_dir, board, several=len(boards) > 1)

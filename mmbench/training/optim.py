@@ -1,38 +1,10 @@
-"""The training recipe of a cell: optimizer, scheduler, epochs, batch size, device."""
+"""The recipe's torch side: optimizer, learning-rate scheduler and device."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
 
-from mmbench.protocols import Params
-
-
-class OptimizerConfig(Params):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: PositiveFloat = 1e-2
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
-    weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW only")
-
-
-class SchedulerConfig(Params):
-    name: Literal["none", "step", "cosine"] = "none"
-    step_size: PositiveInt = Field(30, description="epochs between decays (step)")
-    gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor (step)")
-
-
-class TrainRecipe(Params):
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt | None = None
-    optimizer: OptimizerConfig = OptimizerConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
-    bf16: bool = Field(True, description="bf16 autocast on CUDA; CPU always runs float32")
-    num_workers: int = Field(0, ge=0)
+from mmbench.schema.recipe import OptimizerConfig, SchedulerConfig
 
 
 def build_optimizer(config: OptimizerConfig, groups: dict[str, list[torch.nn.Parameter]]) -> torch.optim.Optimizer:

@@ -9,21 +9,23 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from mmbench import metrics as metric_lib
-from mmbench import profiling
-from mmbench.context import EpochStats, SplitStats, TrainContext
-from mmbench.model import MultimodalModel
-from mmbench.protocols import Balancer, Encoder, Fusion, Incompatible, ModelOutput, Params, Task
-from mmbench.recipe import TrainRecipe, build_optimizer, build_scheduler, resolve_device
+from mmbench.protocols import Balancer, Batch, Encoder, Fusion, Incompatible, ModelOutput, Params, Task
+from mmbench.schema.recipe import TrainRecipe
+from mmbench.schema.results import EpochRecord, SplitScores
+from mmbench.training import metrics as metric_lib
+from mmbench.training import profiling
+from mmbench.training.context import TrainContext
+from mmbench.training.model import MultimodalModel
+from mmbench.training.optim import build_optimizer, build_scheduler, resolve_device
 
 
 @dataclass
@@ -41,14 +43,14 @@ class TrainOutcome:
     status: str  # "ok" | "diverged"
     best_epoch: int | None = None
     diverged_epoch: int | None = None
-    test: SplitStats | None = None
-    val: SplitStats | None = None
-    history: list[EpochStats] = field(default_factory=list)
+    test: SplitScores | None = None
+    val: SplitScores | None = None
+    history: list[EpochRecord] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)
 
 
 class AugmentedViews(Dataset):
-    """Adds `aug.<modality>` (the task's augmentation of each modality) to every training sample."""
+    """Pairs every training sample with the task's augmented view of each modality, redrawn every epoch."""
 
     def __init__(self, base: Dataset, task: Task, seed: int) -> None:
         self.base, self.task, self.seed = base, task, seed
@@ -57,12 +59,20 @@ class AugmentedViews(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        sample = dict(self.base[index])
+    def __getitem__(self, index: int) -> tuple[dict, dict]:
+        sample = self.base[index]
         gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
-        for m in self.task.modalities:
-            sample[f"aug.{m}"] = self.task.augment(m, sample[m], gen)
-        return sample
+        return sample, {m: self.task.augment(m, sample[m], gen) for m in self.task.modalities}
+
+
+def collate(samples: list) -> Batch:
+    """Samples (`{modality: inputs, ..., "label": y}`, or `(sample, views)` pairs) -> one `Batch`."""
+    views = None
+    if isinstance(samples[0], tuple):
+        samples, views = zip(*samples)
+    stacked = default_collate(list(samples))
+    label = stacked.pop("label")
+    return Batch(stacked, label, default_collate(list(views)) if views else {})
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -76,10 +86,6 @@ def task_loss_fn(multilabel: bool) -> Callable[[Tensor, Tensor], Tensor]:
     if multilabel:
         return lambda logits, y: torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float())
     return torch.nn.functional.cross_entropy
-
-
-def to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def build_model(components: CellComponents, balancer: Balancer) -> MultimodalModel:
@@ -98,7 +104,7 @@ def build_model(components: CellComponents, balancer: Balancer) -> MultimodalMod
 
 
 @torch.no_grad()
-def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> SplitStats:
+def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> SplitScores:
     """Metrics of the multimodal prediction, of each modality alone, and with each modality missing.
 
     Per-modality ("unimodal") predictions come from the per-modality heads when the model has them,
@@ -113,14 +119,14 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     alone: dict[str, list[Tensor]] = {m: [] for m in modalities}
     missing: dict[str, list[Tensor]] = {m: [] for m in modalities}
     for raw in loader:
-        batch = to_device(raw, ctx.device)
+        batch = raw.to(ctx.device)
         with ctx.autocast():
-            features = model.encode(batch)
+            features = model.encode(batch.inputs)
             out = model.head(features)
 
             def without(drop: set[str]) -> ModelOutput:
                 # late fusions reuse the encoder pass; intermediate ones must re-encode without the inputs
-                return model(batch, drop) if model.fusion.drives_encoders else model.head(features, drop)
+                return model(batch.inputs, drop) if model.fusion.drives_encoders else model.head(features, drop)
 
             fused.append(balancer.eval_logits(ctx, out).float())
             for m in modalities:
@@ -131,7 +137,7 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
                     alone[m].append(source.unimodal[m].float())
                 else:
                     alone[m].append(balancer.eval_logits(ctx, without(others)).float())
-        labels.append(batch["label"])
+        labels.append(batch.label)
     model.train(was_training)
     y = torch.cat(labels)
 
@@ -141,7 +147,7 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     def loss_of(chunks: list[Tensor]) -> float:
         return float(ctx.task_loss(torch.cat(chunks), y))
 
-    return SplitStats(
+    return SplitScores(
         loss=loss_of(fused),
         metrics=score(fused),
         unimodal={m: score(alone[m]) for m in modalities},
@@ -158,13 +164,13 @@ def _run_epoch(ctx: TrainContext, balancer: Balancer, clock: profiling.StepClock
     labels: list[Tensor] = []
     iterator = iter(ctx.train_loader)
     for ctx.step_in_epoch in range(len(ctx.train_loader)):
-        batch = to_device(clock.timed_fetch(iterator), ctx.device)
+        batch = clock.timed_fetch(iterator).to(ctx.device)
         started = clock.start()
         loss, out = balancer.train_step(ctx, batch)
-        clock.stop(started, batch_size=len(batch["label"]))
+        clock.stop(started, batch_size=len(batch.label))
         loss_sum += loss.float()
         logits.append(balancer.eval_logits(ctx, out).detach().float())
-        labels.append(batch["label"])
+        labels.append(batch.label)
         ctx.step += 1
     clock.finish()
     return loss_sum, torch.cat(logits), torch.cat(labels)
@@ -174,7 +180,7 @@ def _make_loaders(task: Task, splits: dict[str, Dataset], recipe: TrainRecipe, g
                   augmented: bool, seed: int) -> dict[str, DataLoader]:
     train_set = AugmentedViews(splits["train"], task, seed) if augmented else splits["train"]
     eval_bs = recipe.eval_batch_size or recipe.batch_size
-    common = {"num_workers": recipe.num_workers, "pin_memory": False}
+    common = {"num_workers": recipe.num_workers, "pin_memory": False, "collate_fn": collate}
     return {
         "train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator, **common),
         "val": DataLoader(splits["val"], batch_size=eval_bs, shuffle=False, **common),
@@ -186,13 +192,14 @@ def train(
     components: CellComponents,
     recipe: TrainRecipe,
     seed: int,
-    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
 ) -> TrainOutcome:
     """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them."""
     generator = seed_everything(seed)
     device = resolve_device(recipe.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.set_num_threads(recipe.cpu_threads)
     task = components.task
     balancer_cls, balancer_params = components.balancer
     balancer = balancer_cls(balancer_params)
@@ -229,7 +236,7 @@ def train(
             outcome.status, outcome.diverged_epoch = "diverged", ctx.epoch
             break
         val = evaluate(ctx, balancer, loaders["val"])
-        stats = EpochStats(
+        stats = EpochRecord(
             epoch=ctx.epoch,
             train_loss=train_loss,
             train_metrics=metric_lib.compute(task.metrics, train_logits, train_labels, task.num_classes,

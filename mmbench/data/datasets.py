@@ -1,4 +1,4 @@
-"""Small dataset helpers shared by task plugins."""
+"""Dataset helpers shared by task plugins."""
 
 from __future__ import annotations
 

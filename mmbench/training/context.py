@@ -10,31 +10,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from mmbench.model import MultimodalModel
 from mmbench.protocols import Task
-
-
-@dataclass
-class SplitStats:
-    """One evaluation of a split: loss, the task's metrics, and per-modality / missing-modality metrics."""
-
-    loss: float
-    metrics: dict[str, float]
-    unimodal: dict[str, dict[str, float]] = field(default_factory=dict)
-    missing_modality: dict[str, dict[str, float]] = field(default_factory=dict)
-    unimodal_loss: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class EpochStats:
-    """The record of one epoch, kept in `TrainContext.history` and written to the run directory."""
-
-    epoch: int
-    train_loss: float
-    train_metrics: dict[str, float]
-    val: SplitStats | None
-    lr: float
-    coefficients: dict[str, float] = field(default_factory=dict)
+from mmbench.schema.results import EpochRecord, SplitScores
+from mmbench.training.model import MultimodalModel
 
 
 @dataclass
@@ -49,12 +27,13 @@ class TrainContext:
     train_loader: DataLoader
     val_loader: DataLoader
     task_loss: Callable[[Tensor, Tensor], Tensor]
-    evaluate: Callable[..., SplitStats]
+    #: metrics of the current model on a loader (multimodal, each modality alone, each missing)
+    evaluate: Callable[[DataLoader], SplitScores]
     autocast_dtype: torch.dtype | None = None
     epoch: int = 0
     step: int = 0
     step_in_epoch: int = 0
-    history: list[EpochStats] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
     generator: torch.Generator | None = None
 
     @property

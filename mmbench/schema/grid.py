@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmbench.recipe import TrainRecipe
 from mmbench.registry import Registry, UnknownComponent
+from mmbench.schema.recipe import TrainRecipe
 
 ALL_MODALITIES = "*"
 
@@ -37,7 +37,7 @@ class ComponentRef(BaseModel):
 
 
 class TaskRef(ComponentRef):
-    root: str | None = Field(None, description="local directory holding the dataset (not needed by synthetic)")
+    root: str | None = Field(None, description="this task's prepared data folder (default: under data_root)")
 
 
 class Grid(BaseModel):
@@ -55,6 +55,12 @@ class Grid(BaseModel):
     balancers: list[ComponentRef] = Field(min_length=1)
     train: TrainRecipe = TrainRecipe()
     seeds: list[int] = Field(min_length=1)
+    baseline: str | None = Field(
+        None, description="the balancer gains are measured against (default: the one that declares itself the "
+                          "baseline, e.g. joint)")
+    data_root: str | None = Field(
+        None, description="folder holding every prepared dataset as <data_root>/<task>/ (default: "
+                          "$MMBENCH_DATA, else the per-user cache)")
 
     @field_validator("seeds")
     @classmethod
@@ -160,27 +166,23 @@ def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str]:
 
 
 def _component_problems(registry: Registry, kind: str, ref: ComponentRef, loc: tuple) -> tuple[list[tuple], Any]:
-    """Problems with one component reference, and its resolved registry entry (None if unknown)."""
+    """Problems with one component reference, and its resolution (None if it has problems)."""
     try:
-        comp = registry.get(kind, ref.name)
+        return [], registry.resolve(kind, ref.name, ref.params)
     except UnknownComponent as exc:
         return [(loc + ("name",), str(exc))], None
-    try:
-        comp.cls.Params.model_validate(ref.params)
     except ValidationError as exc:
-        return _pydantic_problems(exc, loc + ("params",), comp.cls.Params), comp
-    return [], comp
+        return _pydantic_problems(exc, loc + ("params",), registry.get(kind, ref.name).cls.Params), None
 
 
 def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
     problems: list[tuple] = []
     task_modalities: list[set[str]] = []
     for i, ref in enumerate(grid.tasks):
-        found, comp = _component_problems(registry, "tasks", ref, ("tasks", i))
+        found, resolved = _component_problems(registry, "tasks", ref, ("tasks", i))
         problems += found
-        if comp is not None and not found:
-            task = comp.cls(comp.cls.Params.model_validate(ref.params), root=None)
-            task_modalities.append(set(task.modalities))
+        if resolved is not None:
+            task_modalities.append(set(resolved.cls(resolved.params).modalities))
     for i, encoder_set in enumerate(grid.encoders):
         for modality, ref in encoder_set.items():
             problems += _component_problems(registry, "encoders", ref, ("encoders", i, modality))[0]
@@ -199,6 +201,12 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
     for kind in ("fusions", "balancers"):
         for i, ref in enumerate(getattr(grid, kind)):
             problems += _component_problems(registry, kind, ref, (kind, i))[0]
+    names = [b.name for b in grid.balancers]
+    if grid.baseline is not None and grid.baseline not in names:
+        match = difflib.get_close_matches(grid.baseline, names, n=1, cutoff=0.5)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        problems.append((("baseline",), f"the baseline must be one of the grid's balancers{hint} "
+                                         f"(balancers: {', '.join(names)})"))
     return problems
 
 

@@ -1,4 +1,8 @@
-"""Assembles encoders + fusion (+ per-modality linear heads) into one model with declared parameter groups."""
+"""Assembles encoders + fusion (+ per-modality linear heads) into one model with declared parameter groups.
+
+It is also the one place that knows what "dropping" a modality means, for missing-modality and unimodal
+evaluation (see `MultimodalModel`).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,19 @@ from collections.abc import Collection, Mapping
 import torch
 from torch import Tensor, nn
 
-from mmbench.protocols import Encoder, Fusion, ModelOutput
+from mmbench.protocols import Encoder, Fusion, Inputs, ModelOutput
 
 
 class MultimodalModel(nn.Module):
-    """One encoder per modality, a late fusion, optionally one linear head per modality, and any modules a
+    """One encoder per modality, a fusion, optionally one linear head per modality, and any modules a
     balancer adds (`extras`).
 
-    `drop` removes modalities from a forward pass, which is how missing-modality and (without heads) unimodal
-    performance are measured: the prediction may use no sample-specific information from a dropped modality.
-    Their pooled features are replaced with zeros (also in the returned `ModelOutput.features`, so balancers
-    that rebuild logits from features see the drop); with an intermediate fusion, which mixes modalities
-    inside the encoders, their inputs are zeroed too before encoding. Balancers select parameters through
-    `parameter_groups()`, never by name.
+    `drop` removes modalities from a forward pass: the prediction may use no sample-specific information from
+    a dropped modality. Its pooled features are replaced with zeros (also in the returned
+    `ModelOutput.features`, so balancers that rebuild logits from features see the drop). An intermediate
+    fusion mixes modalities inside the encoders, so there the dropped inputs are also replaced, before
+    encoding, by what the encoder declares an absent input to be (`Encoder.absent_input`). Balancers select
+    parameters through `parameter_groups()`, never by name.
     """
 
     def __init__(
@@ -39,10 +43,10 @@ class MultimodalModel(nn.Module):
         )
         self.extras = nn.ModuleDict(extras or {})
 
-    def encode(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def encode(self, inputs: Mapping[str, Inputs]) -> dict[str, Tensor]:
         if self.fusion.drives_encoders:
-            return self.fusion.encode({m: batch[m] for m in self.modalities}, self.encoders)
-        return {m: self.encoders[m](batch[m]) for m in self.modalities}
+            return self.fusion.encode({m: inputs[m] for m in self.modalities}, self.encoders)
+        return {m: self.encoders[m](inputs[m]) for m in self.modalities}
 
     def head(self, features: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
         """Fusion and heads on already computed features (lets evaluation reuse one encoder pass)."""
@@ -51,10 +55,14 @@ class MultimodalModel(nn.Module):
         unimodal = {m: self.heads[m](kept[m]) for m in self.heads}
         return ModelOutput(fused.logits, kept, fused.contributions, unimodal)
 
-    def forward(self, batch: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
+    def without(self, inputs: Mapping[str, Inputs], drop: Collection[str]) -> dict[str, Inputs]:
+        """The inputs with each dropped modality replaced by its encoder's absent input."""
+        return {m: self.encoders[m].absent_input(inputs[m]) if m in drop else inputs[m] for m in self.modalities}
+
+    def forward(self, inputs: Mapping[str, Inputs], drop: Collection[str] = ()) -> ModelOutput:
         if drop and self.fusion.drives_encoders:
-            batch = {m: torch.zeros_like(batch[m]) if m in drop else batch[m] for m in self.modalities}
-        return self.head(self.encode(batch), drop)
+            inputs = self.without(inputs, drop)
+        return self.head(self.encode(inputs), drop)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """`encoder.<m>`, `fusion`, `head.<m>`, `extra.<name>` -> parameters; each parameter in exactly one."""

@@ -1,0 +1,34 @@
+"""The public surface for plugin authors: everything a task, encoder, fusion, balancer or executor may use.
+
+Import from here (`from mmbench.api import Balancer, Params, hookimpl`); the core's inner modules may move,
+this module keeps their names. `mmbench.protocols` and `mmbench.hookspecs` stay importable too.
+"""
+
+from mmbench.data.datasets import TensorDictDataset
+from mmbench.data.prepared import DataError, Manifest
+from mmbench.hookspecs import hookimpl
+from mmbench.protocols import (
+    Balancer,
+    Batch,
+    Encoder,
+    Fusion,
+    FusionOutput,
+    Incompatible,
+    Inputs,
+    ModalitySpec,
+    ModelOutput,
+    Requirements,
+    Task,
+)
+from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor
+from mmbench.schema.params import EpochWindowParams, NoParams, Params
+from mmbench.schema.results import EpochRecord, SplitScores
+from mmbench.training import metrics
+from mmbench.training.context import TrainContext
+
+__all__ = [
+    "Balancer", "Batch", "CellFinished", "CellStarted", "DataError", "EpochEnded", "EpochRecord",
+    "EpochWindowParams", "Encoder", "Event", "Executor", "Fusion", "FusionOutput", "Incompatible", "Inputs",
+    "Manifest", "ModalitySpec", "ModelOutput", "NoParams", "Params", "Requirements", "SplitScores", "Task",
+    "TensorDictDataset", "TrainContext", "hookimpl", "metrics",
+]

@@ -1,0 +1,65 @@
+"""The manifest a task's `prepare` writes into its prepared root, and the data fingerprint it carries.
+
+The fingerprint hashes what makes two prepared copies interchangeable: the task and its version, the hashes of
+the split lists, and the preprocessing parameters. It enters every cell's identity and the benchmark version,
+so results on differently prepared data never rank together; a partial copy is marked in it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+
+from mmbench.schema.cell import content_hash
+from mmbench.schema.record import Record
+
+MANIFEST = "mmbench-prepared.json"
+
+
+class DataError(Exception):
+    """A task's data is missing or malformed; the message names the expected layout and where to get it."""
+
+
+class Manifest(Record):
+    task: str
+    version: str
+    split_hashes: dict[str, str] = Field(description="sha256 of each shipped split list")
+    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    partial: bool = False
+    counts: dict[str, int] = Field(default_factory=dict, description="samples kept per split")
+
+    @property
+    def fingerprint(self) -> str:
+        core = {"task": self.task, "version": self.version, "split_hashes": self.split_hashes,
+                "preprocessing": self.preprocessing, "partial": self.partial}
+        return ("partial-" if self.partial else "") + content_hash(core)
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    from mmbench.running.store import atomic_write_json
+
+    atomic_write_json(Path(root) / MANIFEST, {**manifest.model_dump(mode="json"), "fingerprint": manifest.fingerprint})
+
+
+def read_manifest(root: Path | None, task: str, how_to_get: str) -> Manifest:
+    """The manifest of a prepared root, or a `DataError` that says how to prepare it."""
+    hint = f"prepare it with `mmbench data prepare {task} --raw DIR`" + (f" ({how_to_get})" if how_to_get else "")
+    if root is None:
+        raise DataError(f"task {task!r} reads prepared data but no data root was given; {hint}")
+    path = Path(root) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{root} is not a prepared {task!r} root (no {MANIFEST}); {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}; {hint} again") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise DataError(f"{path} is malformed ({exc.error_count()} problem(s)); {hint} again") from None
+    if manifest.task != task:
+        raise DataError(f"{root} holds prepared {manifest.task!r} data, not {task!r}")
+    return manifest

@@ -1,0 +1,97 @@
+"""The matrix runner: expands a grid, hands the unfinished cells to an executor, records every outcome,
+resumes, and writes the run's leaderboards.
+
+Every cell ends in a stored result: `ok`, `failed` (exception or out of memory, with its reason),
+`diverged` (non-finite loss, with the epoch) or `skipped` (incompatible parts, with the reason).
+A failure never stops the grid; an interrupt (Ctrl-C, kill) loses at most the cells in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from mmbench.files import atomic_write_text
+from mmbench.registry import Registry
+from mmbench.reporting import leaderboard
+from mmbench.running.cells import expand
+from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor, build_executor
+from mmbench.running.store import RunStore
+from mmbench.schema.grid import Grid
+from mmbench.schema.results import CellResult
+
+
+def finished_line(result: CellResult, done: int, total: int) -> str:
+    """One log line per finished cell (also readable when the output is not a terminal)."""
+    head = f"[{done}/{total}] {result.status:<8} {result.label()}"
+    if result.status != "ok":
+        return f"{head}: {result.reason}"
+    scores = " ".join(f"{k}={v:.4f}" for k, v in result.test.metrics.items() if v is not None)
+    return f"{head}: {scores} ({result.profile.train_seconds:.1f} s)"
+
+
+@dataclasses.dataclass
+class RunSummary:
+    out_dir: Path
+    counts: dict[str, int]
+    resumed: int
+    leaderboards: list[Path]
+
+
+class _Progress:
+    """The runner's side of an executor's events: observer hooks, saving, the progress display."""
+
+    def __init__(self, store: RunStore, registry: Registry, progress: Progress, total: int, done: int) -> None:
+        self.store, self.registry, self.progress = store, registry, progress
+        self.total, self.done = total, done
+        self.grid_bar = progress.add_task("cells", total=total, completed=done)
+        self.epoch_bars: dict[str, TaskID] = {}
+
+    def __call__(self, event: Event) -> None:
+        cell, hook = event.cell, self.registry.hook
+        if isinstance(event, CellStarted):
+            self.epoch_bars[cell.cell_id] = self.progress.add_task(f"  {cell.label()}", total=cell.train.epochs)
+            hook.mmbench_cell_started(cell=cell.to_json())
+        elif isinstance(event, EpochEnded):
+            self.progress.advance(self.epoch_bars[cell.cell_id])
+            hook.mmbench_epoch_end(cell=cell.to_json(), stats=event.stats.model_dump(mode="json"))
+        elif isinstance(event, CellFinished):
+            self.store.save(event.result)
+            hook.mmbench_cell_finished(cell=cell.to_json(), result=event.result.to_json())
+            bar = self.epoch_bars.pop(cell.cell_id, None)
+            if bar is not None:
+                self.progress.remove_task(bar)
+            self.done += 1
+            self.progress.advance(self.grid_bar)
+            self.progress.console.print(finished_line(event.result, self.done, self.total), markup=False,
+                                        highlight=False)
+
+
+def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor | None = None,
+             retry_failed: bool = False, console: Console | None = None, grid_text: str | None = None,
+             data_root: str | Path | None = None) -> RunSummary:
+    """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards."""
+    console = console or Console(stderr=True)
+    executor = executor or build_executor(registry)
+    store = RunStore(out_dir)
+    if grid_text is not None:
+        atomic_write_text(Path(out_dir) / "grid.yaml", grid_text)
+    cells = expand(grid, registry, data_root)
+    todo = []
+    for cell in cells:
+        previous = store.load(cell.cell_id)
+        if previous is None or (retry_failed and previous.status == "failed"):
+            todo.append(cell)
+    resumed = len(cells) - len(todo)
+    if resumed:
+        console.print(f"resuming: {resumed} of {len(cells)} cells already finished in {out_dir}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        executor.run(todo, _Progress(store, registry, progress, len(cells), resumed), registry)
+    results = [r for r in map(store.load, (c.cell_id for c in cells)) if r is not None]
+    written = leaderboard.write_run_leaderboards(results, Path(out_dir))
+    return RunSummary(Path(out_dir), dict(Counter(r.status for r in results)), resumed, written)

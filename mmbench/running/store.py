@@ -1,0 +1,57 @@
+"""The run directory: one `CellResult` JSON file per finished cell, written atomically, read back to resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from mmbench.files import atomic_write_json
+from mmbench.schema.record import check_schema
+from mmbench.schema.results import SCHEMA_FAMILY, SCHEMA_MAJOR, CellResult
+
+
+class RunStoreError(Exception):
+    """The run directory holds results this mmbench cannot use; the message says what to do."""
+
+
+class RunStore:
+    """`<run dir>/cells/<cell_id>.json` per cell, plus the grid that produced them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.cells_dir = self.root / "cells"
+
+    def path(self, cell_id: str) -> Path:
+        return self.cells_dir / f"{cell_id}.json"
+
+    def load(self, cell_id: str) -> CellResult | None:
+        """The stored result of a cell, or None when absent or torn (a torn file is simply re-run).
+
+        A result written by an older mmbench (before cell results had a schema) or under another major schema
+        version raises `RunStoreError`: re-running would silently replace it.
+        """
+        path = self.path(cell_id)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        schema = data.get("schema")
+        if not isinstance(schema, str) or not schema.startswith(f"{SCHEMA_FAMILY}/"):
+            raise RunStoreError(
+                f"{path} was written by an older mmbench (its cell results have no {SCHEMA_FAMILY!r} schema); "
+                f"run the grid into a new directory (--out) or move {self.root} aside")
+        try:
+            check_schema(schema, SCHEMA_FAMILY, SCHEMA_MAJOR)
+        except ValueError as exc:
+            raise RunStoreError(f"{path}: {exc}") from None
+        try:
+            return CellResult.model_validate(data)
+        except ValidationError:
+            return None
+
+    def save(self, result: CellResult) -> None:
+        atomic_write_json(self.path(result.cell_id), result.to_json())

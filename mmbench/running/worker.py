@@ -1,0 +1,81 @@
+"""The worker entry point: one serialised cell in, one `CellResult` out, in whatever process runs it.
+
+Executors call `run_cell` (in-process, in a worker process, in a Ray task or a Slurm job); it loads the plugins
+of its own process, trains, and never raises for a failing cell: every outcome becomes a result.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmbench import registry as registry_lib
+from mmbench.data.prepared import DataError
+from mmbench.protocols import Incompatible
+from mmbench.schema.cell import Cell
+from mmbench.schema.results import CellProfile, CellResult, EpochRecord, ErrorInfo
+from mmbench.training import profiling
+from mmbench.training.engine import CellComponents, train
+
+
+def components_of(cell: Cell, registry: registry_lib.Registry) -> CellComponents:
+    """Resolve a cell's names and parameters through the registry of this process."""
+    task = registry.resolve("tasks", cell.task.name, cell.task.params)
+    instance = task.cls(task.params, root=Path(cell.data_root) if cell.data_root else None)
+    if instance.fingerprint() != cell.task.fingerprint:
+        raise DataError(f"the prepared {cell.task.name!r} data at {cell.data_root} changed since the grid was "
+                        f"expanded (fingerprint {instance.fingerprint()!r}, expected {cell.task.fingerprint!r})")
+
+    def resolved(kind: str, spec) -> tuple[type, Any]:
+        r = registry.resolve(kind, spec.name, spec.params)
+        return r.cls, r.params
+
+    return CellComponents(
+        task=instance,
+        encoders={m: resolved("encoders", spec) for m, spec in cell.encoders.items()},
+        fusion=resolved("fusions", cell.fusion),
+        balancer=resolved("balancers", cell.balancer),
+    )
+
+
+def _error(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+
+
+def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | None = None,
+             on_epoch: Callable[[EpochRecord], None] | None = None) -> CellResult:
+    """Train one cell and return its result, whatever happens (a skip, a crash, out of memory, divergence)."""
+    cell = cell if isinstance(cell, Cell) else Cell.model_validate(cell)
+    registry = registry or registry_lib.default()
+    base = {**cell.model_dump(exclude={"data_root", "skip_reason"}),
+            "env": profiling.environment(registry.distributions())}
+    if cell.skip_reason:
+        return CellResult(**base, status="skipped", reason=cell.skip_reason)
+    try:
+        outcome = train(components_of(cell, registry), cell.train, cell.seed, on_epoch_end=on_epoch)
+    except Incompatible as exc:
+        return CellResult(**base, status="skipped", reason=str(exc))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return CellResult(**base, status="failed", reason=f"out of memory: {exc}".strip(), error=_error(exc))
+    except Exception as exc:
+        return CellResult(**base, status="failed", reason=f"{type(exc).__name__}: {exc}", error=_error(exc))
+    diverged = outcome.status == "diverged"
+    return CellResult(
+        **base,
+        status=outcome.status,
+        reason=f"non-finite training loss in epoch {outcome.diverged_epoch}" if diverged else None,
+        error=ErrorInfo(type="NonFiniteLoss", message="non-finite training loss",
+                        epoch=outcome.diverged_epoch) if diverged else None,
+        best_epoch=outcome.best_epoch,
+        selection=f"best validation {cell.scoring.primary_metric} over epochs",
+        test=outcome.test,
+        val=outcome.val,
+        history=outcome.history,
+        profile=CellProfile(**outcome.profile),
+    )

@@ -1,0 +1,103 @@
+"""A cell: one training run (task, an encoder per modality, fusion, balancer, recipe, seed) and its identity.
+
+A cell is plain data, so it travels to any worker (another process, a Ray task, a Slurm job) as JSON; the
+worker resolves the names through its own plugin registry. Its identity is a content hash of everything that
+determines its result: the task with its version and data fingerprint, each encoder with its parameters and
+pretrained-weight identity, the fusion and balancer with their parameters (defaults filled in), and the recipe
+without its execution-only fields. `entry_id` leaves the seed out: it names a leaderboard entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import Field, computed_field
+
+from mmbench.schema.recipe import TrainRecipe
+from mmbench.schema.record import Record
+
+
+def content_hash(obj: Any, length: int = 16) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+class ComponentSpec(Record):
+    """A component by name with its full parameters (defaults filled in)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EncoderSpec(ComponentSpec):
+    weights: str | None = Field(None, description="identity of the pretrained weights (None: random init)")
+
+
+class TaskSpec(ComponentSpec):
+    version: str
+    fingerprint: str | None = Field(None, description="prepared-data fingerprint (None: generated data)")
+
+
+class Scoring(Record):
+    """How a task is scored: what reporting needs to know without loading the task."""
+
+    metrics: list[str]
+    primary_metric: str
+    lower_is_better: list[str] = Field(default_factory=list)
+    modalities: list[str]
+    multilabel: bool = False
+
+
+class CellSpec(Record):
+    """What a cell is; shared by the cell a worker receives and the result it returns."""
+
+    task: TaskSpec
+    encoders: dict[str, EncoderSpec]
+    fusion: ComponentSpec
+    balancer: ComponentSpec
+    train: TrainRecipe
+    seed: int
+    benchmark: str
+    benchmark_version: str
+    scoring: Scoring
+    baseline: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the result except the seed. Unset optional fields (no data
+        fingerprint, no pretrained weights) are left out, so adding such a field keeps old identities."""
+        parts = {"task": self.task, "encoders": self.encoders, "fusion": self.fusion, "balancer": self.balancer}
+        out = {k: _dump(v) for k, v in parts.items()}
+        out["train"] = self.train.identity()
+        return out
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def entry_id(self) -> str:
+        return content_hash(self.identity())
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def cell_id(self) -> str:
+        return content_hash({**self.identity(), "seed": self.seed})
+
+    def label(self) -> str:
+        encoders = ",".join(sorted({e.name for e in self.encoders.values()}))
+        return f"{self.task.name} {encoders} {self.fusion.name} {self.balancer.name} seed={self.seed}"
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    return value.model_dump(mode="json", exclude_none=True)
+
+
+class Cell(CellSpec):
+    """A cell as the runner hands it to an executor."""
+
+    data_root: str | None = Field(None, description="where the task reads its prepared data")
+    skip_reason: str | None = Field(None, description="why the combination cannot run (recorded as skipped)")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

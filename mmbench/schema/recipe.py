@@ -1,0 +1,50 @@
+"""The training recipe of a cell: optimizer, scheduler, epochs, batch size, where it runs (no torch).
+
+`mmbench.training.optim` turns it into torch objects. Fields listed in `EXECUTION_ONLY` decide where and how
+fast a cell runs, never its result, so they are left out of a cell's identity.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from mmbench.schema.params import Params
+
+#: recipe fields that change where a cell runs, not its result
+EXECUTION_ONLY = frozenset({"device", "num_workers"})
+
+
+class OptimizerConfig(Params):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: PositiveFloat = 1e-2
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW only")
+
+
+class SchedulerConfig(Params):
+    name: Literal["none", "step", "cosine"] = "none"
+    step_size: PositiveInt = Field(30, description="epochs between decays (step)")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="decay factor (step)")
+
+
+class TrainRecipe(Params):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt | None = None
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    bf16: bool = Field(True, description="bf16 autocast on CUDA; CPU always runs float32")
+    cpu_threads: PositiveInt = Field(
+        1, description="intra-op threads on CPU. Part of a cell's identity: CPU results can depend on the thread "
+                       "count. One thread is fastest for the small models CPU grids run, and lets cells share "
+                       "a machine without oversubscribing it")
+    num_workers: int = Field(0, ge=0, description="data-loading worker processes")
+
+    def identity(self) -> dict:
+        """The recipe as it enters a cell's identity: everything but the execution-only fields."""
+        return self.model_dump(mode="json", exclude=set(EXECUTION_ONLY))

@@ -1,0 +1,95 @@
+"""`CellResult`: the typed, versioned record of one finished cell (one training run).
+
+The runner writes one per cell (`<run dir>/cells/<cell id>.json`); resume, the leaderboard and every other
+reader rely on it alone. It carries what reporting needs (the task's metrics, primary metric and their
+directions) so nothing downstream has to load plugins or torch. Readers accept minor versions of the schema
+and ignore fields they do not know; an unknown major version, or a file from before the schema existed, is
+refused with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from mmbench.schema.cell import CellSpec
+from mmbench.schema.record import Record, check_schema
+
+SCHEMA_FAMILY = "mmbench.cell"
+SCHEMA_MAJOR = 1
+SCHEMA = f"{SCHEMA_FAMILY}/{SCHEMA_MAJOR}"
+
+Status = Literal["ok", "failed", "diverged", "skipped"]
+#: worst first: an entry aggregated over seeds takes the status of its worst seed
+STATUS_ORDER: tuple[Status, ...] = ("failed", "diverged", "skipped", "ok")
+
+
+class ErrorInfo(Record):
+    type: str
+    message: str
+    traceback: str | None = None
+    epoch: int | None = Field(None, description="epoch in which it happened, when known")
+
+
+class SplitScores(Record):
+    """One evaluation of a split: loss, the task's metrics, per-modality and missing-modality metrics."""
+
+    loss: float | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    unimodal: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    missing_modality: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    unimodal_loss: dict[str, float | None] = Field(default_factory=dict)
+
+
+class EpochRecord(Record):
+    epoch: int
+    train_loss: float | None
+    train_metrics: dict[str, float | None] = Field(default_factory=dict)
+    val: SplitScores | None = None
+    lr: float
+    coefficients: dict[str, float | None] = Field(default_factory=dict)
+
+
+class CellProfile(Record):
+    device: dict[str, Any]
+    train_seconds: float
+    epochs: int
+    seconds_per_epoch: float
+    step_ms: dict[str, float]
+    samples_per_second: float
+    data_wait_fraction: float
+    peak_accelerator_memory_bytes: int
+    peak_host_rss_bytes: int
+    params: dict[str, int]
+    accelerator_hours: float
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class CellResult(CellSpec):
+    """Everything one cell produced, whatever its status."""
+
+    schema_: str = Field(SCHEMA, alias="schema")
+    status: Status
+    reason: str | None = None
+    error: ErrorInfo | None = None
+    best_epoch: int | None = None
+    selection: str | None = None
+    test: SplitScores | None = None
+    val: SplitScores | None = None
+    history: list[EpochRecord] = Field(default_factory=list)
+    profile: CellProfile | None = None
+    env: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=now)
+
+    @field_validator("schema_")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        return check_schema(value, SCHEMA_FAMILY, SCHEMA_MAJOR)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
