@@ -136,6 +136,8 @@ def plugins() -> None:
             c = registry.get(kind, name)
             table.add_row(kind[:-1], name, c.plugin, c.distribution, c.version)
     out.print(table)
+    for balancer, tasks in registry.unknown_task_defaults().items():
+        typer.echo(f"note: balancer {balancer!r} has defaults for tasks that are not installed: {', '.join(tasks)}")
     if registry.problems:
         raise typer.Exit(1)
 

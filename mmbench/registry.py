@@ -90,6 +90,14 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
+    def unknown_task_defaults(self) -> dict[str, list[str]]:
+        """Balancer -> the task names its `task_defaults` key that no installed plugin provides. Such a default
+        is never applied; a key that is not a planned task's name is a typo that silently drops it."""
+        tasks = set(self.components["tasks"])
+        found = {name: sorted(set(getattr(c.cls, "task_defaults", {})) - tasks)
+                 for name, c in self.components["balancers"].items()}
+        return {name: keys for name, keys in sorted(found.items()) if keys}
+
     def distributions(self) -> dict[str, str]:
         """Distribution -> version of every plugin that contributed a component."""
         return {c.distribution: c.version for table in self.components.values() for c in table.values()}

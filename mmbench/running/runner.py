@@ -77,10 +77,10 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor |
     """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards."""
     console = console or Console(stderr=True)
     executor = executor or build_executor(registry)
+    cells = expand(grid, registry, data_root)
     store = RunStore(out_dir)
     if grid_text is not None:
         atomic_write_text(Path(out_dir) / "grid.yaml", grid_text)
-    cells = expand(grid, registry, data_root)
     todo = []
     for cell in cells:
         previous = store.load(cell.cell_id)

@@ -79,3 +79,18 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
         history=outcome.history,
         profile=CellProfile(**outcome.profile),
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m mmbench.running.worker CELL.json RESULT.json`: run one serialised cell in a fresh process."""
+    import sys
+
+    from mmbench.files import atomic_write_json
+
+    cell_path, result_path = argv if argv is not None else sys.argv[1:]
+    cell = Cell.model_validate_json(Path(cell_path).read_text())
+    atomic_write_json(Path(result_path), run_cell(cell).to_json())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Commands that train nothing import no torch: the schema side and the reporting side stand alone."""
+
+import json
+import subprocess
+import sys
+
+PROBE = """
+import sys
+from typer.testing import CliRunner
+from mmbench.cli import app
+result = CliRunner().invoke(app, {args!r})
+assert result.exit_code == 0, result.output
+print("TORCH-IMPORTED" if "torch" in sys.modules else "TORCH-FREE")
+"""
+
+
+def _probe(args):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_schema_commands_import_no_torch():
+    assert _probe(["schema", "grid"]) == "TORCH-FREE"
+    assert _probe(["schema", "leaderboard"]) == "TORCH-FREE"
+
+
+def test_rendering_a_leaderboard_imports_no_torch(tmp_path):
+    from tests.test_leaderboard_aggregation import board_of, record
+
+    path = tmp_path / "board.json"
+    path.write_text(json.dumps(board_of([record(0), record(0, "other", accuracy=0.9)]).to_json()))
+    assert _probe(["leaderboard", "render", str(path)]) == "TORCH-FREE"
