@@ -26,3 +26,15 @@ def test_quickstart_grid_is_valid(registry):
 
     parsed = grid.load(ROOT / "grids" / "quickstart.yaml", registry)
     assert [f.name for f in parsed.fusions] == ["concat", "sum"] and len(parsed.seeds) == 3
+
+
+def test_readme_layout_maps_one_to_one_onto_the_folders():
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):].split("```")[1]
+    listed = set(re.findall(r"([\w.]+/)", layout))
+    folders = {p.name + "/" for base in ("mmbench", "plugins") for p in (ROOT / base).iterdir()
+               if p.is_dir() and not p.name.startswith(("_", ".")) and p.name not in ("build",)}
+    top = {p.name + "/" for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
+           and p.name not in ("runs", "build", "mutants") and not p.name.endswith(".egg-info")}
+    assert folders | top <= listed, (folders | top) - listed
+    assert listed <= folders | top, listed - (folders | top)
