@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mmbench.registry import Registry, UnknownComponent
 from mmbench.schema.recipe import TrainRecipe
+from mmbench.schema.yaml_text import YamlProblem, decode, load_yaml
 
 ALL_MODALITIES = "*"
 
@@ -101,13 +102,10 @@ def format_path(loc: tuple[str | int, ...]) -> str:
 
 
 class _LineIndex:
-    """Maps YAML paths to line numbers using the composed node tree (no code is ever constructed)."""
+    """Maps YAML paths to line numbers using the composed node tree."""
 
-    def __init__(self, text: str) -> None:
-        try:
-            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            self.root = None
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
 
     def line(self, loc: tuple[str | int, ...]) -> int | None:
         node, best = self.root, None
@@ -212,19 +210,19 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
 
 def parse(text: str, registry: Registry, source: str = "<grid>") -> Grid:
     """Parse and fully validate a grid; raises GridError listing every problem with its YAML path."""
-    lines = _LineIndex(text)
+    try:
+        data, root = load_yaml(text)
+    except YamlProblem as exc:
+        raise GridError(source, [GridProblem("", exc.message, exc.line)]) from None
+    lines = _LineIndex(root)
 
     def fail(found: list[tuple]) -> GridError:
         return GridError(source, [GridProblem(format_path(loc), msg, lines.line(loc)) for loc, msg in found])
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise GridError(source, [GridProblem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                                             mark.line + 1 if mark else None)]) from None
+    if data is None:
+        raise fail([((), "the grid file is empty")])
     if not isinstance(data, dict):
-        raise fail([((), f"a grid is a YAML mapping, got {type(data).__name__}")])
+        raise fail([((), f"a grid is a YAML mapping of sections (name, tasks, ...), got a {type(data).__name__}")])
     try:
         grid = Grid.model_validate(data)
     except ValidationError as exc:
@@ -238,7 +236,9 @@ def parse(text: str, registry: Registry, source: str = "<grid>") -> Grid:
 def load(path: str | Path, registry: Registry) -> Grid:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = decode(path.read_bytes())
     except OSError as exc:
         raise GridError(str(path), [GridProblem("", f"cannot read the grid file: {exc.strerror}")]) from None
+    except YamlProblem as exc:
+        raise GridError(str(path), [GridProblem("", exc.message, exc.line)]) from None
     return parse(text, registry, source=str(path))
