@@ -39,7 +39,7 @@ INVALID = [
      [("seeds", "Value error, seeds must be unique, got [0, 0]")]),
     ("missing section", TINY_GRID.replace("fusions: [concat, sum]\n", ""),
      [("fusions", "Field required")]),
-    ("not a mapping", "- just\n- a list\n", [("", "a grid is a YAML mapping, got list")]),
+    ("not a mapping", "- just\n- a list\n", [("", "a grid is a YAML mapping of sections (name, tasks, ...), got a list")]),
     ("unknown key in a component", TINY_GRID.replace("balancers: [joint]", "balancers: [{name: joint, parms: {}}]"),
      [("balancers[0].parms", "unknown key 'parms'; did you mean 'params'? (allowed: name, params)")]),
     ("unknown key in a task", TINY_GRID.replace("  - name: synthetic", "  - name: synthetic\n    rot: /data"),
