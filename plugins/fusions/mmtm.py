@@ -35,8 +35,12 @@ Modes a balancer switches (plain attributes, read at every forward; none synchro
   when `curate_in_eval` is True (the official code passes its flag to validation forwards too).
 * Running means `ḡ_m ← (mean_batch(g_m) + ḡ_m·t)/(t + 1)` (detached, never reset) are updated by every
   training forward before the replacement, as in the official code, and by evaluation forwards only when
-  `track_eval` is True (official: every forward). `shared_gate_mean` reproduces the official bug where
-  every modality's running mean tracks modality 0's gate (needs equal widths).
+  `track_eval` is True (official: every forward). In evaluation only the forwards with every modality present
+  count: the engine's evaluation also runs each batch with modalities dropped (their inputs zeroed), which the
+  official evaluation never does, so a forward in which some modality's whole input is zero leaves the means
+  and their count alone (decided on the device, without a host sync; a real batch whose input of one modality
+  is entirely zero would be skipped too). `shared_gate_mean` reproduces the official bug where every
+  modality's running mean tracks modality 0's gate (needs equal widths).
 * `isolate`: every modality's gate is computed from its own squeeze and the *mean* squeezes of the others
   over the training forwards since `reset_squeeze_means()` (the official `turnoff_cross_modal_flow`
   evaluation mode, used to estimate conditional utilisation rates).
@@ -122,19 +126,22 @@ class MMTM(nn.Module):
             gates.append(torch.sigmoid(fc(F.relu(self.fc_squeeze(torch.cat(q, -1))))))
         return gates
 
-    def forward(self, xs: Sequence[Tensor], curation: Tensor | None = None, track_gates: bool = False,
+    def forward(self, xs: Sequence[Tensor], curation: Tensor | None = None, track_gates: bool | Tensor = False,
                 track_squeezes: bool = False, shared_gate_mean: bool = False, isolate: bool = False) -> list[Tensor]:
+        """`track_gates`: update the running gate means; a 0-d bool tensor decides it on the device."""
         if shared_gate_mean and len(set(self.dims)) > 1:
             raise Incompatible(f"shared_gate_mean (the official running-mean bug) needs equal MMTM widths; "
                                f"got {self.dims}")
         squeezes = [self.squeeze(x) for x in xs]
         gates = self.gates(squeezes, isolate)
         with torch.no_grad():
-            if track_gates:
+            if track_gates is not False:
+                keep = track_gates if isinstance(track_gates, Tensor) else None
                 batch = [g.detach().float().mean(0) for g in gates]
                 for i, mean in enumerate(self.gate_means()):
-                    mean.copy_(running_mean(mean, self.count, batch[0 if shared_gate_mean else i]))
-                self.count.add_(1)
+                    new = running_mean(mean, self.count, batch[0 if shared_gate_mean else i])
+                    mean.copy_(new if keep is None else torch.where(keep, new, mean))
+                self.count.add_(1 if keep is None else keep.to(self.count.dtype))
             if track_squeezes:
                 for s, mean in zip(squeezes, self.squeeze_means()):
                     mean.copy_(running_mean(mean, self.squeeze_count, s.detach().float().mean(0)))
@@ -299,7 +306,9 @@ class MMTMFusion(Fusion):
             for block in blocks[m][: len(blocks[m]) - paired]:
                 h[m] = block(h[m])
         curation = self.curation if (self.training or self.curate_in_eval) else None
-        track_gates = (self.training or self.track_eval) and not self.isolate
+        track_gates: bool | Tensor = self.training and not self.isolate
+        if not self.training and self.track_eval and not self.isolate:  # only forwards with every modality
+            track_gates = torch.stack([inputs[m].ne(0).any() for m in self.order]).all()
         for k, mod in enumerate(self.mmtm):
             for m in self.order:
                 h[m] = blocks[m][len(blocks[m]) - paired + k](h[m])
