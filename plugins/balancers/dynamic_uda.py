@@ -35,7 +35,7 @@ Differences from the official code and why:
   mean over the 64 samples of an optimizer step: the notebook is `lam: 4` here (its λ = 1 times its micro-batch
   of 4). `reduction: sum` sums over the engine's whole batch, which is the notebook's arithmetic only with
   `batch_size: 4`; with the synthetic grid's batch of 64 it weighs the KL 64× the paper's and 16× the
-  notebook's, and UDA fell 10-35 points below joint training (82.1 / 57.0 / 54.5 % on seeds 0-2 with
+  notebook's, and UDA fell 7–35 points below joint training (82.1 / 57.0 / 54.5 % on seeds 0-2 with
   concat, against 90.4 / 90.8 / 91.8 % with the mean; gmu diverged).
 Safeguard: a non-finite ratio R (only possible from a non-finite validation loss) falls back to R = 1.
 """
