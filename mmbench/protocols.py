@@ -189,8 +189,11 @@ class Fusion(nn.Module):
         optimizer exists, so the fusion can size its inner modules from the encoders' blocks (or raise
         `Incompatible`)."""
 
-    def encode(self, inputs: Mapping[str, Inputs], encoders: Mapping[str, Encoder]) -> dict[str, Tensor]:
-        """Pooled features of every modality, for fusions with `drives_encoders = True`."""
+    def encode(self, inputs: Mapping[str, Inputs], encoders: Mapping[str, Encoder],
+               dropped: frozenset[str] = frozenset()) -> dict[str, Tensor]:
+        """Pooled features of every modality, for fusions with `drives_encoders = True`. `dropped` names the
+        modalities whose inputs were replaced by absent inputs (a missing-modality or unimodal evaluation
+        pass), for fusions that keep statistics of the real ones."""
         raise NotImplementedError(f"fusion {self.name!r} does not drive the encoders")
 
     def classifier_blocks(self) -> dict[str, tuple[Tensor, Tensor | None]]:

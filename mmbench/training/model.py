@@ -43,9 +43,10 @@ class MultimodalModel(nn.Module):
         )
         self.extras = nn.ModuleDict(extras or {})
 
-    def encode(self, inputs: Mapping[str, Inputs]) -> dict[str, Tensor]:
+    def encode(self, inputs: Mapping[str, Inputs], dropped: Collection[str] = ()) -> dict[str, Tensor]:
+        """Pooled features; `dropped` tells an intermediate fusion which inputs are absent stand-ins."""
         if self.fusion.drives_encoders:
-            return self.fusion.encode({m: inputs[m] for m in self.modalities}, self.encoders)
+            return self.fusion.encode({m: inputs[m] for m in self.modalities}, self.encoders, frozenset(dropped))
         return {m: self.encoders[m](inputs[m]) for m in self.modalities}
 
     def head(self, features: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
@@ -61,7 +62,7 @@ class MultimodalModel(nn.Module):
 
     def forward(self, inputs: Mapping[str, Inputs], drop: Collection[str] = ()) -> ModelOutput:
         if drop and self.fusion.drives_encoders:
-            inputs = self.without(inputs, drop)
+            return self.head(self.encode(self.without(inputs, drop), drop), drop)
         return self.head(self.encode(inputs), drop)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -28,8 +28,15 @@ uniformly among normal, curate modality 1, curate modality 0.
 Differences from the official code (each official behaviour is a parameter):
 * evaluation runs in normal mode (`curate_in_eval: true` lets the curation flag reach validation and test
   forwards, as the official framework does);
-* the running mean gates are updated by training forwards only (`track_eval: true`: also by evaluation
-  forwards, as the official module does);
+* the running mean gates are updated by training forwards only. `track_eval: true` also updates them in
+  evaluation, once per evaluated batch: the official framework runs one forward per validation batch and one
+  per test batch every epoch, and its module updates the means in each. The engine's evaluation runs every
+  batch five times (all modalities, each dropped, each alone); only the all-modality forward updates the
+  means (the fusion skips forwards with a modality's input zeroed). What this reproduces: the official
+  updates from the validation batches of every epoch. Not reproduced: the official per-epoch test-split
+  updates (the engine evaluates the test split once, on the selected model, after training); the final
+  validation and test evaluations of the selected model update its running means too, which matters only for
+  `curate_in_eval: true`;
 * each modality's running mean tracks its own gate (`shared_gate_mean: true`: both track modality 0's gate,
   the official bug, spec §7.2);
 * with momentum or weight decay, the curated gate layer still moves (its gradient is zero rather than
@@ -142,8 +149,9 @@ class GreedyParams(Params):
                               "that picks normal / curate 1 / curate 0 uniformly every step")
     curate_in_eval: bool = Field(False, description="let the curation flag reach evaluation forwards "
                                                     "(official: yes)")
-    track_eval: bool = Field(False, description="update the running mean gates in evaluation forwards too "
-                                                "(official: yes)")
+    track_eval: bool = Field(False, description="update the running mean gates in evaluation too, once per "
+                                                "batch (official: once per validation and test batch, every "
+                                                "epoch)")
     shared_gate_mean: bool = Field(False, description="both running means track modality 0's gate (the "
                                                       "official bug; needs equal MMTM widths)")
     utilisation: bool = Field(False, description="estimate conditional utilisation rates on validation each "

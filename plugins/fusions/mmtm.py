@@ -35,8 +35,11 @@ Modes a balancer switches (plain attributes, read at every forward; none synchro
   when `curate_in_eval` is True (the official code passes its flag to validation forwards too).
 * Running means `ḡ_m ← (mean_batch(g_m) + ḡ_m·t)/(t + 1)` (detached, never reset) are updated by every
   training forward before the replacement, as in the official code, and by evaluation forwards only when
-  `track_eval` is True (official: every forward). `shared_gate_mean` reproduces the official bug where
-  every modality's running mean tracks modality 0's gate (needs equal widths).
+  `track_eval` is True (official: every forward). In evaluation only the forwards with every modality present
+  count: the engine's evaluation also runs each batch with modalities dropped, which the official evaluation
+  never does, and those forwards (`encode(..., dropped=...)`) leave the means and their count alone.
+  `shared_gate_mean` reproduces the official bug where every modality's running mean tracks modality 0's gate
+  (needs equal widths).
 * `isolate`: every modality's gate is computed from its own squeeze and the *mean* squeezes of the others
   over the training forwards since `reset_squeeze_means()` (the official `turnoff_cross_modal_flow`
   evaluation mode, used to estimate conditional utilisation rates).
@@ -286,7 +289,8 @@ class MMTMFusion(Fusion):
 
     # --------------------------------------------------------------------------------- forward
 
-    def encode(self, inputs: Mapping[str, Tensor], encoders: Mapping[str, Encoder]) -> dict[str, Tensor]:
+    def encode(self, inputs: Mapping[str, Tensor], encoders: Mapping[str, Encoder],
+               dropped: frozenset[str] = frozenset()) -> dict[str, Tensor]:
         self._require_bound()
         blocks = {m: encoder_blocks(encoders[m], m) for m in self.order}
         if {m: len(b) for m, b in blocks.items()} != self.block_counts:
@@ -298,7 +302,7 @@ class MMTMFusion(Fusion):
             for block in blocks[m][: len(blocks[m]) - paired]:
                 h[m] = block(h[m])
         curation = self.curation if (self.training or self.curate_in_eval) else None
-        track_gates = (self.training or self.track_eval) and not self.isolate
+        track_gates = (self.training or (self.track_eval and not dropped)) and not self.isolate
         for k, mod in enumerate(self.mmtm):
             for m in self.order:
                 h[m] = blocks[m][len(blocks[m]) - paired + k](h[m])

@@ -119,13 +119,41 @@ def test_gradient_flows_only_through_the_augmented_view():
         clean = model(batch).logits
         q = model(batch.views).logits
         p = clean.detach() if target_detached else clean
-        loss = torch.nn.functional.cross_entropy(clean, batch["label"]) + 2.0 * consistency_kl(p, q).sum()
+        loss = torch.nn.functional.cross_entropy(clean, batch["label"]) + 2.0 * consistency_kl(p, q).mean()
         loss.backward()
         return [p.grad.clone() for p in model.parameters()]
 
     for g, want in zip(got, grads(target_detached=True)):
         torch.testing.assert_close(g, want)
     assert any(not torch.allclose(g, w) for g, w in zip(got, grads(target_detached=False)))
+
+
+class _FixedLogits:
+    """A stand-in model: the spec's p logits for the clean batch, its q logits for the augmented view."""
+
+    modalities = ("a",)
+
+    def __call__(self, batch):
+        return SimpleNamespace(logits=Q_LOGITS if batch["a"] is AUG else P_LOGITS)
+
+
+AUG = torch.ones(2, 1)
+
+
+@pytest.mark.parametrize("params, consistency", [
+    ({}, 0.166256),  # the paper's mean (Eq. 6) by default
+    ({"lam": 4.0}, 4 * 0.166256),  # the notebook: a sum over micro-batches of 4, i.e. 4× the mean
+    ({"reduction": "sum"}, 0.332512),  # a sum over the whole batch
+])
+def test_consistency_term_is_the_batch_mean_by_default(params, consistency):
+    bal = UDA(UDA.Params(**params))
+    ctx = _ctx(_FixedLogits())
+    bal.setup(ctx)
+    bal.on_epoch_start(ctx)
+    batch = Batch({"a": torch.zeros(2, 1)}, torch.tensor([0, 1]), {"a": AUG})
+    out = SimpleNamespace(logits=P_LOGITS)
+    supervised = float(torch.nn.functional.cross_entropy(P_LOGITS, batch["label"]))
+    assert float(bal.loss(ctx, batch, out)) - supervised == pytest.approx(consistency, rel=1e-5)
 
 
 def test_only_the_chosen_modalities_are_augmented():

@@ -116,6 +116,17 @@ def test_online_reestimates_every_super_epoch_offline_once():
         assert calls == expected
 
 
+@pytest.mark.parametrize("epochs, expected", [(10, [0, 2, 4, 6, 8]), (100, [0, 20, 40, 60, 80]), (3, [0, 1, 2])])
+def test_default_super_epoch_is_a_fifth_of_the_run(epochs, expected):
+    """Online G-Blend re-estimates five times per run by default; a fixed 10 on a 10-epoch run estimated once."""
+    balancer = GradientBlending(GradientBlending.Params())
+    calls = []
+    balancer.estimate = lambda ctx: calls.append(ctx.epoch)
+    for epoch in range(epochs):
+        balancer.on_epoch_start(type("Ctx", (), {"epoch": epoch, "epochs": epochs})())
+    assert calls == expected
+
+
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
 def test_train_tiny(fusion):
     outcome = train_tiny(GradientBlending, epochs=2, fusion=fusion,

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from mmbench.running.cells import incompatibility
 from mmbench.training.context import TrainContext
-from mmbench.training.engine import build_model, train
-from mmbench.protocols import Incompatible
+from mmbench.training.engine import build_model, evaluate, train
+from mmbench.protocols import Batch, Incompatible
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components, tiny_context
 from mmbench_plugins.balancers.greedy import Greedy, GreedyState, guided_step, learning_speed, random_step
@@ -169,6 +169,34 @@ def test_official_flags_reach_the_fusion_and_requirements():
     ctx.model = model
     with pytest.raises(Incompatible, match="mmtm"):
         Greedy(Greedy.Params()).setup(ctx)
+
+
+@pytest.mark.parametrize("track_eval", [False, True])
+def test_evaluation_tracks_gates_once_per_batch_in_the_all_modality_pass(track_eval):
+    """The engine's evaluation runs each batch 5 times (all modalities, each dropped, each alone); with
+    `track_eval` only the all-modality forward counts, one update per batch as in the official evaluation."""
+    balancer, ctx, batch = _context({"track_eval": track_eval})
+    model, fusion = ctx.model, ctx.model.fusion
+    loader = [Batch({m: x[:16] for m, x in batch.inputs.items()}, batch.label[:16]),
+              Batch({m: x[16:] for m, x in batch.inputs.items()}, batch.label[16:])]
+    inputs = {mod: [] for mod in fusion.mmtm}
+    hooks = [mod.register_forward_pre_hook(lambda mod, args: inputs[mod].append(args[0])) for mod in fusion.mmtm]
+    model.eval()
+    fusion.track_eval = False
+    with torch.no_grad():
+        for b in loader:
+            model.encode(b.inputs)  # records each MMTM's inputs in the all-modality forward, tracks nothing
+    for h in hooks:
+        h.remove()
+    fusion.track_eval = track_eval
+    assert all(float(mod.count) == 0 for mod in fusion.mmtm)
+    evaluate(ctx, balancer, loader)
+    for mod in fusion.mmtm:
+        assert float(mod.count) == (2 if track_eval else 0)
+        gates = [mod.gates([mod.squeeze(x) for x in xs]) for xs in inputs[mod]]
+        for i, mean in enumerate(mod.gate_means()):
+            expected = torch.stack([g[i].mean(0) for g in gates]).mean(0) if track_eval else torch.zeros_like(mean)
+            torch.testing.assert_close(mean, expected)
 
 
 def test_groups_are_complete_right_after_build_model():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -108,7 +109,7 @@ def test_gm_gradient_lies_in_the_flat_subspace_of_the_previous_modality():
     """Phase 2 trains `slow`; its head's weight gradient is G·P with P from `fast`'s head inputs: components
     along the previous modality's high-energy direction are damped by e^{−τ}, the orthogonal ones kept."""
     tau = 30.0  # e^{−τ} ≈ 1e-13: the dominant direction is (numerically) projected out
-    balancer, ctx, batch = _context({"rho": 0.0, "tau": tau, "reload_best": False}, epoch=1)
+    balancer, ctx, batch = _context({"rho": 0.0, "tau": tau, "reload_after": None}, epoch=1)
     assert balancer.active == "slow"
     model = ctx.model
     # the P built at the switch is exactly flat_projection of fast's head-input covariance
@@ -219,7 +220,7 @@ def test_train_tiny_variants(params):
 
 
 def test_phase_switch_reloads_best_state_and_resets_optimizer():
-    balancer, ctx, batch = _context({"rho": 0.0})
+    balancer, ctx, batch = _context({"rho": 0.0, "reload_after": 1})
     model = ctx.model
     best = {k: v.clone() for k, v in model.state_dict().items()}
     balancer.best_state = best
@@ -232,6 +233,34 @@ def test_phase_switch_reloads_best_state_and_resets_optimizer():
     assert balancer.active == "slow" and not ctx.optimizer.state
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, best[k])
+
+
+@pytest.mark.parametrize("params, switches, reloads", [
+    ({}, [1, 2, 3], [False] * 3),  # default: one-epoch phases and reloads only after >= 25 epochs: never
+    ({"reload_after": 1}, [1, 2, 3], [True] * 3),  # IGM-code: at every switch
+    ({"phase_epochs": (1, 2), "reload_after": 2}, [1, 3, 4, 6], [False, True, False, True]),
+    ({"phase_epochs": (25, 50)}, [25, 75], [True, True]),  # IGM's CREMA-D schedule: every phase is long enough
+    ({"phase_epochs": (30,), "reload_after": None}, [30, 60], [False, False]),
+])
+def test_reload_only_after_long_enough_phases(params, switches, reloads):
+    balancer, ctx, _ = _context({"rho": 0.0, **params})
+    got = []
+    for epoch in switches:
+        balancer.best_state = {k: torch.zeros_like(v) for k, v in ctx.model.state_dict().items()}
+        with torch.no_grad():
+            ctx.model.heads["fast"].weight.fill_(1.0)
+        ctx.epoch = epoch
+        balancer.on_epoch_start(ctx)
+        got.append(bool((ctx.model.heads["fast"].weight == 0).all()))
+    assert got == reloads
+
+
+def test_best_state_is_kept_only_when_a_reload_can_happen():
+    for params, kept in [({}, False), ({"phase_epochs": (25, 50)}, True), ({"reload_after": 1}, True)]:
+        balancer, ctx, _ = _context({"rho": 0.0, **params})
+        stats = SimpleNamespace(val=SimpleNamespace(metrics={"accuracy": 0.5}))
+        balancer.on_epoch_end(ctx, stats)
+        assert (balancer.best_state is not None) == kept
 
 
 THREE = {"modalities": [{"name": "a", "dim": 8, "signal": 4.0}, {"name": "b", "dim": 12, "signal": 2.0},

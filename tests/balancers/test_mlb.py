@@ -37,6 +37,13 @@ def test_spec_vectors_two_modalities():
     torch.testing.assert_close(k, torch.tensor([0.238406, 9.67625], dtype=torch.float64), rtol=RTOL, atol=0)
 
 
+def test_default_is_the_released_configs_beta():
+    """The default β_max is 2 (released configs): the lagging modality's k is the spec's 1.66404, not 9.x."""
+    p = MLBParams()
+    _, k = _k([0.6, 0.3], p.alpha, p.beta_max)
+    torch.testing.assert_close(k, torch.tensor([0.620051, 1.66404], dtype=torch.float64), rtol=RTOL, atol=0)
+
+
 def test_spec_vector_three_modalities():
     r, k = _k([0.7, 0.4, 0.1], 1.0, 3.0)
     torch.testing.assert_close(r, torch.tensor([0.357143, 1.0, 5.5], dtype=torch.float64), rtol=RTOL, atol=1e-7)
