@@ -23,12 +23,13 @@ from mmbench.protocols import (
 from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor
 from mmbench.schema.params import EpochWindowParams, NoParams, Params
 from mmbench.schema.results import EpochRecord, SplitScores
-from mmbench.training import metrics
+from mmbench.training import late_fusion, metrics
+from mmbench.training.accumulate import EpochMeans
 from mmbench.training.context import TrainContext
 
 __all__ = [
-    "Balancer", "Batch", "CellFinished", "CellStarted", "DataError", "EpochEnded", "EpochRecord",
+    "Balancer", "Batch", "CellFinished", "CellStarted", "DataError", "EpochEnded", "EpochMeans", "EpochRecord",
     "EpochWindowParams", "Encoder", "Event", "Executor", "Fusion", "FusionOutput", "Incompatible", "Inputs",
     "Manifest", "ModalitySpec", "ModelOutput", "NoParams", "Params", "Requirements", "SplitScores", "Task",
-    "TensorDictDataset", "TrainContext", "hookimpl", "metrics",
+    "TensorDictDataset", "TrainContext", "hookimpl", "late_fusion", "metrics",
 ]

@@ -258,12 +258,14 @@ def _move(value: Any, device: torch.device) -> Any:
 
 @dataclass
 class ModelOutput:
-    """Everything one forward pass offers the engine and the balancers."""
+    """Everything one forward pass offers the engine and the balancers; `dropped` names the modalities the
+    pass was run without (missing-modality and unimodal evaluation)."""
 
     logits: Tensor
     features: dict[str, Tensor]
     contributions: dict[str, Tensor] = field(default_factory=dict)
     unimodal: dict[str, Tensor] = field(default_factory=dict)
+    dropped: frozenset[str] = frozenset()
 
 
 class Balancer:

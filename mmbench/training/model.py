@@ -54,7 +54,7 @@ class MultimodalModel(nn.Module):
         kept = {m: torch.zeros_like(z) if m in drop else z for m, z in features.items()}
         fused = self.fusion(kept)
         unimodal = {m: self.heads[m](kept[m]) for m in self.heads}
-        return ModelOutput(fused.logits, kept, fused.contributions, unimodal)
+        return ModelOutput(fused.logits, kept, fused.contributions, unimodal, frozenset(drop))
 
     def without(self, inputs: Mapping[str, Inputs], drop: Collection[str]) -> dict[str, Inputs]:
         """The inputs with each dropped modality replaced by its encoder's absent input."""

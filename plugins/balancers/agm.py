@@ -70,7 +70,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochWindowParams, ModelOutput, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOutput, Requirements, hookimpl
 
 #: per-sample probability floor of the official scores
 PROB_FLOOR = 1e-8
@@ -238,18 +238,7 @@ class AGM(Balancer):
         self.all_params = [p for p in ctx.model.parameters() if p.requires_grad]
         self.running = torch.zeros(count, dtype=torch.float64, device=ctx.device)
         self.scale = torch.ones(count, dtype=torch.float64, device=ctx.device)
-        self._reset(ctx.device)
-
-    def _reset(self, device: torch.device) -> None:
-        count = len(self.modalities)
-        self._k_sum = torch.zeros(count, dtype=torch.float64, device=device)
-        self._scale_sum = torch.zeros(count, dtype=torch.float64, device=device)
-        self._r_sum = torch.zeros(count, dtype=torch.float64, device=device)
-        self._clip_sum = torch.zeros((), device=device)
-        self._steps = 0
-
-    def on_epoch_start(self, ctx) -> None:
-        self._reset(ctx.device)
+        self.stats = EpochMeans()
 
     def active(self, epoch: int) -> bool:
         return self.params.active(epoch)
@@ -298,27 +287,17 @@ class AGM(Balancer):
         if self.params.grad_clip_threshold is not None:
             clipped = conditional_clip_(self.all_params, self.watched, self.params.grad_clip_threshold,
                                         self.params.grad_clip_norm)
-            self._clip_sum += clipped.to(self._clip_sum.device, torch.float32)
+            self.stats.add("clip_rate", clipped.to(ctx.device))
         self.optimizer_step(ctx)
 
-        self._k_sum += k
-        self._scale_sum += self.scale
-        self._r_sum += r
-        self._steps += 1
+        for name, value in (("k", k), ("scale", self.scale), ("r", r)):
+            self.stats.add(name, value, labels=self.modalities)
         fused_out = ModelOutput(fused.detach(), out.features, out.contributions, out.unimodal)
         return loss.detach(), fused_out
 
     def coefficients(self) -> dict[str, float]:
-        if not self._steps:
-            return {}
-        n = self._steps
-        k, scale, r = (self._k_sum / n).tolist(), (self._scale_sum / n).tolist(), (self._r_sum / n).tolist()
         running = self.running.tolist()
-        result: dict[str, float] = {}
-        for i, m in enumerate(self.modalities):
-            result.update({f"k.{m}": k[i], f"scale.{m}": scale[i], f"r.{m}": r[i], f"score.{m}": running[i]})
-        result["clip_rate"] = float(self._clip_sum) / n
-        return result
+        return {**self.stats.read(), **{f"score.{m}": running[i] for i, m in enumerate(self.modalities)}}
 
 
 @hookimpl

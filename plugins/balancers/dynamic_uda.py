@@ -57,7 +57,7 @@ from pydantic import Field
 from torch import Tensor
 
 from mmbench.api import metrics as metric_lib
-from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
 
 #: λ-schedule cases of the paper's Table 1 (0: warm-up, 4: outside the table, e.g. q^V ≥ 1 with q^T ≤ 1)
 WARMUP, CASE_BOTH_UP, CASE_OVERFIT, CASE_GENERALISE, CASE_OTHER = 0, 1, 2, 3, 4
@@ -136,8 +136,7 @@ class UDA(Balancer):
         self.switched_off = False
         self._best: float | None = None
         self._stale = 0
-        self._lc_sum: Tensor | None = None
-        self._steps = 0
+        self.stats = EpochMeans()
 
     def setup(self, ctx) -> None:
         modalities = ctx.model.modalities
@@ -155,8 +154,6 @@ class UDA(Balancer):
     def on_epoch_start(self, ctx) -> None:
         lam_i = self.current_lambda(ctx)
         self.lam_i = 0.0 if self.switched_off else lam_i
-        self._lc_sum = torch.zeros((), device=ctx.device)
-        self._steps = 0
 
     def augmented_batch(self, batch: Batch) -> dict[str, Tensor]:
         """x̂: the augmented view of the chosen modalities, the clean input of the others."""
@@ -174,11 +171,10 @@ class UDA(Balancer):
 
     def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
         supervised = ctx.task_loss(out.logits, batch.label)
-        self._steps += 1
         if self.lam_i == 0.0:  # a Python float fixed for the epoch: no device sync
             return supervised
         lc = self.consistency(ctx, batch, out)
-        self._lc_sum += lc.detach().float()
+        self.stats.add("consistency", lc)
         return supervised + self.lam_i * lc
 
     def on_epoch_end(self, ctx, stats) -> None:
@@ -194,7 +190,7 @@ class UDA(Balancer):
                 self.switched_off = True
 
     def coefficients(self) -> dict[str, float]:
-        lc = float(self._lc_sum) / max(1, self._steps) if self._lc_sum is not None else 0.0
+        lc = self.stats.read().get("consistency", 0.0)  # 0 in an epoch without the term (λ_i = 0)
         return {"lambda": float(self.lam_i), "consistency": lc, "uda_off": float(self.switched_off)}
 
 

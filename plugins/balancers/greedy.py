@@ -62,7 +62,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Balancer, Incompatible, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, EpochMeans, Incompatible, ModelOutput, Params, Requirements, hookimpl
 from mmbench_plugins.fusions.mmtm import MMTMFusion
 
 TINY = 1e-30
@@ -189,16 +189,11 @@ class Greedy(Balancer):
         self.state = GreedyState.initial(ctx.device)
         fusion.curation = self.state.mask()
         self.unlocked = False
-        self._reset_epoch()
+        self.stats = EpochMeans()
         self._utilisation: dict[str, float] = {}
-
-    def _reset_epoch(self) -> None:
-        self._steps = 0
-        self._curated = torch.zeros(2, device=self.device)
 
     def on_epoch_start(self, ctx) -> None:
         self.unlocked = ctx.epoch + 1 >= self.params.starting_epoch
-        self._reset_epoch()
         if self.params.utilisation:
             self.fusion.reset_squeeze_means()
 
@@ -228,8 +223,7 @@ class Greedy(Balancer):
 
     @torch.no_grad()
     def after_backward(self, ctx, batch, out) -> None:
-        self._curated += self.fusion.curation.float()  # the mode this step's forward ran in
-        self._steps += 1
+        self.stats.add("curation_fraction", self.fusion.curation, labels=self.order)  # this step's mode
         grad_sq, weight_sq = self.group_norms()
         if self.params.mode == "guided":
             self.state = guided_step(self.state, grad_sq, weight_sq, self.params.epsilon, self.params.window,
@@ -281,11 +275,11 @@ class Greedy(Balancer):
 
     def coefficients(self) -> dict[str, float]:
         bdr = self.state.bdr.tolist()
-        curated = (self._curated / max(1, self._steps)).tolist()
+        curated = self.stats.read()
         coeffs = {f"bdr.{m}": b for m, b in zip(self.order, bdr)}
         coeffs["d_bdr"] = float(self.state.d)
-        coeffs["curation_fraction"] = sum(curated)
-        coeffs.update({f"curation_fraction.{m}": c for m, c in zip(self.order, curated)})
+        coeffs["curation_fraction"] = sum(curated.values())
+        coeffs.update(curated)
         coeffs["unlocked"] = float(self.unlocked)
         modules = self.fusion.active_modules()
         for i, m in enumerate(self.order):

@@ -74,8 +74,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mmbench.api import metrics as metric_lib
-from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
-from mmbench_plugins.balancers.mla import feature_presence, fuse_logits, gate_weights, mask_weights
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import late_fusion
 
 SAM_EPS = 1e-12
 
@@ -213,19 +213,14 @@ class MIE(Balancer):
             for i, m in enumerate(self.order):
                 prev = self.order[i - 1]
                 self.pairs[m] = pair_layers(self._branch(model, m), self._branch(model, prev), self.params.gm_depth)
-        self._reset_epoch_sums(ctx.device)
+        self.stats = EpochMeans()
+        self.device = ctx.device
 
     @staticmethod
     def _branch(model, m: str) -> list[nn.Module]:
         return [model.encoders[m], model.heads[m]]
 
-    def _reset_epoch_sums(self, device: torch.device) -> None:
-        self._gap_sum = torch.zeros((), device=device)
-        self._kept_sum = torch.zeros((), device=device)
-        self._steps = 0
-
     def on_epoch_start(self, ctx) -> None:
-        self._reset_epoch_sums(ctx.device)
         phase = phase_of(ctx.epoch, self.params.phase_epochs)
         if phase == self.phase:
             return
@@ -321,11 +316,10 @@ class MIE(Balancer):
             perturbed.backward()
             with torch.no_grad():
                 torch._foreach_sub_(params, eps)
-            self._gap_sum += (perturbed.detach() - loss.detach()).float()
+            self.stats.add("sam_gap", perturbed - loss)
 
-        self._kept_sum += self.modify_gradients()
+        self.stats.add("gm_kept", self.modify_gradients())
         ctx.optimizer.step()
-        self._steps += 1
 
         unimodal = {m: logits.detach()}
         features = {m: z.detach()}
@@ -343,7 +337,6 @@ class MIE(Balancer):
 
     def modify_gradients(self) -> Tensor:
         """GM: grad_W ← grad_W · P for every paired layer; returns the mean kept norm ratio (1 without P)."""
-        device = self._kept_sum.device
         ratios = []
         for layer, P in self.projections:
             grad = layer.weight.grad
@@ -352,19 +345,20 @@ class MIE(Balancer):
             new = grad @ P.to(grad.dtype)
             ratios.append(torch.linalg.matrix_norm(new) / torch.linalg.matrix_norm(grad).clamp_min(1e-30))
             layer.weight.grad = new
-        return torch.stack(ratios).mean() if ratios else torch.ones((), device=device)
+        return torch.stack(ratios).mean() if ratios else torch.ones((), device=self.device)
 
     # ------------------------------------------------------------------------------ prediction
 
     def _fuse(self, out: ModelOutput, modalities: Sequence[str]) -> Tensor:
-        """Late fusion of the heads; a dropped (zeroed) modality is left out, as a missing branch would be."""
+        """Late fusion of the heads; a dropped modality is left out, as a missing branch would be."""
         logits = [out.unimodal[m].float() for m in modalities]
-        mask = feature_presence([out.features[m] for m in modalities])
+        mask = late_fusion.presence(modalities, out.dropped, logits[0].device)
         if self.params.fusion == "average":
-            weights = mask_weights(torch.full((len(logits), 1), 1.0 / len(logits), device=mask.device), mask)
+            weights = late_fusion.mask_weights(torch.full_like(mask, 1.0 / len(logits)), mask)
             logp = torch.stack([torch.log_softmax(o, dim=1) for o in logits])  # (M, B, C)
             return torch.logsumexp(weights.log().unsqueeze(-1) + logp, dim=0)  # log Σ_m w_m softmax(o_m)
-        return fuse_logits(logits, mask_weights(gate_weights(logits, self.params.fusion), mask))
+        weights = late_fusion.gate_weights(logits, self.params.fusion)
+        return late_fusion.fuse_logits(logits, late_fusion.mask_weights(weights, mask))
 
     def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
         return self._fuse(out, ctx.model.modalities)
@@ -379,11 +373,9 @@ class MIE(Balancer):
             self.best_state = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
 
     def coefficients(self) -> dict[str, float]:
-        n = max(1, self._steps)
         coeffs = {f"active.{m}": float(m == self.active) for m in self.order}
         coeffs["phase"] = float(self.phase or 0)
-        coeffs["sam_gap"] = float(self._gap_sum) / n
-        coeffs["gm_kept"] = float(self._kept_sum) / n
+        coeffs.update(self.stats.read())
         for m, stats in self.spectra.items():
             coeffs.update({f"{k}.{m}": v for k, v in stats.items()})
         return coeffs

@@ -21,9 +21,9 @@ by `w_m = softmax_m(−H_m)`, `H_m` the class entropy of `softmax(o_m)` (the pap
 B × C matrix: one weight per modality per evaluation batch, so predictions depend on the batch size);
 `"fixed"` uses fixed weights (official defaults: 0.55/0.45 for two modalities, 0.35/0.25/0.40 for three).
 
-Missing-modality evaluation: the engine drops a modality by zeroing its features; a sample whose feature of a
-modality is identically zero gets weight 0 for it (the other weights renormalised), so "modality m alone" is
-exactly `head(f_m)` (what the official code reports as unimodal accuracy) and "m missing" fuses the rest.
+Missing-modality evaluation: a modality the engine drops (`ModelOutput.dropped`) gets weight 0 (the other
+weights renormalised), so "modality m alone" is exactly `head(f_m)` (what the official code reports as
+unimodal accuracy) and "m missing" fuses the rest.
 
 The cell's fusion module is not used by MLA at all (neither in the loss nor in the prediction) and its
 parameters never receive gradient: it declares `ignores_fusion`, so a grid runs it with its first fusion only.
@@ -60,7 +60,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import late_fusion
 
 HEAD = "mla_head"
 #: official fixed fusion weights by number of modalities (`main(av_alpha=0.55)`; a/v/t = 0.35/0.25/0.4)
@@ -88,46 +89,6 @@ def project_gradient(grad: Tensor, P: Tensor, mode: Literal["replace", "additive
     """`grad · Pᵀ` (OWM, official) or `grad + grad · Pᵀ` (BalanceBenchmark)."""
     projected = grad @ P.T.to(grad.dtype)
     return projected if mode == "replace" else grad + projected
-
-
-def gate_weights(logits: list[Tensor], mode: Literal["entropy", "entropy_batch"] = "entropy") -> Tensor:
-    """Entropy gating weights `softmax_m(−H_m)`: shape (M, B) per sample, or (M, 1) for the batch variant.
-
-    `entropy`: H_m[i] = −Σ_c p log p with p = softmax(o_m[i]) over classes (the paper's uncertainty).
-    `entropy_batch`: the official code's p = softmax(o_m, dim=0) over the batch and H_m summed over B × C.
-    """
-    if mode == "entropy":
-        logp = [torch.log_softmax(o.float(), dim=1) for o in logits]
-        h = torch.stack([-(lp.exp() * lp).sum(1) for lp in logp])  # (M, B)
-    else:
-        logp = [torch.log_softmax(o.float(), dim=0) for o in logits]
-        h = torch.stack([-(lp.exp() * lp).sum() for lp in logp]).unsqueeze(1)  # (M, 1)
-    return torch.softmax(-h, dim=0)
-
-
-def fuse_logits(logits: list[Tensor], weights: Tensor) -> Tensor:
-    """Σ_m w_m o_m with weights of shape (M, B) or (M, 1)."""
-    return sum(w.unsqueeze(-1) * o.float() for w, o in zip(weights, logits))
-
-
-def feature_presence(features: list[Tensor]) -> Tensor:
-    """(M, B) mask: 1 where a sample's feature of that modality is not identically zero.
-
-    The engine drops a modality by zeroing its features (`MultimodalModel.head(..., drop=...)`); a zero feature
-    carries no information about the sample, so late fusion leaves it out (see `mask_weights`).
-    """
-    return torch.stack([(f.detach().reshape(len(f), -1) != 0).any(1) for f in features]).float()
-
-
-def mask_weights(weights: Tensor, mask: Tensor) -> Tensor:
-    """Zero the weights of absent modalities and renormalise per sample; (M, B) or (M, 1) -> (M, B).
-
-    A sample with no present modality keeps the unmasked weights. Tensor ops only (no host sync).
-    """
-    full = weights.expand_as(mask)
-    kept = full * mask
-    total = kept.sum(0, keepdim=True)
-    return torch.where(total > 0, kept / total.clamp_min(1e-30), full)
 
 
 # ------------------------------------------------------------------------------------------ balancer
@@ -191,15 +152,7 @@ class MLA(Balancer):
         n = len(self.modalities)
         fixed = self.params.fixed_weights or OFFICIAL_FIXED_WEIGHTS.get(n, (1.0 / n,) * n)
         self._fixed = torch.tensor(fixed, device=ctx.device, dtype=torch.float32).unsqueeze(1)  # made once
-        self._reset_epoch_sums(ctx.device)
-
-    def _reset_epoch_sums(self, device: torch.device) -> None:
-        zeros = lambda: {m: torch.zeros((), device=device) for m in self.modalities}  # noqa: E731
-        self._loss_sum, self._kept_sum, self._gate_sum = zeros(), zeros(), zeros()
-        self._steps = 0
-
-    def on_epoch_start(self, ctx) -> None:
-        self._reset_epoch_sums(ctx.device)
+        self.stats = EpochMeans()
 
     # ------------------------------------------------------------------------------ training step
 
@@ -227,13 +180,11 @@ class MLA(Balancer):
             self.updates += 1
             losses.append(loss.detach().float())
             logits[m] = o.detach()
-            self._loss_sum[m] += losses[-1]
-            self._kept_sum[m] += kept.detach()
+            self.stats.add(f"loss.{m}", losses[-1])
+            self.stats.add(f"kept.{m}", kept)
         weights = self._weights([logits[m] for m in self.modalities])
-        for m, w in zip(self.modalities, weights):
-            self._gate_sum[m] += w.mean()
-        self._steps += 1
-        fused = fuse_logits([logits[m] for m in self.modalities], weights)
+        self.stats.add("gate", weights.mean(-1), labels=self.modalities)
+        fused = late_fusion.fuse_logits([logits[m] for m in self.modalities], weights)
         out = ModelOutput(fused, {m: f.detach() for m, f in features.items()}, unimodal=logits)
         return torch.stack(losses).mean(), out
 
@@ -242,25 +193,19 @@ class MLA(Balancer):
     def _weights(self, logits: list[Tensor]) -> Tensor:
         if self.params.fusion == "fixed":
             return self._fixed
-        return gate_weights(logits, self.params.fusion)
+        return late_fusion.gate_weights(logits, self.params.fusion)
 
     @torch.no_grad()
     def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
-        """Entropy-gated (or fixed-weight) sum of `head(f_m)`; a dropped (zeroed) modality gets weight 0, so
-        with one modality left this is exactly that modality's shared-head logits."""
+        """Entropy-gated (or fixed-weight) sum of `head(f_m)`; a dropped modality gets weight 0, so with one
+        modality left this is exactly that modality's shared-head logits."""
         head = ctx.model.extras[HEAD]
-        features = [out.features[m] for m in self.modalities]
-        logits = [head(f).float() for f in features]
-        weights = mask_weights(self._weights(logits), feature_presence(features))
-        return fuse_logits(logits, weights)
+        logits = [head(out.features[m]).float() for m in self.modalities]
+        mask = late_fusion.presence(self.modalities, out.dropped, logits[0].device)
+        return late_fusion.fuse_logits(logits, late_fusion.mask_weights(self._weights(logits), mask))
 
     def coefficients(self) -> dict[str, float]:
-        n = max(1, self._steps)
-        coeffs = {}
-        for m in self.modalities:
-            coeffs[f"loss.{m}"] = float(self._loss_sum[m]) / n
-            coeffs[f"kept.{m}"] = float(self._kept_sum[m]) / n
-            coeffs[f"gate.{m}"] = float(self._gate_sum[m]) / n
+        coeffs = self.stats.read()
         if self.P is not None:
             coeffs["p_eff_rank"] = float(torch.trace(self.P) ** 2 / (self.P**2).sum())
         return coeffs

@@ -44,7 +44,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Balancer, Batch, Fusion, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, Fusion, ModelOutput, Params, Requirements, hookimpl
 
 EPS = 1e-8
 
@@ -132,25 +132,17 @@ class MultiLoss(Balancer):
 
     def __init__(self, params: Params) -> None:
         super().__init__(params)
-        self._loss_sum: dict[str, Tensor] = {}
-        self._steps = 0
-
-    def on_epoch_start(self, ctx) -> None:
-        self._loss_sum, self._steps = {}, 0
+        self.stats = EpochMeans()
 
     def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
         y = batch.label
         unimodal = {m: ctx.task_loss(logits, y) for m, logits in out.unimodal.items()}
-        for m, value in unimodal.items():
-            detached = value.detach().float()
-            self._loss_sum[m] = self._loss_sum[m] + detached if m in self._loss_sum else detached
-        self._steps += 1
+        self.stats.add("loss", torch.stack(list(unimodal.values())), labels=list(unimodal))
         p = self.params
         return p.fused_weight * ctx.task_loss(out.logits, y) + p.unimodal_weight * sum(unimodal.values())
 
     def coefficients(self) -> dict[str, float]:
-        n = max(1, self._steps)
-        return {f"loss.{m}": float(total) / n for m, total in self._loss_sum.items()}
+        return self.stats.read()
 
 
 class MLBParams(MultiLossParams):
@@ -189,13 +181,6 @@ class MLB(MultiLoss):
             for m in self._modalities
         }
         self._blocks = fusion_weight_blocks(model.fusion) if self.params.scale_fusion_block else {}
-        self._k_sum = torch.zeros(len(self._modalities), device=ctx.device)
-        self._r_sum = torch.zeros(len(self._modalities), device=ctx.device)
-
-    def on_epoch_start(self, ctx) -> None:
-        super().on_epoch_start(ctx)
-        self._k_sum.zero_()
-        self._r_sum.zero_()
 
     def coefficients_for(self, out: ModelOutput, labels: Tensor) -> tuple[Tensor, Tensor]:
         """(k, r) for one batch, ordered as the model's modalities."""
@@ -207,8 +192,8 @@ class MLB(MultiLoss):
     @torch.no_grad()
     def after_backward(self, ctx, batch: Batch, out: ModelOutput) -> None:
         k, r = self.coefficients_for(out, batch.label)
-        self._k_sum += k
-        self._r_sum += r
+        self.stats.add("k", k, labels=self._modalities)
+        self.stats.add("r", r, labels=self._modalities)
         for i, m in enumerate(self._modalities):
             grads = [p.grad for p in self._params[m] if p.grad is not None]
             if grads:
@@ -218,13 +203,6 @@ class MLB(MultiLoss):
                 if block is not None:
                     block.mul_(k[i])
 
-    def coefficients(self) -> dict[str, float]:
-        n = max(1, self._steps)
-        k, r = (self._k_sum / n).tolist(), (self._r_sum / n).tolist()
-        coeffs = {f"k.{m}": k[i] for i, m in enumerate(self._modalities)}
-        coeffs.update({f"r.{m}": r[i] for i, m in enumerate(self._modalities)})
-        coeffs.update(super().coefficients())
-        return coeffs
 
 
 @hookimpl

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
 
 
 class MMCosineParams(Params):
@@ -69,14 +69,7 @@ class MMCosine(Balancer):
     def setup(self, ctx) -> None:
         self.modalities = tuple(ctx.model.modalities)
         self.fusion = ctx.model.fusion
-        self._reset(ctx.device)
-
-    def _reset(self, device: torch.device) -> None:
-        self._cos_sum = torch.zeros(len(self.modalities), device=device)
-        self._count = torch.zeros((), device=device)
-
-    def on_epoch_start(self, ctx) -> None:
-        self._reset(ctx.device)
+        self.stats = EpochMeans()
 
     def _logits(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         blocks = {m: w for m, (w, _bias) in self.fusion.classifier_blocks().items()}
@@ -89,16 +82,14 @@ class MMCosine(Balancer):
         with torch.no_grad():  # mean cosine to the true class(es), for the epoch's coefficients
             target = y.float() if ctx.task.multilabel else F.one_hot(y, logits.shape[-1]).float()
             cos = torch.stack([(p / self.params.scaling * target).sum() for p in parts.values()])
-            self._cos_sum += cos
-            self._count += target.sum()
+            self.stats.add("cos", cos / target.sum().clamp_min(1), labels=self.modalities)
         return ctx.task_loss(logits, y)
 
     def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
         return sum(self._logits(out.features).values())
 
     def coefficients(self) -> dict[str, float]:
-        cos = (self._cos_sum / self._count.clamp_min(1)).tolist()
-        result = {f"cos.{m}": cos[i] for i, m in enumerate(self.modalities)}
+        result = self.stats.read()
         with torch.no_grad():
             for m, (w, _bias) in self.fusion.classifier_blocks().items():
                 result[f"weight_norm.{m}"] = float(w.norm(dim=-1).mean())

@@ -44,7 +44,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochWindowParams, ModelOutput, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOutput, Requirements, hookimpl
 
 #: added to the GE noise std (official code)
 GE_STD_EPS = 1e-8
@@ -126,19 +126,10 @@ class OGM(Balancer):
         if self.noise:
             seed = ctx.generator.initial_seed() if ctx.generator is not None else torch.initial_seed()
             self.generator = torch.Generator(device=ctx.device).manual_seed(seed + _NOISE_SEED_OFFSET)
-        self._reset(ctx.device)
+        self.stats = EpochMeans()
 
     def _selects(self, p: torch.nn.Parameter) -> bool:
         return p.dim() >= 2 if self.params.modulate == "weights" else p.dim() == 4
-
-    def _reset(self, device: torch.device) -> None:
-        count = len(self.modalities)
-        self._k_sum = torch.zeros(count, device=device)
-        self._rho_sum = torch.zeros(count, device=device)
-        self._steps = 0
-
-    def on_epoch_start(self, ctx) -> None:
-        self._reset(ctx.device)
 
     def active(self, epoch: int) -> bool:
         return self.params.active(epoch)
@@ -148,9 +139,8 @@ class OGM(Balancer):
         contributions = {m: out.contributions[m] for m in self.modalities}
         _, ratios, coeffs = ogm_coefficients(contributions, batch.label, self.params.alpha, self.params.formula)
         active = self.active(ctx.epoch)
-        self._rho_sum += ratios
-        self._k_sum += coeffs if active else torch.ones_like(coeffs)
-        self._steps += 1
+        self.stats.add("k", coeffs if active else torch.ones_like(coeffs), labels=self.modalities)
+        self.stats.add("rho", ratios, labels=self.modalities)
         if not active:
             return
         for i, m in enumerate(self.modalities):
@@ -168,13 +158,7 @@ class OGM(Balancer):
                     p.grad.mul_(k.to(p.grad.dtype))
 
     def coefficients(self) -> dict[str, float]:
-        if not self._steps:
-            return {}
-        k = (self._k_sum / self._steps).tolist()
-        rho = (self._rho_sum / self._steps).tolist()
-        result = {f"k.{m}": k[i] for i, m in enumerate(self.modalities)}
-        result.update({f"rho.{m}": rho[i] for i, m in enumerate(self.modalities)})
-        return result
+        return self.stats.read()
 
 
 class OGMGE(OGM):

@@ -88,7 +88,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
 
 EXTRAS_KEY = "pm_mo_posterior"
 
@@ -207,8 +207,7 @@ class PMMO(Balancer):
         self.n_train = len(ctx.train_loader.dataset)
         self._sample: dict[str, Tensor] = {}
         self._nll = torch.zeros((), device=ctx.device)
-        self._sums: dict[str, Tensor] = {}
-        self._steps = 0
+        self.stats = EpochMeans()
 
     # ------------------------------------------------------------------ the Pyro model and guide over A
 
@@ -278,8 +277,6 @@ class PMMO(Balancer):
     def on_epoch_start(self, ctx) -> None:
         anneal, base = self.params.kl_anneal_epochs, self.params.kl_scale
         self.kl = base if anneal == 0 else min(1.0, base + (1.0 - base) * ctx.epoch / anneal)
-        self._sums = {k: torch.zeros((), device=ctx.device) for k in ("elbo_loss", "nll", "penalty")}
-        self._steps = 0
 
     def classifier_input(self, features: dict[str, Tensor]) -> Tensor:
         """v for C's step: A with its parameters held fixed (posterior), or the deterministic unit (code)."""
@@ -305,15 +302,12 @@ class PMMO(Balancer):
             nn.utils.clip_grad_norm_(self.classifier.parameters(), self.params.classifier_clip_norm)
         ctx.optimizer.step()
 
-        self._sums["elbo_loss"] += elbo
-        self._sums["nll"] += self._nll
-        self._sums["penalty"] += penalty
-        self._steps += 1
+        for name, value in (("elbo_loss", elbo), ("nll", self._nll), ("penalty", penalty)):
+            self.stats.add(name, value)
         return loss.detach(), ModelOutput(logits, features)
 
     def coefficients(self) -> dict[str, float]:
-        steps = max(1, self._steps)
-        out = {k: float(v) / steps for k, v in self._sums.items()}
+        out = self.stats.read()
         out["kl"] = out["elbo_loss"] - out["nll"]  # λ·(B/N)·(log q − log p) over A's weights, one sample
         with torch.no_grad():
             scales = torch.cat([F.softplus(s).flatten() for s in self.scales])

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochWindowParams, ModelOutput, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOutput, Requirements, hookimpl
 
 
 class PMRParams(EpochWindowParams):
@@ -157,14 +157,7 @@ class PMR(Balancer):
         self.num_classes = ctx.task.num_classes
         self.prototypes: dict[str, Tensor] = {}
         self.empty_classes = 0
-        self._reset(ctx.device)
-
-    def _reset(self, device: torch.device) -> None:
-        count = len(self.modalities)
-        self._beta_sum = torch.zeros(count, device=device)
-        self._rho_sum = torch.zeros(count, device=device)
-        self._pce_sum = torch.zeros(count, device=device)
-        self._steps = 0
+        self.stats = EpochMeans()
 
     def active(self, epoch: int) -> bool:
         return self.params.active(epoch)
@@ -199,7 +192,6 @@ class PMR(Balancer):
         self.empty_classes = int((counts == 0).sum())  # once per epoch, not per step
 
     def on_epoch_start(self, ctx) -> None:
-        self._reset(ctx.device)
         self.compute_prototypes(ctx)
 
     def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
@@ -210,22 +202,13 @@ class PMR(Balancer):
         active = self.active(ctx.epoch)
         if active:
             loss = loss + (betas * pce).sum()
-        self._beta_sum += betas if active else torch.zeros_like(betas)
-        self._rho_sum += ratios
-        self._pce_sum += pce.detach()
-        self._steps += 1
+        self.stats.add("beta", betas if active else torch.zeros_like(betas), labels=self.modalities)
+        self.stats.add("rho", ratios, labels=self.modalities)
+        self.stats.add("pce", pce, labels=self.modalities)
         return loss
 
     def coefficients(self) -> dict[str, float]:
-        if not self._steps:
-            return {}
-        n = self._steps
-        beta, rho, pce = (self._beta_sum / n).tolist(), (self._rho_sum / n).tolist(), (self._pce_sum / n).tolist()
-        result: dict[str, float] = {}
-        for i, m in enumerate(self.modalities):
-            result.update({f"beta.{m}": beta[i], f"rho.{m}": rho[i], f"pce.{m}": pce[i]})
-        result["empty_classes"] = float(self.empty_classes)
-        return result
+        return {**self.stats.read(), "empty_classes": float(self.empty_classes)}
 
 
 @hookimpl

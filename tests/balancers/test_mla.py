@@ -14,13 +14,10 @@ from mmbench.training.engine import build_model, collate, train
 from mmbench.training.optim import build_optimizer
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components, train_tiny
+from mmbench.training.late_fusion import fuse_logits, gate_weights, mask_weights, presence
 from mmbench_plugins.balancers.mla import (
     HEAD,
     MLA,
-    feature_presence,
-    fuse_logits,
-    gate_weights,
-    mask_weights,
     owm_alpha,
     owm_update,
     project_gradient,
@@ -76,7 +73,7 @@ def test_spec_vector_entropy_gating():
     assert w[0].tolist() == pytest.approx([0.638999, 0.517604], rel=RTOL)
     torch.testing.assert_close(w.sum(0), torch.ones(2))
     # a dropped (zeroed) modality gets weight 0: the fusion is exactly the remaining modality's logits
-    mask = feature_presence([torch.randn(2, 4), torch.zeros(2, 4)])
+    mask = presence(("a", "v"), {"v"}, torch.device("cpu"))
     torch.testing.assert_close(fuse_logits([o_a, o_v], mask_weights(w, mask)), o_a)
 
 

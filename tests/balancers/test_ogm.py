@@ -149,7 +149,8 @@ def test_ogm_outside_window_does_nothing_and_conv_mode_skips_linear_weights():
     balancer, ctx, batch = _context(OGM, {"alpha": 0.8, "modulation_starts": 1, "modulation_ends": 2}, epoch=0)
     _, before, after = _step(balancer, ctx, batch)
     assert all(torch.equal(after[p], before[p]) for p in ctx.model.parameters())
-    assert balancer.coefficients()["k.fast"] == 1.0 and balancer.coefficients()["k.slow"] == 1.0
+    coefficients = balancer.coefficients()
+    assert coefficients["k.fast"] == 1.0 and coefficients["k.slow"] == 1.0
     ctx.epoch = 2  # inclusive end: modulated
     _, before, after = _step(balancer, ctx, batch)
     assert not all(torch.equal(after[p], before[p]) for p in ctx.model.parameters())

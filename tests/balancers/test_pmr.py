@@ -184,7 +184,8 @@ def test_pce_gradient_reaches_only_the_slower_encoder(fusion):
 
     with_pce = grads(lambda out: balancer.loss(ctx, batch, out))
     plain = grads(lambda out: ctx.task_loss(out.logits, batch["label"]))
-    betas = {m: balancer.coefficients()[f"beta.{m}"] for m in model.modalities}
+    coefficients = balancer.coefficients()
+    betas = {m: coefficients[f"beta.{m}"] for m in model.modalities}
     slow = [m for m, b in betas.items() if b > 0]
     assert len(slow) == 1 and sorted(betas.values()) == [0.0, 2.0]
     for name in with_pce:
@@ -199,7 +200,8 @@ def test_outside_the_window_the_loss_is_the_task_loss():
     out = ctx.model(batch)
     plain = ctx.task_loss(out.logits, batch["label"])
     torch.testing.assert_close(balancer.loss(ctx, batch, out), plain)
-    assert balancer.coefficients()["beta.fast"] == 0.0 and balancer.coefficients()["beta.slow"] == 0.0
+    coefficients = balancer.coefficients()
+    assert coefficients["beta.fast"] == 0.0 and coefficients["beta.slow"] == 0.0
     ctx.epoch = 1
     assert balancer.loss(ctx, batch, out).item() > plain.item()
 
