@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mmbench.schema.record import Record, check_schema
-from mmbench.schema.results import Status
+from mmbench.schema.results import ProfileFields, Status
 
 SCHEMA_FAMILY = "mmbench.leaderboard"
 SCHEMA_MAJOR = 1
@@ -49,18 +49,8 @@ class CoefficientSummary(Record):
     per_epoch: list[float | None] = Field(description="seed-mean value at each epoch")
 
 
-class Profile(Record):
-    device: dict[str, Any]
+class Profile(ProfileFields):
     train_seconds: Stat
-    epochs: int
-    seconds_per_epoch: float
-    step_ms: dict[str, float]
-    samples_per_second: float
-    data_wait_fraction: float
-    peak_accelerator_memory_bytes: int
-    peak_host_rss_bytes: int
-    params: dict[str, int]
-    accelerator_hours: float
 
 
 class Entry(Record):

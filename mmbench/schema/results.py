@@ -52,9 +52,10 @@ class EpochRecord(Record):
     coefficients: dict[str, float | None] = Field(default_factory=dict)
 
 
-class CellProfile(Record):
+class ProfileFields(Record):
+    """What a cell's profile and a leaderboard entry's profile (aggregated over seeds) share."""
+
     device: dict[str, Any]
-    train_seconds: float
     epochs: int
     seconds_per_epoch: float
     step_ms: dict[str, float]
@@ -64,6 +65,10 @@ class CellProfile(Record):
     peak_host_rss_bytes: int
     params: dict[str, int]
     accelerator_hours: float
+
+
+class CellProfile(ProfileFields):
+    train_seconds: float
 
 
 def now() -> str:
