@@ -19,6 +19,7 @@ from mmbench.protocols import (
     ModelOutput,
     Requirements,
     Task,
+    unknown_names,
 )
 from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor
 from mmbench.schema.params import EpochWindowParams, NoParams, Params
@@ -31,5 +32,5 @@ __all__ = [
     "Balancer", "Batch", "CellFinished", "CellStarted", "DataError", "EpochEnded", "EpochMeans", "EpochRecord",
     "EpochWindowParams", "Encoder", "Event", "Executor", "Fusion", "FusionOutput", "Incompatible", "Inputs",
     "Manifest", "ModalitySpec", "ModelOutput", "NoParams", "Params", "Requirements", "SplitScores", "Task",
-    "TensorDictDataset", "TrainContext", "hookimpl", "late_fusion", "metrics",
+    "TensorDictDataset", "TrainContext", "hookimpl", "late_fusion", "metrics", "unknown_names",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from enum import Enum
 from pathlib import Path
 
@@ -37,9 +38,12 @@ class SchemaName(str, Enum):
 
 
 def _registry() -> registry_lib.Registry:
+    """The installed plugins; broken ones are named in one line (`mmbench plugins` shows the details)."""
     registry = registry_lib.default()
-    for problem in registry.problems:
-        typer.echo(f"warning: plugin {problem.plugin!r}: {problem.message}", err=True)
+    if registry.problems:
+        names = sorted({p.plugin for p in registry.problems})
+        typer.echo(f"warning: {len(names)} plugin(s) with problems, left out: {', '.join(names)} "
+                   "(`mmbench plugins` shows why)", err=True)
     return registry
 
 
@@ -87,16 +91,21 @@ def run(
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / grid.name
     try:
-        summary = run_grid(grid, registry, target, executor=build_executor(registry, executor),
-                           retry_failed=retry_failed, console=err, grid_text=matrix.read_text(), data_root=data_root)
+        chosen = build_executor(registry, executor)
     except registry_lib.UnknownComponent as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    except RunStoreError as exc:
-        typer.echo(f"cannot resume: {exc}", err=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill ends like Ctrl-C: finished cells are kept
+    try:
+        summary = run_grid(grid, registry, target, executor=chosen, retry_failed=retry_failed, console=err,
+                           grid_text=matrix.read_text(), data_root=data_root)
+    except (RunStoreError, DataError) as exc:
+        typer.echo(f"cannot run: {exc}", err=True)
         raise typer.Exit(2) from None
-    except DataError as exc:
-        typer.echo(f"data problem: {exc}", err=True)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"cannot write the run directory {target}: {exc.strerror or exc}{where}; finished cells are "
+                   "kept there, run the same command to resume once the problem is fixed", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         typer.echo(f"interrupted: finished cells are saved in {target}; run the same command to resume", err=True)
@@ -105,6 +114,15 @@ def run(
         typer.echo(path.with_suffix(".md").read_text())
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
     typer.echo(f"cells: {counts}; results in {summary.out_dir}", err=True)
+    failed = summary.counts.get("failed", 0)
+    if failed:
+        typer.echo(f"{failed} cell(s) failed (their reasons are in the leaderboard's 'Not ranked' table); "
+                   "re-run them with --retry-failed", err=True)
+        raise typer.Exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -128,8 +146,9 @@ def schema(name: SchemaName = typer.Argument(..., help="which JSON Schema to pri
 
 @app.command()
 def plugins() -> None:
-    """What is installed: every component, its plugin and the distribution that provides it."""
-    registry = _registry()
+    """What is installed: every component, its plugin and the distribution that provides it; then each
+    plugin that could not be used, with its distribution and error (exit code 1 when there is one)."""
+    registry = registry_lib.default()
     table = Table("kind", "name", "plugin", "distribution", "version")
     for kind in registry_lib.KINDS:
         for name in registry.names(kind):
@@ -138,6 +157,8 @@ def plugins() -> None:
     out.print(table)
     for balancer, tasks in registry.unknown_task_defaults().items():
         typer.echo(f"note: balancer {balancer!r} has defaults for tasks that are not installed: {', '.join(tasks)}")
+    for problem in registry.problems:
+        typer.echo(f"problem: {problem}", err=True)
     if registry.problems:
         raise typer.Exit(1)
 
@@ -159,22 +180,30 @@ def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
     except lb.LeaderboardError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    typer.echo(lb.render_markdown(board))
+    from mmbench.reporting.markdown import render_markdown
+
+    typer.echo(render_markdown(board))
 
 
 @app.command()
 def publish(
-    run_dir: Path = typer.Argument(..., help="a run directory holding leaderboard*.json"),
+    run_dir: Path = typer.Argument(..., help="a run directory (holding cells/*.json)"),
     to: Path = typer.Option(Path("leaderboards"), help="published leaderboards directory"),
 ) -> None:
-    """Merge a run's leaderboard into leaderboards/<benchmark>.json and re-render its Markdown."""
+    """Add a run's cell results to leaderboards/<benchmark>.cells.jsonl and rebuild <benchmark>.json/.md.
+
+    Publishing never removes evidence: new seeds are added, cells the run reproduces are left as they were, and
+    a cell whose outcome differs is replaced and named."""
+    from mmbench.reporting.publish import publish as publish_run
+    from mmbench.running.store import RunStoreError
+
     try:
-        written = lb.publish(run_dir, to)
-    except lb.LeaderboardError as exc:
+        done = publish_run(run_dir, to)
+    except (lb.LeaderboardError, RunStoreError) as exc:
         typer.echo(f"cannot publish: {exc}", err=True)
         raise typer.Exit(2) from None
-    for path in written:
-        typer.echo(f"published {path} and {path.with_suffix('.md')}")
+    for report in done:
+        typer.echo(f"published {report.summary()}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ about a component comes from the class attributes declared here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,6 +31,18 @@ Inputs = Tensor | Mapping[str, Tensor]
 
 class Incompatible(Exception):
     """Raised while building a cell whose parts cannot work together; the runner records it as skipped."""
+
+
+def unknown_names(parameter: str, names: Iterable[str], known: Iterable[str], what: str = "modalities") -> list[str]:
+    """A problem for each name in `parameter` that is not among `known` (with a close match when one exists)."""
+    known = list(known)
+    problems = []
+    for name in sorted(set(names) - set(known)):
+        match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f"; did you mean {match[0]!r}?" if match else ""
+        problems.append(f"{parameter} names {name!r}, which is not one of the task's {what} "
+                        f"({', '.join(known)}){hint}")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------- Task
@@ -261,7 +274,7 @@ class ModelOutput:
     """Everything one forward pass offers the engine and the balancers; `dropped` names the modalities the
     pass was run without (missing-modality and unimodal evaluation)."""
 
-    logits: Tensor
+    logits: Tensor | None  # None without a fusion (a balancer that forms its own predictions)
     features: dict[str, Tensor]
     contributions: dict[str, Tensor] = field(default_factory=dict)
     unimodal: dict[str, Tensor] = field(default_factory=dict)
@@ -288,9 +301,17 @@ class Balancer:
     task_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     #: plain training that the others are measured against (a grid's `baseline` key can name another)
     is_baseline: ClassVar[bool] = False
+    #: a reference point rather than a method (each modality trained alone): shown apart, never ranked
+    is_reference: ClassVar[bool] = False
 
     def __init__(self, params: Params) -> None:
         self.params = params
+
+    @classmethod
+    def check(cls, params: Params, task: Task) -> list[str]:
+        """Problems of these parameters with this task (e.g. a per-modality setting naming a modality the task
+        lacks). `mmbench validate` reports them before anything trains; the engine refuses to train with any."""
+        return []
 
     def extra_modules(self, feature_dims: dict[str, int], num_classes: int) -> dict[str, nn.Module]:
         """Trainable modules the method adds to the model (e.g. a shared head).

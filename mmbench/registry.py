@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,6 +54,11 @@ class Resolved:
 class PluginProblem:
     plugin: str
     message: str
+    distribution: str | None = None
+
+    def __str__(self) -> str:
+        source = f" ({self.distribution})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{source}: {self.message}"
 
 
 class UnknownComponent(LookupError):
@@ -98,6 +104,20 @@ class Registry:
                  for name, c in self.components["balancers"].items()}
         return {name: keys for name, keys in sorted(found.items()) if keys}
 
+    def notify(self, hook: str, **kwargs: Any) -> list[PluginProblem]:
+        """Call every observer implementation of `hook`; one that raises is reported (once per plugin and hook)
+        and never stops the run. Returns the problems that are new."""
+        new = []
+        for impl in getattr(self.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                problem = PluginProblem(impl.plugin_name, f"observer {hook} raised {exc!r}")
+                if problem not in self.problems:
+                    self.problems.append(problem)
+                    new.append(problem)
+        return new
+
     def distributions(self) -> dict[str, str]:
         """Distribution -> version of every plugin that contributed a component."""
         return {c.distribution: c.version for table in self.components.values() for c in table.values()}
@@ -114,6 +134,22 @@ def _distribution_of(manager: pluggy.PluginManager) -> dict[str, tuple[str, str]
             for plugin, dist in manager.list_plugin_distinfo()}
 
 
+def _defect(kind: str, cls: object) -> str | None:
+    """Why `cls` cannot be registered as a component of `kind` (None when it can)."""
+    from pydantic import BaseModel
+
+    label = getattr(cls, "__qualname__", repr(cls))
+    if not isinstance(cls, type):
+        return f"{cls!r}, which is not a class"
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        return f"class {label} without a valid `name` (an identifier, got {name!r})"
+    params = getattr(cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, BaseModel)):
+        return f"class {label} ({name!r}) whose `Params` is not a pydantic model"
+    return None
+
+
 def _collect(registry: Registry, dists: dict[str, tuple[str, str]]) -> None:
     manager = registry.manager
     for kind in KINDS:
@@ -123,11 +159,16 @@ def _collect(registry: Registry, dists: dict[str, tuple[str, str]]) -> None:
             plugin_name = manager.get_name(impl.plugin)
             dist, version = dists.get(plugin_name, ("(in-process)", ""))
             try:
-                classes = impl.function() or []
+                classes = list(impl.function() or [])
             except Exception as exc:  # a broken plugin must not take the others down
-                registry.problems.append(PluginProblem(plugin_name, f"{kind} hook failed: {exc!r}"))
+                registry.problems.append(PluginProblem(plugin_name, f"{kind} hook failed: {exc!r}", dist))
                 continue
-            offers.extend(Component(kind, cls.name, cls, plugin_name, dist, version) for cls in classes)
+            for cls in classes:
+                defect = _defect(kind, cls)
+                if defect:
+                    registry.problems.append(PluginProblem(plugin_name, f"{kind} hook offers {defect}", dist))
+                else:
+                    offers.append(Component(kind, cls.name, cls, plugin_name, dist, version))
         # built-ins first, then third parties by distribution name, so clashes resolve deterministically
         offers.sort(key=lambda c: (c.distribution != BUILTIN_DISTRIBUTION, c.distribution, c.plugin))
         table = registry.components[kind]
@@ -152,7 +193,8 @@ def load(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
         try:
             registry.manager.load_setuptools_entrypoints(hookspecs.PROJECT, name=ep.name)
         except Exception as exc:
-            registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}"))
+            dist = ep.dist.name if ep.dist is not None else None
+            registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}", dist))
     for plugin in extra_plugins:
         registry.manager.register(plugin)
     _collect(registry, _distribution_of(registry.manager))

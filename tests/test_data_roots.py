@@ -109,5 +109,5 @@ def test_validate_reports_missing_data_before_anything_trains(registry, tmp_path
     assert "data problem" in result.output and str(Path(tmp_path / "nowhere" / "prepared_test")) in result.output
     result = CliRunner().invoke(cli.app, ["run", "--matrix", str(grid), "--data-root", str(tmp_path / "nowhere"),
                                           "--out", str(tmp_path / "run")])
-    assert result.exit_code == 2 and "data problem" in result.output
+    assert result.exit_code == 2 and "cannot run:" in result.output and "mmbench data prepare" in result.output
     assert not (tmp_path / "run" / "cells").exists()

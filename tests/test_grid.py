@@ -36,7 +36,7 @@ INVALID = [
     ("task parameter out of range", TINY_GRID.replace("train_size: 128", "train_size: 2"),
      [("tasks[0].params.train_size", "Input should be greater than or equal to 10 (got 2)")]),
     ("duplicate seeds", TINY_GRID.replace("seeds: [0, 1]", "seeds: [0, 0]"),
-     [("seeds", "Value error, seeds must be unique, got [0, 0]")]),
+     [("seeds", "seeds must be unique, got [0, 0]")]),
     ("missing section", TINY_GRID.replace("fusions: [concat, sum]\n", ""),
      [("fusions", "Field required")]),
     ("not a mapping", "- just\n- a list\n", [("", "a grid is a YAML mapping of sections (name, tasks, ...), got a list")]),

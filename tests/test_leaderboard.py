@@ -6,6 +6,8 @@ import pytest
 
 from mmbench.schema import grid as grid_lib
 from mmbench.reporting import leaderboard as lb
+from mmbench.reporting import markdown as md
+from mmbench.reporting.publish import publish
 from mmbench.running.runner import run_grid
 from tests.conftest import TINY_GRID
 
@@ -32,14 +34,18 @@ def test_seed_aggregation_matches_the_per_seed_results(run_dir):
 
 def test_markdown_ranks_by_primary_metric_and_shows_gain_over_joint(run_dir):
     board = lb.read(run_dir / "leaderboard.json")
-    ranked = lb.ranked(board)
+    ranked = md.ranked(board)
     means = [e.metrics["accuracy"].mean for e in ranked]
     assert means == sorted(means, reverse=True)
-    md = lb.render_markdown(board)
-    assert f"version `{board.benchmark_version}`" in md
-    joint_rows = [line for line in md.splitlines() if "| joint " in line]
+    text = md.render_markdown(board)
+    assert f"version `{board.benchmark_version}`" in text
+    joint_rows = [line for line in text.splitlines() if "| joint " in line]
     assert len(joint_rows) == 2 and all("| +0.00 " in row for row in joint_rows)
-    assert "fast alone (%)" in md and "slow alone (%)" in md
+    assert "fast alone (%)" in text and "slow alone (%)" in text
+    # unimodal is a reference: listed apart, never ranked
+    assert {e.balancer.name for e in ranked} == {"joint"}
+    ranking, references = text.split("## References (not ranked)")
+    assert "| unimodal " not in ranking and references.count("| unimodal ") == 2
 
 
 def test_unknown_schema_major_is_refused(run_dir, tmp_path):
@@ -49,19 +55,24 @@ def test_unknown_schema_major_is_refused(run_dir, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(lb.LeaderboardError, match="unsupported schema 'mmbench.leaderboard/2'"):
         lb.read(path)
-    data["schema"] = "mmbench.leaderboard/1.3"  # a minor addition stays readable
+    data["schema"] = "mmbench.leaderboard/1.3"  # a minor version adds fields; readers ignore them
+    data["a_future_field"] = {"x": 1}
+    data["entries"][0]["another_future_field"] = [1, 2]
     path.write_text(json.dumps(data))
     assert lb.read(path).schema_ == "mmbench.leaderboard/1.3"
 
 
-def test_publish_merges_and_refuses_another_benchmark_version(run_dir, tmp_path):
+def test_publish_is_idempotent_and_refuses_another_benchmark_version(run_dir, tmp_path):
     target = tmp_path / "leaderboards"
-    [written] = lb.publish(run_dir, target)
-    assert written == target / "synthetic.json" and written.with_suffix(".md").exists()
-    lb.publish(run_dir, target)  # idempotent: same ids replace themselves
-    assert len(lb.read(written).entries) == len(lb.read(run_dir / "leaderboard.json").entries)
+    [first] = publish(run_dir, target)
+    written = target / "synthetic.json"
+    assert first.board == written and written.with_suffix(".md").exists() and first.added == 8
+    before = written.read_text()
+    [again] = publish(run_dir, target)
+    assert (again.added, again.replaced, again.unchanged) == (0, [], 8) and written.read_text() == before
+    assert lb.read(written).entries == lb.read(run_dir / "leaderboard.json").entries
     data = json.loads(written.read_text())
     data["benchmark_version"] = "0-old"
     written.write_text(json.dumps(data))
     with pytest.raises(lb.LeaderboardError, match="holds benchmark version '0-old'"):
-        lb.publish(run_dir, target)
+        publish(run_dir, target)

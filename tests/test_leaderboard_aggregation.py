@@ -4,8 +4,12 @@ import json
 import math
 
 import pytest
+from pydantic import ValidationError
 
 from mmbench.reporting import leaderboard as lb
+from mmbench.reporting import markdown as md
+from mmbench.reporting.publish import publish
+from mmbench.running.store import RunStore
 from mmbench.schema.results import CellResult
 
 ENCODERS = {"fast": {"name": "mlp", "params": {}}, "slow": {"name": "mlp", "params": {}}}
@@ -95,44 +99,82 @@ def test_gain_over_joint_has_the_sign_of_the_difference():
                       record(0, "better", accuracy=0.85), record(1, "better", accuracy=0.85),
                       record(0, "worse", accuracy=0.75), record(1, "worse", accuracy=0.75),
                       record(0, "other_fusion", accuracy=0.9, fusion="sum")])
-    rows = {line.split("|")[2].strip(): line for line in lb.render_markdown(board).splitlines()
+    rows = {line.split("|")[2].strip(): line for line in md.render_markdown(board).splitlines()
             if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
     gain = {name: row.split("|")[-4].strip() for name, row in rows.items()}
     assert gain == {"better": "+5.00", "joint": "+0.00", "worse": "-5.00", "other_fusion": "–"}
-    assert [e.balancer.name for e in lb.ranked(board)] == ["other_fusion", "better", "joint", "worse"]
+    assert [e.balancer.name for e in md.ranked(board)] == ["other_fusion", "better", "joint", "worse"]
 
 
 def test_a_lower_is_better_primary_ranks_ascending():
     records = [record(0, "a", primary="ece"), record(0, "b", primary="ece"), record(0, "c", primary="ece")]
     for r, ece in zip(records, (0.3, 0.1, 0.2)):
         r.test.metrics["ece"] = ece
-    assert [e.balancer.name for e in lb.ranked(board_of(records))] == ["b", "c", "a"]
+    assert [e.balancer.name for e in md.ranked(board_of(records))] == ["b", "c", "a"]
 
 
 def test_failed_entries_are_listed_apart_and_never_ranked():
     board = board_of([record(0), record(0, "broken", status="failed", reason="RuntimeError: boom")])
-    markdown = lb.render_markdown(board)
+    markdown = md.render_markdown(board)
     ranked_part, not_ranked = markdown.split("## Not ranked")
     assert "broken" not in ranked_part and "RuntimeError: boom" in not_ranked
-    assert [e.balancer.name for e in lb.ranked(board)] == ["joint"]
+    assert [e.balancer.name for e in md.ranked(board)] == ["joint"]
 
 
-def _publishable(tmp_path, name, records):
-    run = tmp_path / name
-    run.mkdir()
-    lb.write(board_of(records), run / "leaderboard.json")
-    return run
+def _run(tmp_path, name, records):
+    """A run directory holding these cell results."""
+    store = RunStore(tmp_path / name)
+    for r in records:
+        store.save(r)
+    return store.root
 
 
-def test_republishing_replaces_an_entry_with_its_new_results(tmp_path):
+def test_republishing_a_seed_with_another_outcome_replaces_that_cell_and_says_so(tmp_path):
     target = tmp_path / "boards"
-    lb.publish(_publishable(tmp_path, "first", [record(0, accuracy=0.7), record(0, "other", accuracy=0.6)]),
-               target)
-    lb.publish(_publishable(tmp_path, "second", [record(0, accuracy=0.9)]), target)
+    publish(_run(tmp_path, "first", [record(0, accuracy=0.7), record(0, "other", accuracy=0.6)]), target)
+    [report] = publish(_run(tmp_path, "second", [record(0, accuracy=0.9)]), target)
+    assert report.added == 0 and report.replaced == ["synthetic mlp concat joint seed=0"]
     board = lb.read(target / "synthetic.json")
-    by_name = {e.balancer.name: e.metrics["accuracy"].mean for e in board.entries}
-    assert by_name == {"joint": 0.9, "other": 0.6}
+    assert {e.balancer.name: e.metrics["accuracy"].mean for e in board.entries} == {"joint": 0.9, "other": 0.6}
     assert "90.00 ± 0.00" in (target / "synthetic.md").read_text()
+
+
+def test_publishing_fewer_seeds_never_reduces_an_entry(tmp_path):
+    target = tmp_path / "boards"
+    publish(_run(tmp_path, "three", [record(s, accuracy=0.8 + s / 100) for s in (0, 1, 2)]), target)
+    [report] = publish(_run(tmp_path, "one", [record(0, accuracy=0.8, train_seconds=99.0)]), target)
+    assert (report.added, report.replaced, report.unchanged) == (0, [], 1)
+    [entry] = lb.read(target / "synthetic.json").entries
+    assert entry.seeds == [0, 1, 2] and entry.metrics["accuracy"].per_seed == pytest.approx([0.80, 0.81, 0.82])
+    assert entry.profile.train_seconds.per_seed == [1.0, 1.0, 1.0]  # the re-run's timing did not overwrite
+
+
+def test_new_seeds_are_merged_into_the_published_entry(tmp_path):
+    target = tmp_path / "boards"
+    publish(_run(tmp_path, "a", [record(0, accuracy=0.8), record(1, accuracy=0.9)]), target)
+    [report] = publish(_run(tmp_path, "b", [record(1, accuracy=0.9), record(2, accuracy=0.7)]), target)
+    assert (report.added, report.unchanged) == (1, 1)
+    [entry] = lb.read(target / "synthetic.json").entries
+    assert entry.seeds == [0, 1, 2] and entry.metrics["accuracy"].mean == pytest.approx(0.8)
+
+
+def test_a_benchmark_name_is_never_a_path(tmp_path):
+    hostile = record(0).model_dump(mode="json", by_alias=True) | {"benchmark": "../../escaped"}
+    with pytest.raises(ValidationError, match="benchmark"):
+        CellResult.model_validate(hostile)
+    run = tmp_path / "run" / "cells"
+    run.mkdir(parents=True)
+    (run / "x.json").write_text(json.dumps(hostile))
+    with pytest.raises(lb.LeaderboardError, match="no cell results"):
+        publish(tmp_path / "run", tmp_path / "boards")
+    assert not (tmp_path / "escaped.json").exists() and not list(tmp_path.rglob("escaped*"))
+
+
+def test_a_reason_with_a_bar_or_a_line_break_keeps_the_table_intact():
+    board = board_of([record(0), record(0, "broken", status="failed", reason="ValueError: a | b\nsecond line")])
+    rows = [line for line in md.render_markdown(board).splitlines() if "broken" in line]
+    assert rows == [rows[0]] and "a \\| b second line" in rows[0]
+    assert rows[0].count(" | ") == 4  # five columns
 
 
 def test_written_json_round_trips_and_is_strict(tmp_path):

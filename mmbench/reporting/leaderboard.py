@@ -12,7 +12,6 @@ from collections import defaultdict
 from pathlib import Path
 
 from pydantic import ValidationError
-from tabulate import tabulate
 
 from mmbench.files import atomic_write_json, atomic_write_text
 from mmbench.schema.leaderboard import (
@@ -115,8 +114,9 @@ def aggregate_entry(results: list[CellResult]) -> Entry:
         id=first.entry_id,
         task=TaskInfo(**first.task.model_dump()),
         encoders={m: Component(**c.model_dump()) for m, c in first.encoders.items()},
-        fusion=Component(**first.fusion.model_dump()),
+        fusion=Component(**first.fusion.model_dump()) if first.fusion else None,
         balancer=Component(**first.balancer.model_dump()),
+        reference=first.reference,
         train=first.train.identity(),
         status=status,
         reason="; ".join(reasons) or None,
@@ -137,6 +137,11 @@ def aggregate_entry(results: list[CellResult]) -> Entry:
     )
 
 
+def _entry_order(entry: Entry) -> tuple:
+    """A stable order, whatever order the results came in: by balancer, fusion, then identity."""
+    return entry.balancer.name, entry.fusion.name if entry.fusion else "", entry.id
+
+
 def aggregate(results: list[CellResult]) -> list[Leaderboard]:
     """Group per-seed results into entries, and entries into one leaderboard per benchmark version."""
     by_board: dict[tuple[str, str], dict[str, list[CellResult]]] = defaultdict(lambda: defaultdict(list))
@@ -149,92 +154,13 @@ def aggregate(results: list[CellResult]) -> list[Leaderboard]:
         boards.append(Leaderboard(
             benchmark=benchmark, benchmark_version=version, primary_metric=scoring.primary_metric,
             metrics=scoring.metrics, lower_is_better=scoring.lower_is_better, modalities=sorted(scoring.modalities),
-            baseline=sample.baseline, entries=[aggregate_entry(rs) for rs in entries.values()],
+            baseline=sample.baseline,
+            entries=sorted((aggregate_entry(rs) for rs in entries.values()), key=_entry_order),
         ))
     return boards
 
 
-# ------------------------------------------------------------------------------------------ markdown
-
-
-def _fmt(stat: Stat | None, scale: float = 100.0) -> str:
-    if stat is None or stat.mean is None:
-        return "–"
-    return f"{stat.mean * scale:.2f} ± {stat.std * scale:.2f}"
-
-
-def _encoders_label(entry: Entry) -> str:
-    names = {c.name for c in entry.encoders.values()}
-    if len(names) == 1:
-        return names.pop()
-    return ", ".join(f"{m}:{c.name}" for m, c in sorted(entry.encoders.items()))
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def ranked(board: Leaderboard) -> list[Entry]:
-    ok = [e for e in board.entries if e.status == "ok" and board.primary_metric in e.metrics]
-    lower = board.primary_metric in board.lower_is_better
-    return sorted(ok, key=lambda e: (e.metrics[board.primary_metric].mean or 0.0) * (1 if lower else -1))
-
-
-def render_markdown(board: Leaderboard) -> str:
-    """Ranked table of ok entries, then a short table of failed/diverged/skipped entries."""
-    primary = board.primary_metric
-    others = [m for m in board.metrics if m != primary]
-    entries = ranked(board)
-    baseline = {(_encoders_label(e), e.fusion.name): e.metrics[primary].mean
-                for e in entries if e.balancer.name == board.baseline}
-    rows = []
-    for rank, e in enumerate(entries, 1):
-        base = baseline.get((_encoders_label(e), e.fusion.name))
-        gain = "–" if base is None else f"{(e.metrics[primary].mean - base) * 100:+.2f}"
-        prof = e.profile
-        rows.append([
-            rank, e.balancer.name, _encoders_label(e), e.fusion.name, _fmt(e.metrics[primary]),
-            *[_fmt(e.metrics.get(m)) for m in others],
-            *[_fmt(e.unimodal.get(m, {}).get(primary)) for m in board.modalities],
-            gain,
-            f"{prof.seconds_per_epoch:.2f}" if prof else "–",
-            _bytes(max(prof.peak_accelerator_memory_bytes, 0)) if prof and prof.peak_accelerator_memory_bytes
-            else (_bytes(prof.peak_host_rss_bytes) + " (host)" if prof else "–"),
-        ])
-    headers = ["#", "balancer", "encoders", "fusion", f"{primary} (%)", *[f"{m} (%)" for m in others],
-               *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}", "s/epoch",
-               "peak memory"]
-    devices = sorted({e.profile.device.get("name") or e.profile.device.get("type", "?")
-                      for e in board.entries if e.profile})
-    dates = sorted(e.created_at[:10] for e in board.entries)
-    lines = [
-        f"# {board.benchmark} leaderboard",
-        "",
-        f"Benchmark `{board.benchmark}` version `{board.benchmark_version}` · schema `{board.schema_}` · "
-        f"hardware: {', '.join(devices) or 'n/a'} · dates: {dates[0] if dates else 'n/a'}"
-        f"{' – ' + dates[-1] if dates and dates[-1] != dates[0] else ''}",
-        "",
-        f"Test-split scores of the model selected on validation {primary} (mean ± std over seeds, in %). "
-        f"'alone' columns: each modality's own prediction from that model; gain: points over "
-        f"`{board.baseline or 'no baseline'}` with the same encoders and fusion.",
-        "",
-        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) if rows else "_No successful entries._",
-    ]
-    problems = [e for e in board.entries if e.status != "ok"]
-    if problems:
-        problem_rows = [[e.balancer.name, _encoders_label(e), e.fusion.name, e.status, e.reason or ""]
-                        for e in sorted(problems, key=lambda e: (e.status, e.balancer.name, e.fusion.name))]
-        lines += ["", "## Not ranked", "",
-                  tabulate(problem_rows, headers=["balancer", "encoders", "fusion", "status", "reason"],
-                           tablefmt="github", disable_numparse=True)]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------ files & publish
+# ------------------------------------------------------------------------------------------ files
 
 
 def read(path: Path) -> Leaderboard:
@@ -250,6 +176,8 @@ def read(path: Path) -> Leaderboard:
 
 def write(board: Leaderboard, json_path: Path) -> Path:
     """Write the JSON and the Markdown rendered from it (same name, `.md`)."""
+    from mmbench.reporting.markdown import render_markdown
+
     atomic_write_json(json_path, board.to_json())
     md_path = json_path.with_suffix(".md")
     atomic_write_text(md_path, render_markdown(board))
@@ -269,31 +197,3 @@ def write_run_leaderboards(results: list[CellResult], out_dir: Path) -> list[Pat
         write(board, path)
         paths.append(path)
     return paths
-
-
-def publish(run_dir: Path, target_dir: Path) -> list[Path]:
-    """Merge a run's leaderboards into `target_dir/<benchmark>.json` and re-render the Markdown.
-
-    Entries replace those with the same id. A published file of another benchmark version is never mixed
-    with: publishing into it is refused.
-    """
-    sources = sorted(Path(run_dir).glob("leaderboard*.json"))
-    if not sources:
-        raise LeaderboardError(f"no leaderboard*.json in {run_dir}; run the grid first")
-    written = []
-    for source in sources:
-        board = read(source)
-        target = Path(target_dir) / f"{board.benchmark}.json"
-        if target.exists():
-            current = read(target)
-            if current.benchmark_version != board.benchmark_version:
-                raise LeaderboardError(
-                    f"{target} holds benchmark version {current.benchmark_version!r}; the run is "
-                    f"{board.benchmark_version!r}. Entries of different versions are never ranked together: "
-                    "publish to another directory or move the old file aside.")
-            merged = {e.id: e for e in current.entries}
-            merged.update({e.id: e for e in board.entries})
-            board = board.model_copy(update={"entries": list(merged.values())})
-        write(board, target)
-        written.append(target)
-    return written

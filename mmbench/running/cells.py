@@ -18,13 +18,14 @@ EVALUATION_PROTOCOL = "best-validation-epoch-on-primary-metric/test-split/1"
 
 
 def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, type[Encoder]],
-                    fusion: type[Fusion]) -> str | None:
-    """Why this combination cannot run, or None. Checks only what is known without building models."""
+                    fusion: type[Fusion] | None) -> str | None:
+    """Why this combination cannot run, or None. Checks only what is known without building models.
+    `fusion` is None for a balancer that forms its own predictions."""
     req = balancer.requires
     n = len(task.modalities)
-    if req.fusions is not None and fusion.name not in req.fusions:
+    if fusion is not None and req.fusions is not None and fusion.name not in req.fusions:
         return f"{balancer.name} supports fusions {sorted(req.fusions)}, not {fusion.name!r}"
-    if req.fusion_contributions and not fusion.offers_contributions:
+    if fusion is not None and req.fusion_contributions and not fusion.offers_contributions:
         return f"{balancer.name} needs per-modality logit contributions, which fusion {fusion.name!r} does not offer"
     if req.augmented_views and not task.has_augmentation():
         return f"{balancer.name} needs augmented views, which task {task.name!r} does not define"
@@ -78,26 +79,27 @@ def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None) 
         task_spec = TaskSpec(**resolved_task.spec(), version=task_cls.version, fingerprint=task.fingerprint())
         version = benchmark_version(grid, task_spec, grid.train)
         scoring = scoring_of(task)
-        paired_once: set[tuple[int, int]] = set()
-        for (e, enc_set), fusion_ref, (b, bal_ref) in itertools.product(
-                enumerate(grid.encoders), grid.fusions, enumerate(grid.balancers)):
+        for enc_set, fusion_ref, bal_ref in itertools.product(grid.encoders, grid.fusions, grid.balancers):
             bal_cls = registry.get("balancers", bal_ref.name).cls
-            if bal_cls.requires.ignores_fusion:
-                if (e, b) in paired_once:
+            fusion = None
+            if bal_cls.requires.ignores_fusion:  # its own predictions: one cell per encoder set, with no fusion
+                if fusion_ref is not grid.fusions[0]:
                     continue
-                paired_once.add((e, b))
+            else:
+                fusion = registry.resolve("fusions", fusion_ref.name, fusion_ref.params)
             encoders = {m: registry.resolve("encoders", ref.name, ref.params) for m, ref in
                         ((m, enc_set.get(m, enc_set.get(ALL_MODALITIES))) for m in task.modalities)}
-            fusion = registry.resolve("fusions", fusion_ref.name, fusion_ref.params)
             balancer = registry.resolve("balancers", bal_ref.name,
                                         {**bal_cls.task_defaults.get(task.name, {}), **bal_ref.params})
-            reason = incompatibility(bal_cls, task, {m: r.cls for m, r in encoders.items()}, fusion.cls)
+            reason = incompatibility(bal_cls, task, {m: r.cls for m, r in encoders.items()},
+                                     fusion.cls if fusion else None)
             for seed in grid.seeds:
                 cells.append(Cell(
                     task=task_spec,
                     encoders={m: EncoderSpec(**r.spec(), weights=r.cls.weights_identity(r.params))
                               for m, r in encoders.items()},
-                    fusion=ComponentSpec(**fusion.spec()), balancer=ComponentSpec(**balancer.spec()),
+                    fusion=ComponentSpec(**fusion.spec()) if fusion else None,
+                    balancer=ComponentSpec(**balancer.spec()), reference=bal_cls.is_reference,
                     train=grid.train, seed=seed, benchmark=task.name, benchmark_version=version, scoring=scoring,
                     baseline=baseline, data_root=str(root) if root else None, skip_reason=reason))
     return cells

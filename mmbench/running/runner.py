@@ -52,16 +52,16 @@ class _Progress:
         self.epoch_bars: dict[str, TaskID] = {}
 
     def __call__(self, event: Event) -> None:
-        cell, hook = event.cell, self.registry.hook
+        cell = event.cell
         if isinstance(event, CellStarted):
             self.epoch_bars[cell.cell_id] = self.progress.add_task(f"  {cell.label()}", total=cell.train.epochs)
-            hook.mmbench_cell_started(cell=cell.to_json())
+            self._notify("mmbench_cell_started", cell=cell.to_json())
         elif isinstance(event, EpochEnded):
             self.progress.advance(self.epoch_bars[cell.cell_id])
-            hook.mmbench_epoch_end(cell=cell.to_json(), stats=event.stats.model_dump(mode="json"))
+            self._notify("mmbench_epoch_end", cell=cell.to_json(), stats=event.stats.model_dump(mode="json"))
         elif isinstance(event, CellFinished):
             self.store.save(event.result)
-            hook.mmbench_cell_finished(cell=cell.to_json(), result=event.result.to_json())
+            self._notify("mmbench_cell_finished", cell=cell.to_json(), result=event.result.to_json())
             bar = self.epoch_bars.pop(cell.cell_id, None)
             if bar is not None:
                 self.progress.remove_task(bar)
@@ -70,28 +70,37 @@ class _Progress:
             self.progress.console.print(finished_line(event.result, self.done, self.total), markup=False,
                                         highlight=False)
 
+    def _notify(self, hook: str, **kwargs) -> None:
+        for problem in self.registry.notify(hook, **kwargs):
+            self.progress.console.print(f"warning: {problem} (the run goes on; reported once)", markup=False,
+                                        highlight=False)
+
 
 def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor | None = None,
              retry_failed: bool = False, console: Console | None = None, grid_text: str | None = None,
              data_root: str | Path | None = None) -> RunSummary:
-    """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards."""
+    """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards.
+
+    The run directory is locked for the whole run; results are saved as each cell finishes.
+    """
     console = console or Console(stderr=True)
     executor = executor or build_executor(registry)
     cells = expand(grid, registry, data_root)
     store = RunStore(out_dir)
-    if grid_text is not None:
-        atomic_write_text(Path(out_dir) / "grid.yaml", grid_text)
-    todo = []
-    for cell in cells:
-        previous = store.load(cell.cell_id)
-        if previous is None or (retry_failed and previous.status == "failed"):
-            todo.append(cell)
-    resumed = len(cells) - len(todo)
-    if resumed:
-        console.print(f"resuming: {resumed} of {len(cells)} cells already finished in {out_dir}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        executor.run(todo, _Progress(store, registry, progress, len(cells), resumed), registry)
-    results = [r for r in map(store.load, (c.cell_id for c in cells)) if r is not None]
-    written = leaderboard.write_run_leaderboards(results, Path(out_dir))
+    with store.lock():
+        if grid_text is not None:
+            atomic_write_text(Path(out_dir) / "grid.yaml", grid_text)
+        todo = []
+        for cell in cells:
+            previous = store.load(cell.cell_id)
+            if previous is None or (retry_failed and previous.status == "failed"):
+                todo.append(cell)
+        resumed = len(cells) - len(todo)
+        if resumed:
+            console.print(f"resuming: {resumed} of {len(cells)} cells already finished in {out_dir}")
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            executor.run(todo, _Progress(store, registry, progress, len(cells), resumed), registry)
+        results = [r for r in map(store.load, (c.cell_id for c in cells)) if r is not None]
+        written = leaderboard.write_run_leaderboards(results, Path(out_dir))
     return RunSummary(Path(out_dir), dict(Counter(r.status for r in results)), resumed, written)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -12,8 +17,11 @@ from mmbench.schema.record import check_schema
 from mmbench.schema.results import SCHEMA_FAMILY, SCHEMA_MAJOR, CellResult
 
 
+LOCK = ".lock"
+
+
 class RunStoreError(Exception):
-    """The run directory holds results this mmbench cannot use; the message says what to do."""
+    """The run directory holds results this mmbench cannot use, or is in use; the message says what to do."""
 
 
 class RunStore:
@@ -22,6 +30,28 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for one run: a second run on it is refused instead of re-training the cells
+        the first has not saved yet. The operating system releases the lock when the process ends, however."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunStoreError(f"{self.root} is in use by another mmbench run ({holder}); wait for it to "
+                                    "finish or use another --out directory") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.json"
@@ -52,6 +82,10 @@ class RunStore:
             return CellResult.model_validate(data)
         except ValidationError:
             return None
+
+    def results(self) -> list[CellResult]:
+        """Every readable result in the run directory, in cell-id order."""
+        return [r for r in map(self.load, sorted(p.stem for p in self.cells_dir.glob("*.json"))) if r is not None]
 
     def save(self, result: CellResult) -> None:
         atomic_write_json(self.path(result.cell_id), result.to_json())

@@ -37,7 +37,7 @@ def components_of(cell: Cell, registry: registry_lib.Registry) -> CellComponents
     return CellComponents(
         task=instance,
         encoders={m: resolved("encoders", spec) for m, spec in cell.encoders.items()},
-        fusion=resolved("fusions", cell.fusion),
+        fusion=resolved("fusions", cell.fusion) if cell.fusion else None,
         balancer=resolved("balancers", cell.balancer),
     )
 

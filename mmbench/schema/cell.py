@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import Field, computed_field
 
 from mmbench.schema.recipe import TrainRecipe
-from mmbench.schema.record import Record
+from mmbench.schema.record import IDENTIFIER, Record
 
 
 def content_hash(obj: Any, length: int = 16) -> str:
@@ -55,14 +55,16 @@ class CellSpec(Record):
 
     task: TaskSpec
     encoders: dict[str, EncoderSpec]
-    fusion: ComponentSpec
+    fusion: ComponentSpec | None = Field(description="None for a balancer that forms its own predictions")
     balancer: ComponentSpec
     train: TrainRecipe
     seed: int
-    benchmark: str
+    benchmark: str = Field(pattern=IDENTIFIER)
     benchmark_version: str
     scoring: Scoring
     baseline: str | None = None
+    reference: bool = Field(False, description="a reference point (e.g. each modality trained alone), not a "
+                                               "method: shown apart from the ranking")
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result except the seed. Unset optional fields (no data
@@ -84,10 +86,13 @@ class CellSpec(Record):
 
     def label(self) -> str:
         encoders = ",".join(sorted({e.name for e in self.encoders.values()}))
-        return f"{self.task.name} {encoders} {self.fusion.name} {self.balancer.name} seed={self.seed}"
+        fusion = self.fusion.name if self.fusion else "-"
+        return f"{self.task.name} {encoders} {fusion} {self.balancer.name} seed={self.seed}"
 
 
 def _dump(value: Any) -> Any:
+    if value is None:
+        return None
     if isinstance(value, dict):
         return {k: _dump(v) for k, v in value.items()}
     return value.model_dump(mode="json", exclude_none=True)

@@ -12,7 +12,7 @@ import difflib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,7 +55,7 @@ class Grid(BaseModel):
     fusions: list[ComponentRef] = Field(min_length=1)
     balancers: list[ComponentRef] = Field(min_length=1)
     train: TrainRecipe = TrainRecipe()
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(min_length=1, description="each in [0, 2**32)")
     baseline: str | None = Field(
         None, description="the balancer gains are measured against (default: the one that declares itself the "
                           "baseline, e.g. joint)")
@@ -133,6 +133,8 @@ def _pydantic_problems(exc: ValidationError, prefix: tuple, model: type[BaseMode
             match = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.5)
             message = f"unknown key {err['loc'][-1]!r}" + (f"; did you mean {match[0]!r}?" if match else "") + (
                 f" (allowed: {', '.join(known)})" if known else "")
+        elif err["type"] == "value_error":  # our own validators' messages already say what was given
+            message = message.removeprefix("Value error, ")
         elif err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], (dict, list)):
             message += f" (got {err['input']!r})"
         problems.append((loc, message))
@@ -173,14 +175,19 @@ def _component_problems(registry: Registry, kind: str, ref: ComponentRef, loc: t
         return _pydantic_problems(exc, loc + ("params",), registry.get(kind, ref.name).cls.Params), None
 
 
+def _component_problems_each(registry: Registry, kind: str, refs: list[ComponentRef]) -> list[tuple]:
+    return [p for i, ref in enumerate(refs) for p in _component_problems(registry, kind, ref, (kind, i))[0]]
+
+
 def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
     problems: list[tuple] = []
-    task_modalities: list[set[str]] = []
+    tasks = []
     for i, ref in enumerate(grid.tasks):
         found, resolved = _component_problems(registry, "tasks", ref, ("tasks", i))
         problems += found
         if resolved is not None:
-            task_modalities.append(set(resolved.cls(resolved.params).modalities))
+            tasks.append(resolved.cls(resolved.params))
+    task_modalities = [set(task.modalities) for task in tasks]
     for i, encoder_set in enumerate(grid.encoders):
         for modality, ref in encoder_set.items():
             problems += _component_problems(registry, "encoders", ref, ("encoders", i, modality))[0]
@@ -196,9 +203,15 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
             if uncovered and ALL_MODALITIES not in encoder_set:
                 problems.append((("encoders", i),
                                  f"no encoder for modality {', '.join(sorted(uncovered))} (add it or a '*' entry)"))
-    for kind in ("fusions", "balancers"):
-        for i, ref in enumerate(getattr(grid, kind)):
-            problems += _component_problems(registry, kind, ref, (kind, i))[0]
+    problems += _component_problems_each(registry, "fusions", grid.fusions)
+    for i, ref in enumerate(grid.balancers):
+        found, resolved = _component_problems(registry, "balancers", ref, ("balancers", i))
+        problems += found
+        for task in tasks if resolved is not None else ():
+            params = registry.resolve("balancers", ref.name, {**resolved.cls.task_defaults.get(task.name, {}),
+                                                              **ref.params}).params
+            problems += [(("balancers", i, "params"), f"with task {task.name!r}: {problem}")
+                         for problem in resolved.cls.check(params, task)]
     names = [b.name for b in grid.balancers]
     if grid.baseline is not None and grid.baseline not in names:
         match = difflib.get_close_matches(grid.baseline, names, n=1, cutoff=0.5)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mmbench.schema.record import Record, check_schema
+from mmbench.schema.record import IDENTIFIER, Record, check_schema
 from mmbench.schema.results import ProfileFields, Status
 
 SCHEMA_FAMILY = "mmbench.leaderboard"
@@ -57,8 +57,9 @@ class Entry(Record):
     id: str
     task: TaskInfo
     encoders: dict[str, Component]
-    fusion: Component
+    fusion: Component | None = Field(description="None for a balancer that forms its own predictions")
     balancer: Component
+    reference: bool = Field(False, description="a point of comparison, not a method: never ranked")
     train: dict[str, Any]
     status: Status
     reason: str | None = None
@@ -80,7 +81,7 @@ class Entry(Record):
 
 class Leaderboard(Record):
     schema_: str = Field(SCHEMA, alias="schema")
-    benchmark: str
+    benchmark: str = Field(pattern=IDENTIFIER)
     benchmark_version: str
     primary_metric: str
     metrics: list[str]

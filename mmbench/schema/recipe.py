@@ -6,9 +6,10 @@ fast a cell runs, never its result, so they are left out of a cell's identity.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 
 from mmbench.schema.params import Params
 
@@ -36,14 +37,20 @@ class TrainRecipe(Params):
     eval_batch_size: PositiveInt | None = None
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-                        description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     bf16: bool = Field(True, description="bf16 autocast on CUDA; CPU always runs float32")
     cpu_threads: PositiveInt = Field(
         1, description="intra-op threads on CPU. Part of a cell's identity: CPU results can depend on the thread "
                        "count. One thread is fastest for the small models CPU grids run, and lets cells share "
                        "a machine without oversubscribing it")
     num_workers: int = Field(0, ge=0, description="data-loading worker processes")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"unknown device {value!r}: write 'auto', 'cpu', 'cuda' or 'cuda:N' (N = 0, 1, ...)")
+        return value
 
     def identity(self) -> dict:
         """The recipe as it enters a cell's identity: everything but the execution-only fields."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+#: a benchmark or component name: also a file name, so no path separators and no leading dot
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
 
 class Record(BaseModel):
     """A file record. Unknown fields are ignored, so a file of a newer minor version stays readable."""

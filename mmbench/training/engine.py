@@ -34,7 +34,7 @@ class CellComponents:
 
     task: Task
     encoders: dict[str, tuple[type[Encoder], Params]]
-    fusion: tuple[type[Fusion], Params]
+    fusion: tuple[type[Fusion], Params] | None  # None for a balancer that forms its own predictions
     balancer: tuple[type[Balancer], Params]
 
 
@@ -92,13 +92,16 @@ def build_model(components: CellComponents, balancer: Balancer) -> MultimodalMod
     task = components.task
     encoders = {m: cls(task.modalities[m], params) for m, (cls, params) in components.encoders.items()}
     dims = {m: e.out_dim for m, e in encoders.items()}
-    fusion_cls, fusion_params = components.fusion
-    if (balancer.requires.equal_feature_dims or fusion_cls.equal_dims) and len(set(dims.values())) > 1:
-        needs = balancer.name if balancer.requires.equal_feature_dims else f"fusion {fusion_cls.name!r}"
-        raise Incompatible(f"{needs} needs equal feature sizes; the encoders give {dims}")
-    fusion = fusion_cls(dims, task.num_classes, fusion_params)
-    if fusion.drives_encoders:
-        fusion.bind(encoders)
+    fusion = None
+    if components.fusion is not None and not balancer.requires.ignores_fusion:
+        fusion_cls, fusion_params = components.fusion
+        if fusion_cls.equal_dims and len(set(dims.values())) > 1:
+            raise Incompatible(f"fusion {fusion_cls.name!r} needs equal feature sizes; the encoders give {dims}")
+        fusion = fusion_cls(dims, task.num_classes, fusion_params)
+        if fusion.drives_encoders:
+            fusion.bind(encoders)
+    if balancer.requires.equal_feature_dims and len(set(dims.values())) > 1:
+        raise Incompatible(f"{balancer.name} needs equal feature sizes; the encoders give {dims}")
     return MultimodalModel(encoders, fusion, task.num_classes, unimodal_heads=balancer.requires.unimodal_heads,
                            extras=balancer.extra_modules(dims, task.num_classes))
 
@@ -126,14 +129,14 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
 
             def without(drop: set[str]) -> ModelOutput:
                 # late fusions reuse the encoder pass; intermediate ones must re-encode without the inputs
-                return model(batch.inputs, drop) if model.fusion.drives_encoders else model.head(features, drop)
+                return model(batch.inputs, drop) if model.drives_encoders else model.head(features, drop)
 
             fused.append(balancer.eval_logits(ctx, out).float())
             for m in modalities:
                 missing[m].append(balancer.eval_logits(ctx, without({m})).float())
                 others = set(modalities) - {m}
                 if out.unimodal:  # a head sees only its modality's features, unless the fusion mixed them in
-                    source = without(others) if model.fusion.drives_encoders else out
+                    source = without(others) if model.drives_encoders else out
                     alone[m].append(source.unimodal[m].float())
                 else:
                     alone[m].append(balancer.eval_logits(ctx, without(others)).float())
@@ -202,6 +205,9 @@ def train(
         torch.set_num_threads(recipe.cpu_threads)
     task = components.task
     balancer_cls, balancer_params = components.balancer
+    problems = balancer_cls.check(balancer_params, task)
+    if problems:
+        raise ValueError(f"{balancer_cls.name} parameters do not fit task {task.name!r}: {'; '.join(problems)}")
     balancer = balancer_cls(balancer_params)
     requires = balancer_cls.requires
 

@@ -16,7 +16,8 @@ from mmbench.protocols import Encoder, Fusion, Inputs, ModelOutput
 
 class MultimodalModel(nn.Module):
     """One encoder per modality, a fusion, optionally one linear head per modality, and any modules a
-    balancer adds (`extras`).
+    balancer adds (`extras`). A balancer that forms its own predictions (`Requirements.ignores_fusion`) gets no
+    fusion: its outputs carry no fused logits and it predicts through `Balancer.eval_logits`.
 
     `drop` removes modalities from a forward pass: the prediction may use no sample-specific information from
     a dropped modality. Its pooled features are replaced with zeros (also in the returned
@@ -29,7 +30,7 @@ class MultimodalModel(nn.Module):
     def __init__(
         self,
         encoders: Mapping[str, Encoder],
-        fusion: Fusion,
+        fusion: Fusion | None,
         num_classes: int,
         unimodal_heads: bool = False,
         extras: Mapping[str, nn.Module] | None = None,
@@ -43,17 +44,23 @@ class MultimodalModel(nn.Module):
         )
         self.extras = nn.ModuleDict(extras or {})
 
+    @property
+    def drives_encoders(self) -> bool:
+        return self.fusion is not None and self.fusion.drives_encoders
+
     def encode(self, inputs: Mapping[str, Inputs], dropped: Collection[str] = ()) -> dict[str, Tensor]:
         """Pooled features; `dropped` tells an intermediate fusion which inputs are absent stand-ins."""
-        if self.fusion.drives_encoders:
+        if self.drives_encoders:
             return self.fusion.encode({m: inputs[m] for m in self.modalities}, self.encoders, frozenset(dropped))
         return {m: self.encoders[m](inputs[m]) for m in self.modalities}
 
     def head(self, features: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
         """Fusion and heads on already computed features (lets evaluation reuse one encoder pass)."""
         kept = {m: torch.zeros_like(z) if m in drop else z for m, z in features.items()}
-        fused = self.fusion(kept)
         unimodal = {m: self.heads[m](kept[m]) for m in self.heads}
+        if self.fusion is None:
+            return ModelOutput(None, kept, {}, unimodal, frozenset(drop))
+        fused = self.fusion(kept)
         return ModelOutput(fused.logits, kept, fused.contributions, unimodal, frozenset(drop))
 
     def without(self, inputs: Mapping[str, Inputs], drop: Collection[str]) -> dict[str, Inputs]:
@@ -61,14 +68,14 @@ class MultimodalModel(nn.Module):
         return {m: self.encoders[m].absent_input(inputs[m]) if m in drop else inputs[m] for m in self.modalities}
 
     def forward(self, inputs: Mapping[str, Inputs], drop: Collection[str] = ()) -> ModelOutput:
-        if drop and self.fusion.drives_encoders:
+        if drop and self.drives_encoders:
             return self.head(self.encode(self.without(inputs, drop), drop), drop)
         return self.head(self.encode(inputs), drop)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """`encoder.<m>`, `fusion`, `head.<m>`, `extra.<name>` -> parameters; each parameter in exactly one."""
         groups = {f"encoder.{m}": list(self.encoders[m].parameters()) for m in self.modalities}
-        groups["fusion"] = list(self.fusion.parameters())
+        groups["fusion"] = list(self.fusion.parameters()) if self.fusion is not None else []
         groups.update({f"head.{m}": list(h.parameters()) for m, h in self.heads.items()})
         groups.update({f"extra.{n}": list(x.parameters()) for n, x in self.extras.items()})
         return groups

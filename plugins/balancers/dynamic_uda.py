@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl, unknown_names
 from mmbench.api import metrics as metric_lib
-from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
 
 #: λ-schedule cases of the paper's Table 1 (0: warm-up, 4: outside the table, e.g. q^V ≥ 1 with q^T ≤ 1)
 WARMUP, CASE_BOTH_UP, CASE_OVERFIT, CASE_GENERALISE, CASE_OTHER = 0, 1, 2, 3, 4
@@ -138,13 +138,13 @@ class UDA(Balancer):
         self._stale = 0
         self.stats = EpochMeans()
 
+    @classmethod
+    def check(cls, params: UDAParams, task) -> list[str]:
+        return unknown_names("augment", params.augment or (), task.modalities)
+
     def setup(self, ctx) -> None:
         modalities = ctx.model.modalities
         chosen = self.params.augment if self.params.augment is not None else modalities
-        unknown = sorted(set(chosen) - set(modalities))
-        if unknown:
-            raise ValueError(f"{self.name}: augment names unknown modalities {unknown}; "
-                             f"the task has {list(modalities)}")
         self.modalities = modalities
         self.augmented = tuple(m for m in modalities if m in chosen)
 
@@ -215,15 +215,18 @@ class DynamicUDA(UDA):
         super().__init__(params)
         self.case, self.q_v, self.q_t, self.ratio = WARMUP, 1.0, 1.0, 1.0
 
+    @classmethod
+    def check(cls, params: DynamicUDAParams, task) -> list[str]:
+        problems = super().check(params, task)
+        if params.train_metric is not None:
+            problems += unknown_names("train_metric", [params.train_metric], task.metrics, what="metrics")
+            if params.train_metric in metric_lib.LOWER_IS_BETTER:
+                problems.append(f"train_metric must be higher-is-better; {params.train_metric!r} is not")
+        return problems
+
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        metric = self.params.train_metric or ctx.task.primary_metric
-        if metric not in ctx.task.metrics:
-            raise ValueError(f"dynamic_uda: train_metric {metric!r} is not a metric of task {ctx.task.name!r} "
-                             f"({', '.join(ctx.task.metrics)})")
-        if metric in metric_lib.LOWER_IS_BETTER:
-            raise ValueError(f"dynamic_uda: train_metric must be higher-is-better; {metric!r} is not")
-        self.metric = metric
+        self.metric = self.params.train_metric or ctx.task.primary_metric
 
     def current_lambda(self, ctx) -> float:
         recent = ctx.history[-2:]

@@ -73,9 +73,18 @@ from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochMeans,
+    ModelOutput,
+    Params,
+    Requirements,
+    hookimpl,
+    late_fusion,
+    unknown_names,
+)
 from mmbench.api import metrics as metric_lib
-from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
-from mmbench.api import late_fusion
 
 SAM_EPS = 1e-12
 
@@ -200,14 +209,17 @@ class MIE(Balancer):
 
     # ------------------------------------------------------------------------------ set-up and phases
 
+    @classmethod
+    def check(cls, params: MIEParams, task) -> list[str]:
+        problems = unknown_names("rho_per_modality", params.rho_per_modality, task.modalities)
+        if params.order is not None and sorted(params.order) != sorted(task.modalities):
+            problems.append(f"order {list(params.order)} must list each of the task's modalities "
+                            f"({', '.join(task.modalities)}) once")
+        return problems
+
     def setup(self, ctx) -> None:
         model = ctx.model
         self.order = tuple(self.params.order or model.modalities)
-        if sorted(self.order) != sorted(model.modalities):
-            raise ValueError(f"order {self.order} must list each modality {tuple(model.modalities)} once")
-        unknown = set(self.params.rho_per_modality) - set(model.modalities)
-        if unknown:
-            raise ValueError(f"rho_per_modality names unknown modalities {sorted(unknown)}")
         self.pairs: dict[str, list[tuple[nn.Linear, nn.Linear]]] = {}
         if self.params.gm:  # fail at set-up, not at the first phase switch
             for i, m in enumerate(self.order):

@@ -142,13 +142,18 @@ class MLA(Balancer):
         nn.init.zeros_(head.bias)
         return {HEAD: head}
 
+    @classmethod
+    def check(cls, params: MLAParams, task) -> list[str]:
+        weights, n = params.fixed_weights, len(task.modalities)
+        if weights is not None and len(weights) != n:
+            return [f"fixed_weights has {len(weights)} entries for the task's {n} modalities "
+                    f"({', '.join(task.modalities)})"]
+        return []
+
     def setup(self, ctx) -> None:
         head = ctx.model.extras[HEAD]
         self.P = torch.eye(head.in_features, device=ctx.device)
         self.modalities = tuple(ctx.model.modalities)
-        if self.params.fixed_weights is not None and len(self.params.fixed_weights) != len(self.modalities):
-            raise ValueError(f"fixed_weights has {len(self.params.fixed_weights)} entries for "
-                             f"{len(self.modalities)} modalities {self.modalities}")
         n = len(self.modalities)
         fixed = self.params.fixed_weights or OFFICIAL_FIXED_WEIGHTS.get(n, (1.0 / n,) * n)
         self._fixed = torch.tensor(fixed, device=ctx.device, dtype=torch.float32).unsqueeze(1)  # made once

@@ -33,7 +33,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mmbench.api import Balancer, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Params, Requirements, hookimpl, unknown_names
 
 
 def mslr_ratio(history: list[float], accuracy: float) -> float:
@@ -64,13 +64,13 @@ class MSLR(Balancer):
                             single_label=True)
     task_defaults = {"cremad": {"init_scale": {"audio": 0.9, "visual": 1.1}}}
 
+    @classmethod
+    def check(cls, params: MSLRParams, task) -> list[str]:
+        return unknown_names("init_scale", params.init_scale, task.modalities)
+
     def setup(self, ctx) -> None:
         model = ctx.model
         self._modalities = tuple(model.modalities)
-        unknown = set(self.params.init_scale) - set(self._modalities)
-        if unknown:
-            raise ValueError(f"mslr init_scale names unknown modalities {sorted(unknown)}; "
-                             f"this task has {list(self._modalities)}")
         blocks = model.fusion.classifier_blocks()
         self._params: dict[str, list[nn.Parameter]] = {}
         for m in self._modalities:

@@ -17,6 +17,7 @@ class Unimodal(Balancer):
     """
 
     name = "unimodal"
+    is_reference = True
     requires = Requirements(unimodal_heads=True, min_modalities=1)
 
     def loss(self, ctx, batch, out: ModelOutput) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from mmbench.schema.results import EpochRecord, SplitScores
 from mmbench.training.model import MultimodalModel
 from mmbench.protocols import ModalitySpec, NoParams
-from mmbench.testing import train_tiny
+from mmbench.testing import tiny_components, train_tiny
 from mmbench_plugins.balancers.dynamic_uda import (
     CASE_BOTH_UP, CASE_GENERALISE, CASE_OTHER, CASE_OVERFIT, UDA, WARMUP, DynamicUDA, consistency_kl, dynamic_lambda,
 )
@@ -162,8 +162,12 @@ def test_only_the_chosen_modalities_are_augmented():
     bal.setup(_ctx(_tiny_model()))
     view = bal.augmented_batch(batch)
     assert view["a"] is batch["a"] and view["b"] is batch.views["b"]
-    with pytest.raises(ValueError, match="unknown modalities"):
-        UDA(UDA.Params(augment=("image",))).setup(_ctx(_tiny_model()))
+    task = tiny_components(UDA).task
+    assert UDA.check(UDA.Params(augment=("slow",)), task) == []
+    assert UDA.check(UDA.Params(augment=("slw",)), task) == [
+        "augment names 'slw', which is not one of the task's modalities (fast, slow); did you mean 'slow'?"]
+    with pytest.raises(ValueError, match="augment names 'image'"):  # the engine refuses to train with it
+        train_tiny(UDA, balancer_params={"augment": ("image",)})
 
 
 def test_switched_off_after_patience_drops_the_consistency_term():
@@ -182,9 +186,14 @@ def test_switched_off_after_patience_drops_the_consistency_term():
     torch.testing.assert_close(bal.loss(ctx, batch, out), torch.nn.functional.cross_entropy(out.logits, batch["label"]))
 
 
-def test_train_metric_must_belong_to_the_task():
-    with pytest.raises(ValueError, match="not a metric"):
-        DynamicUDA(DynamicUDA.Params(train_metric="f1_micro")).setup(_ctx(_tiny_model()))
+def test_train_metric_must_belong_to_the_task_and_be_higher_is_better():
+    task = tiny_components(DynamicUDA).task
+    check = DynamicUDA.check
+    assert check(DynamicUDA.Params(train_metric="macro_f1"), task) == []
+    assert check(DynamicUDA.Params(train_metric="f1_micro"), task) == [
+        "train_metric names 'f1_micro', which is not one of the task's metrics (accuracy, macro_f1, ece); "
+        "did you mean 'macro_f1'?"]
+    assert check(DynamicUDA.Params(train_metric="ece"), task) == ["train_metric must be higher-is-better; 'ece' is not"]
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum"])

@@ -192,9 +192,14 @@ def test_average_fusion_and_missing_modality():
         torch.testing.assert_close(alone, out.unimodal["fast"].log_softmax(1))
 
 
-def test_order_must_be_a_permutation():
+def test_order_and_per_modality_rho_must_name_the_tasks_modalities():
+    task = tiny_components(MIE).task
+    assert MIE.check(MIE.Params(order=("slow", "fast"), rho_per_modality={"slow": 0.1}), task) == []
+    assert MIE.check(MIE.Params(order=("fast", "fast"), rho_per_modality={"audio": 0.1}), task) == [
+        "rho_per_modality names 'audio', which is not one of the task's modalities (fast, slow)",
+        "order ['fast', 'fast'] must list each of the task's modalities (fast, slow) once"]
     with pytest.raises(ValueError, match="order"):
-        _context({"order": ("fast", "fast")})
+        train_tiny(MIE, balancer_params={"order": ("fast", "fast")})
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -173,8 +173,11 @@ def test_unequal_feature_dims_are_refused():
 
 
 def test_fixed_weights_length_checked():
+    task = tiny_components(MLA).task
+    assert MLA.check(MLA.Params(fusion="fixed", fixed_weights=(0.2, 0.3, 0.5)), task) == [
+        "fixed_weights has 3 entries for the task's 2 modalities (fast, slow)"]
     with pytest.raises(ValueError, match="fixed_weights"):
-        _context({"fusion": "fixed", "fixed_weights": (0.2, 0.3, 0.5)})
+        train_tiny(MLA, balancer_params={"fusion": "fixed", "fixed_weights": (0.2, 0.3, 0.5)})
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -96,8 +96,10 @@ def test_only_the_additive_fusion_is_accepted_and_unknown_modalities_are_refused
                for f in ("sum", "concat", "gmu")}
     assert reasons == {"sum": None, "concat": "mslr supports fusions ['sum'], not 'concat'",
                        "gmu": "mslr supports fusions ['sum'], not 'gmu'"}
-    with pytest.raises(ValueError, match="unknown modalities"):
-        _context({"init_scale": {"audio": 0.9}})
+    assert MSLR.check(MSLR.Params(init_scale={"audio": 0.9}), task) == [
+        "init_scale names 'audio', which is not one of the task's modalities (fast, slow)"]
+    with pytest.raises(ValueError, match="init_scale names 'audio'"):
+        train_tiny(MSLR, fusion="sum", balancer_params={"init_scale": {"audio": 0.9}})
 
 
 @pytest.mark.parametrize("accuracy_from", ["branch", "engine"])

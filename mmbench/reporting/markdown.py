@@ -1,0 +1,115 @@
+"""A leaderboard rendered to Markdown: the ranked methods, the references, and the entries that did not finish."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from mmbench.schema.leaderboard import Entry, Leaderboard, Stat
+
+NONE = "–"
+
+
+def _fmt(stat: Stat | None, scale: float = 100.0) -> str:
+    if stat is None or stat.mean is None:
+        return NONE
+    return f"{stat.mean * scale:.2f} ± {stat.std * scale:.2f}"
+
+
+def _text(value: str) -> str:
+    """Free text safe inside a table cell: no column separator, no line break."""
+    return " ".join(value.replace("|", "\\|").split())
+
+
+def _encoders_label(entry: Entry) -> str:
+    names = {c.name for c in entry.encoders.values()}
+    if len(names) == 1:
+        return names.pop()
+    return ", ".join(f"{m}:{c.name}" for m, c in sorted(entry.encoders.items()))
+
+
+def _fusion_label(entry: Entry) -> str:
+    return entry.fusion.name if entry.fusion else NONE
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _finished(board: Leaderboard) -> list[Entry]:
+    """Entries with results, best first on the primary metric."""
+    ok = [e for e in board.entries if e.status == "ok" and board.primary_metric in e.metrics]
+    lower = board.primary_metric in board.lower_is_better
+    return sorted(ok, key=lambda e: (e.metrics[board.primary_metric].mean or 0.0) * (1 if lower else -1))
+
+
+def ranked(board: Leaderboard) -> list[Entry]:
+    """The methods in rank order (references such as `unimodal` are shown apart, never ranked)."""
+    return [e for e in _finished(board) if not e.reference]
+
+
+def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
+    primary = board.primary_metric
+    base = baseline.get((_encoders_label(e), _fusion_label(e)))
+    gain = NONE if base is None else f"{(e.metrics[primary].mean - base) * 100:+.2f}"
+    prof = e.profile
+    memory = NONE
+    if prof:
+        memory = _bytes(prof.peak_accelerator_memory_bytes) if prof.peak_accelerator_memory_bytes \
+            else _bytes(prof.peak_host_rss_bytes) + " (host)"
+    return [e.balancer.name, _encoders_label(e), _fusion_label(e), _fmt(e.metrics[primary]),
+            *[_fmt(e.metrics.get(m)) for m in board.metrics if m != primary],
+            *[_fmt(e.unimodal.get(m, {}).get(primary)) for m in board.modalities],
+            gain, f"{prof.seconds_per_epoch:.2f}" if prof else NONE, memory]
+
+
+def render_markdown(board: Leaderboard) -> str:
+    """Ranked table of the methods, the references apart, then the failed/diverged/skipped entries."""
+    primary = board.primary_metric
+    finished = _finished(board)
+    baseline = {(_encoders_label(e), _fusion_label(e)): e.metrics[primary].mean
+                for e in finished if e.balancer.name == board.baseline}
+    headers = ["balancer", "encoders", "fusion", f"{primary} (%)",
+               *[f"{m} (%)" for m in board.metrics if m != primary],
+               *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}", "s/epoch",
+               "peak memory"]
+
+    def table(entries: list[Entry], numbered: bool) -> str:
+        rows = [([str(i)] if numbered else []) + _row(board, e, baseline) for i, e in enumerate(entries, 1)]
+        return tabulate(rows, headers=(["#"] if numbered else []) + headers, tablefmt="github",
+                        disable_numparse=True)
+
+    devices = sorted({e.profile.device.get("name") or e.profile.device.get("type", "?")
+                      for e in board.entries if e.profile})
+    dates = sorted(e.created_at[:10] for e in board.entries)
+    methods = ranked(board)
+    lines = [
+        f"# {board.benchmark} leaderboard",
+        "",
+        f"Benchmark `{board.benchmark}` version `{board.benchmark_version}` · schema `{board.schema_}` · "
+        f"hardware: {', '.join(devices) or 'n/a'} · dates: {dates[0] if dates else 'n/a'}"
+        f"{' – ' + dates[-1] if dates and dates[-1] != dates[0] else ''}",
+        "",
+        f"Test-split scores of the model selected on validation {primary} (mean ± std over seeds, in %). "
+        f"'alone' columns: each modality's own prediction from that model; gain: points over "
+        f"`{board.baseline or 'no baseline'}` with the same encoders and fusion ({NONE}: a method that forms its "
+        "own predictions, without the cell's fusion).",
+        "",
+        table(methods, numbered=True) if methods else "_No successful entries._",
+    ]
+    references = [e for e in finished if e.reference]
+    if references:
+        lines += ["", "## References (not ranked)", "",
+                  "Points of comparison rather than methods, e.g. `unimodal`: each modality's encoder trained alone.",
+                  "", table(references, numbered=False)]
+    problems = [e for e in board.entries if e.status != "ok"]
+    if problems:
+        problem_rows = [[e.balancer.name, _encoders_label(e), _fusion_label(e), e.status, _text(e.reason or "")]
+                        for e in sorted(problems, key=lambda e: (e.status, e.balancer.name, _fusion_label(e)))]
+        lines += ["", "## Not ranked", "",
+                  tabulate(problem_rows, headers=["balancer", "encoders", "fusion", "status", "reason"],
+                           tablefmt="github", disable_numparse=True)]
+    return "\n".join(lines) + "\n"
