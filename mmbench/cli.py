@@ -112,6 +112,7 @@ def run(
         raise typer.Exit(130) from None
     for path in summary.leaderboards:
         typer.echo(path.with_suffix(".md").read_text())
+        _warn_anomalies(path)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
     typer.echo(f"cells: {counts}; results in {summary.out_dir}", err=True)
     failed = summary.counts.get("failed", 0)
@@ -123,6 +124,17 @@ def run(
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _warn_anomalies(board_path: Path) -> None:
+    from mmbench.reporting.anomalies import anomalies
+
+    flagged = anomalies(lb.read(board_path))
+    if flagged:
+        typer.echo(f"{len(flagged)} row(s) of {board_path} to explain before publishing (a defect until a run "
+                   "shows otherwise):", err=True)
+        for line in flagged:
+            typer.echo(f"  - {line}", err=True)
 
 
 @app.command()
@@ -204,6 +216,7 @@ def publish(
         raise typer.Exit(2) from None
     for report in done:
         typer.echo(f"published {report.summary()}")
+        _warn_anomalies(report.board)
 
 
 if __name__ == "__main__":

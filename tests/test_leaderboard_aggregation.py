@@ -116,7 +116,7 @@ def test_a_lower_is_better_primary_ranks_ascending():
 def test_failed_entries_are_listed_apart_and_never_ranked():
     board = board_of([record(0), record(0, "broken", status="failed", reason="RuntimeError: boom")])
     markdown = md.render_markdown(board)
-    ranked_part, not_ranked = markdown.split("## Not ranked")
+    ranked_part, not_ranked = markdown.split("## To explain")[0], markdown.split("## Not ranked")[1]
     assert "broken" not in ranked_part and "RuntimeError: boom" in not_ranked
     assert [e.balancer.name for e in md.ranked(board)] == ["joint"]
 
@@ -172,7 +172,7 @@ def test_a_benchmark_name_is_never_a_path(tmp_path):
 
 def test_a_reason_with_a_bar_or_a_line_break_keeps_the_table_intact():
     board = board_of([record(0), record(0, "broken", status="failed", reason="ValueError: a | b\nsecond line")])
-    rows = [line for line in md.render_markdown(board).splitlines() if "broken" in line]
+    rows = [line for line in md.render_markdown(board).splitlines() if line.startswith("| broken")]
     assert rows == [rows[0]] and "a \\| b second line" in rows[0]
     assert rows[0].count(" | ") == 4  # five columns
 
@@ -184,3 +184,23 @@ def test_written_json_round_trips_and_is_strict(tmp_path):
     data = json.loads(path.read_text())
     assert data["schema"] == lb.SCHEMA and lb.read(path) == board
     assert all(math.isfinite(v) for v in data["entries"][0]["metrics"]["accuracy"]["per_seed"])
+
+
+def test_anomalous_rows_are_flagged_in_the_markdown():
+    from mmbench.reporting.anomalies import anomalies
+
+    board = board_of([
+        record(0, accuracy=0.80), record(1, accuracy=0.80),
+        record(0, "slightly_worse", accuracy=0.78), record(1, "slightly_worse", accuracy=0.78),
+        record(0, "far_below", accuracy=0.70), record(1, "far_below", accuracy=0.72),
+        record(0, "unstable", accuracy=0.90), record(1, "unstable", accuracy=0.80),
+        record(0, "broken", status="diverged", reason="non-finite training loss in epoch 2"),
+    ])
+    flagged = anomalies(board)
+    assert flagged == [
+        "broken (mlp, concat): diverged (non-finite training loss in epoch 2)",
+        "far_below (mlp, concat): -9.0 points vs joint",
+        "unstable (mlp, concat): seeds 10.0 points apart (90.0, 80.0)",
+    ]
+    section = md.render_markdown(board).split("## To explain")[1]
+    assert all(f"- {line}" in section for line in flagged) and "slightly_worse" not in section

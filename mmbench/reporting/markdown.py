@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from mmbench.reporting.anomalies import BELOW_BASELINE, SEED_SPREAD, anomalies
 from mmbench.schema.leaderboard import Entry, Leaderboard, Stat
 
 NONE = "–"
@@ -105,6 +106,12 @@ def render_markdown(board: Leaderboard) -> str:
         lines += ["", "## References (not ranked)", "",
                   "Points of comparison rather than methods, e.g. `unimodal`: each modality's encoder trained alone.",
                   "", table(references, numbered=False)]
+    flagged = anomalies(board)
+    if flagged:
+        lines += ["", "## To explain", "",
+                  f"Rows far below `{board.baseline}` (more than {BELOW_BASELINE:g} points), with seeds more than "
+                  f"{SEED_SPREAD:g} points apart, or that failed: each is a defect until a run shows otherwise.",
+                  "", *[f"- {_text(line)}" for line in flagged]]
     problems = [e for e in board.entries if e.status != "ok"]
     if problems:
         problem_rows = [[e.balancer.name, _encoders_label(e), _fusion_label(e), e.status, _text(e.reason or "")]
