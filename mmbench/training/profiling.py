@@ -81,10 +81,22 @@ def peak_host_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def cpu_model() -> str:
+    """The processor's marketing name (Linux reads /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device) -> dict[str, object]:
+    """What ran the cell: the accelerator's name, or the CPU model with the intra-op threads it was given."""
     if device.type == "cuda":
         return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": 1}
-    return {"type": device.type, "name": platform.processor() or platform.machine(), "count": 1}
+    return {"type": device.type, "name": cpu_model(), "count": 1, "threads": torch.get_num_threads()}
 
 
 def _git_commit() -> str | None:
