@@ -46,8 +46,9 @@ class Resolved:
         return self.component.cls
 
     def spec(self) -> dict[str, Any]:
-        """Name and full parameters (defaults filled in), as cells and results record them."""
-        return {"name": self.component.name, "params": self.params.model_dump(mode="json")}
+        """Name, full parameters (defaults filled in) and those set away from the defaults, as cells record them."""
+        return {"name": self.component.name, "params": self.params.model_dump(mode="json"),
+                "overrides": self.params.model_dump(mode="json", include=self.params.model_fields_set)}
 
 
 @dataclass

@@ -38,7 +38,8 @@ def record(seed, balancer="joint", status="ok", accuracy=0.8, unimodal=None, coe
                     for e, c in enumerate(coefficients)],
         "profile": {"device": {"type": "cpu", "name": "x", "count": 1}, "train_seconds": train_seconds,
                     "epochs": 1, "seconds_per_epoch": train_seconds, "step_ms": {"median": 1.0, "p90": 2.0},
-                    "samples_per_second": 10.0, "data_wait_fraction": 0.1, "peak_accelerator_memory_bytes": 0,
+                    "step_samples_per_second": 20.0, "samples_per_second": 10.0, "data_wait_fraction": 0.1,
+                    "validation_fraction": 0.2, "balancer_hook_fraction": 0.0, "peak_accelerator_memory_bytes": 0,
                     "peak_host_rss_bytes": 1024, "params": {"total": 10, "trainable": 10},
                     "accelerator_hours": 0.0} if ok else None,
     })
@@ -99,9 +100,12 @@ def test_gain_over_joint_has_the_sign_of_the_difference():
                       record(0, "better", accuracy=0.85), record(1, "better", accuracy=0.85),
                       record(0, "worse", accuracy=0.75), record(1, "worse", accuracy=0.75),
                       record(0, "other_fusion", accuracy=0.9, fusion="sum")])
-    rows = {line.split("|")[2].strip(): line for line in md.render_markdown(board).splitlines()
-            if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
-    gain = {name: row.split("|")[-4].strip() for name, row in rows.items()}
+    lines = md.render_markdown(board).splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("| #")).split("|")]
+    rows = [[c.strip() for c in line.split("|")] for line in lines
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    column = header.index("gain vs joint")
+    gain = {row[header.index("balancer")]: row[column] for row in rows}
     assert gain == {"better": "+5.00", "joint": "+0.00", "worse": "-5.00", "other_fusion": "–"}
     assert [e.balancer.name for e in md.ranked(board)] == ["other_fusion", "better", "joint", "worse"]
 

@@ -19,6 +19,7 @@ from mmbench.schema.leaderboard import (
     CoefficientSummary,
     Component,
     Entry,
+    EntryError,
     Imbalance,
     Leaderboard,
     Profile,
@@ -79,8 +80,12 @@ def _profile(results: list[CellResult]) -> Profile | None:
         epochs=max(p.epochs for p in profiles),
         seconds_per_epoch=mean("seconds_per_epoch"),
         step_ms={k: statistics.fmean(p.step_ms[k] for p in profiles) for k in ("median", "p90")},
+        step_samples_per_second=mean("step_samples_per_second"),
         samples_per_second=mean("samples_per_second"),
         data_wait_fraction=mean("data_wait_fraction"),
+        validation_fraction=mean("validation_fraction"),
+        balancer_hook_fraction=mean("balancer_hook_fraction"),
+        host_rss_scope=profiles[0].host_rss_scope,
         peak_accelerator_memory_bytes=max(p.peak_accelerator_memory_bytes for p in profiles),
         peak_host_rss_bytes=max(p.peak_host_rss_bytes for p in profiles),
         params=profiles[0].params,
@@ -105,6 +110,7 @@ def aggregate_entry(results: list[CellResult]) -> Entry:
     primary = first.scoring.primary_metric
     status = min((r.status for r in results), key=STATUS_ORDER.index)
     worst = [r for r in results if r.status == status and r.reason]
+    failed = next((r for r in results if r.status == status and r.error is not None), None)
     distinct = {r.reason for r in worst}
     reasons = sorted(distinct) if len(distinct) <= 1 else [f"seed {r.seed}: {r.reason}" for r in worst]
     tests = [r.test for r in results if r.status == "ok" and r.test is not None]
@@ -120,6 +126,7 @@ def aggregate_entry(results: list[CellResult]) -> Entry:
         train=first.train.identity(),
         status=status,
         reason="; ".join(reasons) or None,
+        error=EntryError(seed=failed.seed, type=failed.error.type, epoch=failed.error.epoch) if failed else None,
         seed_status={str(r.seed): r.status for r in results},
         selection=first.selection,
         metrics=_metric_stats([t.metrics for t in tests]),

@@ -28,6 +28,21 @@ def _encoders_label(entry: Entry) -> str:
     return ", ".join(f"{m}:{c.name}" for m, c in sorted(entry.encoders.items()))
 
 
+def _device_label(entry: Entry) -> str:
+    """Timings are only comparable on one device: each row names its own."""
+    if entry.profile is None:
+        return NONE
+    device = entry.profile.device
+    threads = f" ×{device['threads']} threads" if device.get("threads") else ""
+    return _text(f"{device.get('name') or device.get('type', '?')}{threads}")
+
+
+def _balancer_label(entry: Entry) -> str:
+    """The balancer with the parameters set away from their defaults, so two entries of one balancer differ."""
+    changed = ", ".join(f"{k}={v}" for k, v in sorted(entry.balancer.overrides.items()))
+    return _text(f"{entry.balancer.name} ({changed})" if changed else entry.balancer.name)
+
+
 def _fusion_label(entry: Entry) -> str:
     return entry.fusion.name if entry.fusion else NONE
 
@@ -61,10 +76,10 @@ def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
     if prof:
         memory = _bytes(prof.peak_accelerator_memory_bytes) if prof.peak_accelerator_memory_bytes \
             else _bytes(prof.peak_host_rss_bytes) + " (host)"
-    return [e.balancer.name, _encoders_label(e), _fusion_label(e), _fmt(e.metrics[primary]),
+    return [_balancer_label(e), _encoders_label(e), _fusion_label(e), _fmt(e.metrics[primary]),
             *[_fmt(e.metrics.get(m)) for m in board.metrics if m != primary],
             *[_fmt(e.unimodal.get(m, {}).get(primary)) for m in board.modalities],
-            gain, f"{prof.seconds_per_epoch:.2f}" if prof else NONE, memory]
+            gain, f"{prof.seconds_per_epoch:.2f}" if prof else NONE, memory, _device_label(e)]
 
 
 def render_markdown(board: Leaderboard) -> str:
@@ -76,7 +91,7 @@ def render_markdown(board: Leaderboard) -> str:
     headers = ["balancer", "encoders", "fusion", f"{primary} (%)",
                *[f"{m} (%)" for m in board.metrics if m != primary],
                *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}", "s/epoch",
-               "peak memory"]
+               "peak memory", "device"]
 
     def table(entries: list[Entry], numbered: bool) -> str:
         rows = [([str(i)] if numbered else []) + _row(board, e, baseline) for i, e in enumerate(entries, 1)]

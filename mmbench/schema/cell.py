@@ -25,10 +25,17 @@ def content_hash(obj: Any, length: int = 16) -> str:
 
 
 class ComponentSpec(Record):
-    """A component by name with its full parameters (defaults filled in)."""
+    """A component by name with its full parameters (defaults filled in), and those set away from the defaults
+    (by the grid or a per-task default), which labels show so that two entries of one balancer differ."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, Any] = Field(default_factory=dict, description="parameters set by the grid or a per-task "
+                                                                         "default; not part of the identity")
+
+    def label(self) -> str:
+        changed = ", ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+        return f"{self.name}({changed})" if changed else self.name
 
 
 class EncoderSpec(ComponentSpec):
@@ -86,8 +93,8 @@ class CellSpec(Record):
 
     def label(self) -> str:
         encoders = ",".join(sorted({e.name for e in self.encoders.values()}))
-        fusion = self.fusion.name if self.fusion else "-"
-        return f"{self.task.name} {encoders} {fusion} {self.balancer.name} seed={self.seed}"
+        fusion = self.fusion.label() if self.fusion else "-"
+        return f"{self.task.name} {encoders} {fusion} {self.balancer.label()} seed={self.seed}"
 
 
 def _dump(value: Any) -> Any:
@@ -95,7 +102,7 @@ def _dump(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {k: _dump(v) for k, v in value.items()}
-    return value.model_dump(mode="json", exclude_none=True)
+    return value.model_dump(mode="json", exclude_none=True, exclude={"overrides"})
 
 
 class Cell(CellSpec):

@@ -28,6 +28,7 @@ class Stat(Record):
 class Component(Record):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, Any] = Field(default_factory=dict, description="parameters set away from the defaults")
 
 
 class TaskInfo(Component):
@@ -53,6 +54,14 @@ class Profile(ProfileFields):
     train_seconds: Stat
 
 
+class EntryError(Record):
+    """What stopped the entry's worst seed: the exception's type (or NonFiniteLoss) and, when known, the epoch."""
+
+    seed: int
+    type: str
+    epoch: int | None = None
+
+
 class Entry(Record):
     id: str
     task: TaskInfo
@@ -63,6 +72,7 @@ class Entry(Record):
     train: dict[str, Any]
     status: Status
     reason: str | None = None
+    error: EntryError | None = None
     seed_status: dict[str, str]
     selection: str | None = None
     metrics: dict[str, Stat] = Field(default_factory=dict)

@@ -223,10 +223,12 @@ def train(
         autocast_dtype=torch.bfloat16 if (device.type == "cuda" and recipe.bf16) else None,
         generator=generator,
     )
-    balancer.setup(ctx)
-
+    rss_scope = profiling.reset_peak_host_rss()
     profiling.reset_peak_memory(device)
     clock = profiling.StepClock(device)
+    timer = profiling.Stopwatch()
+    with timer("balancer"):
+        balancer.setup(ctx)
     primary = task.primary_metric
     best_score: float | None = None
     best_state: dict[str, Tensor] | None = None
@@ -235,13 +237,15 @@ def train(
     for ctx.epoch in range(recipe.epochs):
         if isinstance(loaders["train"].dataset, AugmentedViews):
             loaders["train"].dataset.epoch = ctx.epoch
-        balancer.on_epoch_start(ctx)
+        with timer("balancer"):
+            balancer.on_epoch_start(ctx)
         loss_sum, train_logits, train_labels = _run_epoch(ctx, balancer, clock)
         train_loss = float(loss_sum) / max(1, len(ctx.train_loader))
         if not np.isfinite(train_loss):
             outcome.status, outcome.diverged_epoch = "diverged", ctx.epoch
             break
-        val = evaluate(ctx, balancer, loaders["val"])
+        with timer("validation"):
+            val = evaluate(ctx, balancer, loaders["val"])
         stats = EpochRecord(
             epoch=ctx.epoch,
             train_loss=train_loss,
@@ -252,8 +256,9 @@ def train(
         )
         if scheduler is not None:
             scheduler.step()
-        balancer.on_epoch_end(ctx, stats)
-        stats.coefficients = balancer.coefficients()
+        with timer("balancer"):
+            balancer.on_epoch_end(ctx, stats)
+            stats.coefficients = balancer.coefficients()
         ctx.history.append(stats)
         score = val.metrics[primary]
         if best_score is None or metric_lib.better(primary, score, best_score):
@@ -268,24 +273,31 @@ def train(
         model.load_state_dict(best_state)
         outcome.val = evaluate(ctx, balancer, loaders["val"])
         outcome.test = evaluate(ctx, balancer, loaders["test"])
-    outcome.profile = _profile(ctx, clock, device, train_seconds, len(ctx.history))
+    outcome.profile = _profile(ctx, clock, timer, device, train_seconds, len(ctx.history), rss_scope)
     return outcome
 
 
-def _profile(ctx: TrainContext, clock: profiling.StepClock, device: torch.device, train_seconds: float,
-             epochs: int) -> dict[str, Any]:
+def _profile(ctx: TrainContext, clock: profiling.StepClock, timer: profiling.Stopwatch, device: torch.device,
+             train_seconds: float, epochs: int, rss_scope: str) -> dict[str, Any]:
+    """Where the training time went. `train_seconds` spans the epochs: steps, data loading, validation and the
+    balancer's epoch hooks (its share is reported apart, since `step_ms` cannot show it)."""
     compute_seconds = sum(clock.step_seconds)
     device_info = profiling.device_description(device)
+    share = (lambda seconds: seconds / train_seconds) if train_seconds else (lambda seconds: 0.0)
     return {
         "device": device_info,
         "train_seconds": train_seconds,
         "epochs": epochs,
         "seconds_per_epoch": train_seconds / epochs if epochs else 0.0,
         "step_ms": profiling.step_summary(clock.step_seconds),
-        "samples_per_second": clock.samples / compute_seconds if compute_seconds else 0.0,
-        "data_wait_fraction": clock.data_wait_seconds / train_seconds if train_seconds else 0.0,
+        "step_samples_per_second": clock.samples / compute_seconds if compute_seconds else 0.0,
+        "samples_per_second": clock.samples / train_seconds if train_seconds else 0.0,
+        "data_wait_fraction": share(clock.data_wait_seconds),
+        "validation_fraction": share(timer.seconds["validation"]),
+        "balancer_hook_fraction": share(timer.seconds["balancer"]),
         "peak_accelerator_memory_bytes": profiling.peak_accelerator_memory(device),
         "peak_host_rss_bytes": profiling.peak_host_rss_bytes(),
+        "host_rss_scope": rss_scope,
         "params": ctx.model.parameter_counts(),
         "accelerator_hours": train_seconds / 3600.0 * device_info["count"] if device.type != "cpu" else 0.0,
     }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import platform
 import resource
 import subprocess
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +62,22 @@ class StepClock:
             self._events.clear()
 
 
+class Stopwatch:
+    """Seconds spent inside named `with stopwatch(name):` blocks (host time; the blocks it wraps synchronise
+    with the device themselves where they read results)."""
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
 def step_summary(step_seconds: list[float]) -> dict[str, float]:
     if not step_seconds:
         return {"median": 0.0, "p90": 0.0}
@@ -75,10 +94,27 @@ def peak_accelerator_memory(device: torch.device) -> int:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0
 
 
+def reset_peak_host_rss() -> str:
+    """Start a new peak-RSS window, so each cell reports its own peak and not the process's since start.
+
+    Linux resets the peak (VmHWM) on writing 5 to /proc/self/clear_refs. Returns the scope the next
+    `peak_host_rss_bytes()` covers: "cell", or "process" where the peak cannot be reset.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "cell"
+    except OSError:
+        return "process"
+
+
 def peak_host_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports kilobytes, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
+    """Peak resident set size since the last reset (Linux), else since the process started."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def cpu_model() -> str:
