@@ -165,3 +165,19 @@ def test_the_task_version_changes_every_id(registry, monkeypatch):
     monkeypatch.setattr(SyntheticTask, "version", "2")
     bumped = _only_cell(IDENTITY_GRID, registry)
     assert bumped.cell_id != base.cell_id and bumped.benchmark_version != base.benchmark_version
+
+
+def test_a_change_to_the_evaluation_code_changes_the_benchmark_version(registry, monkeypatch):
+    from mmbench.running import cells as cells_module
+
+    def evaluate_v1(model):
+        return model
+
+    def evaluate_v2(model):
+        return model * 2
+
+    assert cells_module.evaluation_protocol((evaluate_v1,)) != cells_module.evaluation_protocol((evaluate_v2,))
+    base = _only_cell(IDENTITY_GRID, registry)
+    monkeypatch.setattr(cells_module, "evaluation_protocol", lambda: "best-validation/changed")
+    changed = _only_cell(IDENTITY_GRID, registry)
+    assert changed.benchmark_version != base.benchmark_version and changed.cell_id == base.cell_id

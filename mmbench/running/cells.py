@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from pathlib import Path
 
@@ -11,10 +12,20 @@ from mmbench.registry import Registry
 from mmbench.schema.cell import Cell, ComponentSpec, EncoderSpec, Scoring, TaskSpec, content_hash
 from mmbench.schema.grid import ALL_MODALITIES, Grid
 from mmbench.schema.recipe import TrainRecipe
+from mmbench.training import metrics
+from mmbench.training.engine import evaluate
 from mmbench.training.metrics import LOWER_IS_BETTER
 
-#: how the reported model is chosen and evaluated; part of every benchmark version
-EVALUATION_PROTOCOL = "best-validation-epoch-on-primary-metric/test-split/1"
+#: how the reported model is chosen; with the evaluation code's own text (below) it defines the protocol
+SELECTION = "best-validation-epoch-on-primary-metric/test-split"
+
+
+def evaluation_protocol(sources: tuple = (evaluate, metrics)) -> str:
+    """The protocol's name plus a hash of the code that turns a model into reported numbers (the evaluation
+    passes and the metrics), so any change to it gives a new benchmark version: results from before and after
+    never rank together."""
+    text = "\n".join(inspect.getsource(source) for source in sources)
+    return f"{SELECTION}/{content_hash(text, 12)}"
 
 
 def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, type[Encoder]],
@@ -52,7 +63,7 @@ def benchmark_version(grid: Grid, task: TaskSpec, recipe: TrainRecipe) -> str:
     if grid.benchmark_version:
         return grid.benchmark_version
     protocol = {"task": task.model_dump(mode="json", exclude_none=True), "train": recipe.identity(),
-                "evaluation": EVALUATION_PROTOCOL}
+                "evaluation": evaluation_protocol()}
     return f"{task.version}-{content_hash(protocol, 8)}"
 
 
