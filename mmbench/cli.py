@@ -184,6 +184,44 @@ def list_components(kind: Kind = typer.Argument(..., help="encoders, fusions, ba
         typer.echo(f"{name:<20} {doc[0] if doc else ''}")
 
 
+@app.command()
+def compare(
+    a: Path = typer.Argument(..., help="leaderboard JSON or run directory (A, the reference)"),
+    b: Path = typer.Argument(..., help="leaderboard JSON or run directory (B)"),
+    metric: list[str] = typer.Option(None, "--metric", help="metrics to compare (default: the primary one)"),
+    fail_on: list[str] = typer.Option(None, "--fail-on", help="METRIC:POINTS — exit 1 when an entry of B is "
+                                                              "worse than A by more than POINTS"),
+) -> None:
+    """Per-entry differences between two leaderboards or runs (B − A, in points, + = better)."""
+    from mmbench.reporting import compare as comparing
+
+    try:
+        board_a, board_b = comparing.load(a), comparing.load(b)
+        thresholds = {}
+        for item in fail_on or []:
+            name, _, points = item.partition(":")
+            thresholds[name] = float(points)
+    except lb.LeaderboardError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except ValueError:
+        typer.echo(f"--fail-on takes METRIC:POINTS (e.g. accuracy:1.0), got {item!r}", err=True)
+        raise typer.Exit(2) from None
+    metrics = list(metric or [board_a.primary_metric]) + [m for m in thresholds if m not in (metric or [])]
+    unknown = sorted(set(metrics) - set(board_a.metrics))
+    if unknown:
+        typer.echo(f"unknown metric(s) {unknown}; the boards report {', '.join(board_a.metrics)}", err=True)
+        raise typer.Exit(2)
+    found, only = comparing.differences(board_a, board_b, list(dict.fromkeys(metrics)))
+    typer.echo(comparing.render(board_a, board_b, found, only))
+    worse = comparing.regressions(board_a, found, thresholds)
+    if worse:
+        typer.echo(f"{len(worse)} regression(s) beyond the allowed drop:", err=True)
+        for line in worse:
+            typer.echo(f"  - {line}", err=True)
+        raise typer.Exit(1)
+
+
 @leaderboard_app.command("render")
 def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
     """Render a leaderboard JSON file to Markdown on stdout."""

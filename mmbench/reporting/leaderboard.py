@@ -17,14 +17,12 @@ from mmbench.files import atomic_write_json, atomic_write_text
 from mmbench.schema.leaderboard import (
     SCHEMA,
     CoefficientSummary,
-    Component,
     Entry,
     EntryError,
     Imbalance,
     Leaderboard,
     Profile,
     Stat,
-    TaskInfo,
 )
 from mmbench.schema.results import STATUS_ORDER, CellResult
 
@@ -118,10 +116,10 @@ def aggregate_entry(results: list[CellResult]) -> Entry:
     env = first.env
     return Entry(
         id=first.entry_id,
-        task=TaskInfo(**first.task.model_dump()),
-        encoders={m: Component(**c.model_dump()) for m, c in first.encoders.items()},
-        fusion=Component(**first.fusion.model_dump()) if first.fusion else None,
-        balancer=Component(**first.balancer.model_dump()),
+        task=first.task,
+        encoders=dict(first.encoders),
+        fusion=first.fusion,
+        balancer=first.balancer,
         reference=first.reference,
         train=first.train.identity(),
         status=status,

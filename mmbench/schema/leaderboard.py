@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from mmbench.schema.cell import ComponentSpec, EncoderSpec, TaskSpec
 from mmbench.schema.record import IDENTIFIER, Record, check_schema
 from mmbench.schema.results import ProfileFields, Status
 
@@ -23,17 +24,6 @@ class Stat(Record):
     mean: float | None
     std: float | None
     per_seed: list[float | None]
-
-
-class Component(Record):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    overrides: dict[str, Any] = Field(default_factory=dict, description="parameters set away from the defaults")
-
-
-class TaskInfo(Component):
-    version: str
-    fingerprint: str | None = None
 
 
 class Imbalance(Record):
@@ -64,10 +54,10 @@ class EntryError(Record):
 
 class Entry(Record):
     id: str
-    task: TaskInfo
-    encoders: dict[str, Component]
-    fusion: Component | None = Field(description="None for a balancer that forms its own predictions")
-    balancer: Component
+    task: TaskSpec
+    encoders: dict[str, EncoderSpec]
+    fusion: ComponentSpec | None = Field(description="None for a balancer that forms its own predictions")
+    balancer: ComponentSpec
     reference: bool = Field(False, description="a point of comparison, not a method: never ranked")
     train: dict[str, Any]
     status: Status
