@@ -80,6 +80,7 @@ def run(
     retry_failed: bool = typer.Option(False, help="re-run cells recorded as failed"),
     executor: str = typer.Option("local", help="where cells run (`mmbench list executors`)"),
     data_root: Path | None = DATA_ROOT,
+    plots: bool = typer.Option(True, help="write each entry's curves and coefficient figures next to the board"),
 ) -> None:
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
     from mmbench.data.prepared import DataError
@@ -98,7 +99,7 @@ def run(
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill ends like Ctrl-C: finished cells are kept
     try:
         summary = run_grid(grid, registry, target, executor=chosen, retry_failed=retry_failed, console=err,
-                           grid_text=matrix.read_text(), data_root=data_root)
+                           grid_text=matrix.read_text(), data_root=data_root, plots=plots)
     except (RunStoreError, DataError) as exc:
         typer.echo(f"cannot run: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -239,6 +240,7 @@ def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
 def publish(
     run_dir: Path = typer.Argument(..., help="a run directory (holding cells/*.json)"),
     to: Path = typer.Option(Path("leaderboards"), help="published leaderboards directory"),
+    plots: bool = typer.Option(True, help="write the board's figures next to it (<benchmark>-plots/)"),
 ) -> None:
     """Add a run's cell results to leaderboards/<benchmark>.cells.jsonl and rebuild <benchmark>.json/.md.
 
@@ -248,7 +250,7 @@ def publish(
     from mmbench.running.store import RunStoreError
 
     try:
-        done = publish_run(run_dir, to)
+        done = publish_run(run_dir, to, plots)
     except (lb.LeaderboardError, RunStoreError) as exc:
         typer.echo(f"cannot publish: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -179,13 +179,20 @@ def read(path: Path) -> Leaderboard:
         raise LeaderboardError(f"{path} is not a valid leaderboard:\n{exc}") from None
 
 
-def write(board: Leaderboard, json_path: Path) -> Path:
-    """Write the JSON and the Markdown rendered from it (same name, `.md`)."""
+def write(board: Leaderboard, json_path: Path, results: list[CellResult] | None = None) -> Path:
+    """Write the JSON and the Markdown rendered from it (same name, `.md`). Given the cell results behind the
+    board, also its figures (`<name>-plots/`), linked from the Markdown."""
     from mmbench.reporting.markdown import render_markdown
+    from mmbench.reporting.plots import write_plots
 
     atomic_write_json(json_path, board.to_json())
+    links = {}
+    if results:
+        folder = json_path.with_name(f"{json_path.stem}-plots")
+        links = {key: {kind: path.relative_to(json_path.parent).as_posix() for kind, path in files.items()}
+                 for key, files in write_plots(board, results, folder).items()}
     md_path = json_path.with_suffix(".md")
-    atomic_write_text(md_path, render_markdown(board))
+    atomic_write_text(md_path, render_markdown(board, links))
     return md_path
 
 
@@ -193,12 +200,13 @@ def run_leaderboard_path(out_dir: Path, board: Leaderboard, several: bool) -> Pa
     return out_dir / (f"leaderboard.{board.benchmark}.json" if several else "leaderboard.json")
 
 
-def write_run_leaderboards(results: list[CellResult], out_dir: Path) -> list[Path]:
-    """`leaderboard.json`/`.md` in the run directory (one file per benchmark when a grid has several)."""
+def write_run_leaderboards(results: list[CellResult], out_dir: Path, plots: bool = False) -> list[Path]:
+    """`leaderboard.json`/`.md` in the run directory (one file per benchmark when a grid has several), with
+    their figures when `plots`."""
     boards = aggregate(results)
     paths = []
     for board in boards:
         path = run_leaderboard_path(out_dir, board, several=len(boards) > 1)
-        write(board, path)
+        write(board, path, [r for r in results if r.benchmark_version == board.benchmark_version] if plots else None)
         paths.append(path)
     return paths

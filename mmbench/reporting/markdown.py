@@ -82,8 +82,14 @@ def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
             gain, f"{prof.seconds_per_epoch:.2f}" if prof else NONE, memory, _device_label(e)]
 
 
-def render_markdown(board: Leaderboard) -> str:
-    """Ranked table of the methods, the references apart, then the failed/diverged/skipped entries."""
+def _plot_links(links: dict[str, str]) -> str:
+    return " · ".join(f"[{kind}]({path})" for kind, path in sorted(links.items())) or NONE
+
+
+def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None = None) -> str:
+    """Ranked table of the methods, the references apart, then the failed/diverged/skipped entries. `plots`
+    (entry id -> figure kind -> relative path; the key "" for the board's figures) adds links to figures."""
+    plots = plots or {}
     primary = board.primary_metric
     finished = _finished(board)
     baseline = {(_encoders_label(e), _fusion_label(e)): e.metrics[primary].mean
@@ -91,10 +97,11 @@ def render_markdown(board: Leaderboard) -> str:
     headers = ["balancer", "encoders", "fusion", f"{primary} (%)",
                *[f"{m} (%)" for m in board.metrics if m != primary],
                *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}", "s/epoch",
-               "peak memory", "device"]
+               "peak memory", "device", *(["plots"] if plots else [])]
 
     def table(entries: list[Entry], numbered: bool) -> str:
-        rows = [([str(i)] if numbered else []) + _row(board, e, baseline) for i, e in enumerate(entries, 1)]
+        rows = [([str(i)] if numbered else []) + _row(board, e, baseline)
+                + ([_plot_links(plots.get(e.id, {}))] if plots else []) for i, e in enumerate(entries, 1)]
         return tabulate(rows, headers=(["#"] if numbered else []) + headers, tablefmt="github",
                         disable_numparse=True)
 
@@ -116,6 +123,8 @@ def render_markdown(board: Leaderboard) -> str:
         "",
         table(methods, numbered=True) if methods else "_No successful entries._",
     ]
+    if "" in plots:
+        lines += ["", f"![each modality alone and together]({plots['']['modalities']})"]
     references = [e for e in finished if e.reference]
     if references:
         lines += ["", "## References (not ranked)", "",

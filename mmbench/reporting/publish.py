@@ -58,8 +58,9 @@ def _same_outcome(a: CellResult, b: CellResult) -> bool:
     return a.status == b.status and a.test == b.test and a.reason == b.reason
 
 
-def publish(run_dir: Path, target_dir: Path) -> list[Published]:
-    """Add a run's cell results to the published ones in `target_dir` and rebuild each affected leaderboard."""
+def publish(run_dir: Path, target_dir: Path, plots: bool = False) -> list[Published]:
+    """Add a run's cell results to the published ones in `target_dir` and rebuild each affected leaderboard
+    (with its figures when `plots`)."""
     results = RunStore(run_dir).results()
     if not results:
         raise LeaderboardError(f"no cell results in {Path(run_dir) / 'cells'}; run the grid first")
@@ -94,6 +95,6 @@ def publish(run_dir: Path, target_dir: Path) -> list[Published]:
         lines = [json.dumps(published[k].to_json(), sort_keys=True, allow_nan=False) for k in sorted(published)]
         atomic_write_text(cells_path, "\n".join(lines) + "\n")
         [merged] = aggregate(list(published.values()))
-        write(merged, target)
+        write(merged, target, list(published.values()) if plots else None)
         done.append(report)
     return done

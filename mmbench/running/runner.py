@@ -78,8 +78,9 @@ class _Progress:
 
 def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor | None = None,
              retry_failed: bool = False, console: Console | None = None, grid_text: str | None = None,
-             data_root: str | Path | None = None) -> RunSummary:
-    """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards.
+             data_root: str | Path | None = None, plots: bool = False) -> RunSummary:
+    """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards (and their
+    figures when `plots`).
 
     The run directory is locked for the whole run; results are saved as each cell finishes.
     """
@@ -102,5 +103,5 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor |
         with Progress(*columns, console=console, transient=False) as progress:
             executor.run(todo, _Progress(store, registry, progress, len(cells), resumed), registry)
         results = [r for r in map(store.load, (c.cell_id for c in cells)) if r is not None]
-        written = leaderboard.write_run_leaderboards(results, Path(out_dir))
+        written = leaderboard.write_run_leaderboards(results, Path(out_dir), plots)
     return RunSummary(Path(out_dir), dict(Counter(r.status for r in results)), resumed, written)

@@ -198,6 +198,7 @@ def train(
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
 ) -> TrainOutcome:
     """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them."""
+    metric_lib.load()  # import the metric library before any timing starts
     generator = seed_everything(seed)
     device = resolve_device(recipe.device)
     if device.type == "cpu":

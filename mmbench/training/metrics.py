@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 
-def _tm():
+def load():
     """torchmetrics' classification functions, imported on first use: importing torchmetrics pulls in
     torchvision's model zoo, seconds that commands which evaluate nothing should not pay."""
     from torchmetrics.functional import classification
@@ -28,7 +28,7 @@ def _samples_f1(logits: Tensor, target: Tensor, num_classes: int) -> Tensor:
     # each sample becomes a "label" whose F1 is computed across the classes. A sample with neither true nor
     # predicted labels scores 0, as sklearn's default (which the reference implementations call) does.
     probs = logits.sigmoid().T.contiguous()
-    return _tm().multilabel_f1_score(
+    return load().multilabel_f1_score(
         probs, target.T.contiguous(), num_labels=probs.shape[1], average="macro",
         threshold=MULTILABEL_THRESHOLD, zero_division=0,
     )
@@ -36,28 +36,28 @@ def _samples_f1(logits: Tensor, target: Tensor, num_classes: int) -> Tensor:
 
 def _multiclass_micro_ap(logits: Tensor, target: Tensor, num_classes: int) -> Tensor:
     one_hot = torch.nn.functional.one_hot(target, num_classes)
-    return _tm().multilabel_average_precision(logits.softmax(-1), one_hot, num_labels=num_classes, average="micro")
+    return load().multilabel_average_precision(logits.softmax(-1), one_hot, num_labels=num_classes, average="micro")
 
 
 SINGLE_LABEL: dict[str, MetricFn] = {
-    "accuracy": lambda x, y, c: _tm().multiclass_accuracy(x, y, num_classes=c, average="micro"),
-    "macro_f1": lambda x, y, c: _tm().multiclass_f1_score(x, y, num_classes=c, average="macro"),
-    "micro_f1": lambda x, y, c: _tm().multiclass_f1_score(x, y, num_classes=c, average="micro"),
-    "map_macro": lambda x, y, c: _tm().multiclass_average_precision(x.softmax(-1), y, num_classes=c, average="macro"),
+    "accuracy": lambda x, y, c: load().multiclass_accuracy(x, y, num_classes=c, average="micro"),
+    "macro_f1": lambda x, y, c: load().multiclass_f1_score(x, y, num_classes=c, average="macro"),
+    "micro_f1": lambda x, y, c: load().multiclass_f1_score(x, y, num_classes=c, average="micro"),
+    "map_macro": lambda x, y, c: load().multiclass_average_precision(x.softmax(-1), y, num_classes=c, average="macro"),
     "map_micro": _multiclass_micro_ap,
-    "ece": lambda x, y, c: _tm().multiclass_calibration_error(x.softmax(-1), y, num_classes=c, n_bins=15, norm="l1"),
+    "ece": lambda x, y, c: load().multiclass_calibration_error(x.softmax(-1), y, num_classes=c, n_bins=15, norm="l1"),
 }
 
 MULTI_LABEL: dict[str, MetricFn] = {
-    "f1_micro": lambda x, y, c: _tm().multilabel_f1_score(
+    "f1_micro": lambda x, y, c: load().multilabel_f1_score(
         x.sigmoid(), y, num_labels=c, average="micro", threshold=MULTILABEL_THRESHOLD),
-    "f1_macro": lambda x, y, c: _tm().multilabel_f1_score(
+    "f1_macro": lambda x, y, c: load().multilabel_f1_score(
         x.sigmoid(), y, num_labels=c, average="macro", threshold=MULTILABEL_THRESHOLD),
-    "f1_weighted": lambda x, y, c: _tm().multilabel_f1_score(
+    "f1_weighted": lambda x, y, c: load().multilabel_f1_score(
         x.sigmoid(), y, num_labels=c, average="weighted", threshold=MULTILABEL_THRESHOLD),
     "f1_samples": _samples_f1,
-    "map_macro": lambda x, y, c: _tm().multilabel_average_precision(x.sigmoid(), y, num_labels=c, average="macro"),
-    "map_micro": lambda x, y, c: _tm().multilabel_average_precision(x.sigmoid(), y, num_labels=c, average="micro"),
+    "map_macro": lambda x, y, c: load().multilabel_average_precision(x.sigmoid(), y, num_labels=c, average="macro"),
+    "map_micro": lambda x, y, c: load().multilabel_average_precision(x.sigmoid(), y, num_labels=c, average="micro"),
 }
 
 #: metrics where smaller is better; everything else is maximised

@@ -1,0 +1,122 @@
+"""Figures written next to a leaderboard: each entry's learning curves and coefficient trajectories, and one
+chart of every entry's per-modality accuracy — the imbalance at a glance. Linked from the Markdown.
+
+matplotlib is imported here only, with its file-only backend, so nothing else pays for it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from mmbench.schema.leaderboard import Leaderboard
+from mmbench.schema.results import CellResult
+
+DPI = 80
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curves(results: list[CellResult], primary: str, path: Path) -> None:
+    """Training loss and validation primary metric per epoch, one line per seed."""
+    plt = _pyplot()
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(8, 3), dpi=DPI)
+    for r in results:
+        epochs = [h.epoch for h in r.history]
+        loss_ax.plot(epochs, [h.train_loss for h in r.history], marker=".", label=f"seed {r.seed}")
+        metric_ax.plot(epochs, [h.val.metrics.get(primary) if h.val else None for h in r.history], marker=".",
+                       label=f"seed {r.seed}")
+    loss_ax.set(title="training loss", xlabel="epoch")
+    metric_ax.set(title=f"validation {primary}", xlabel="epoch")
+    metric_ax.legend(fontsize="small")
+    fig.suptitle(results[0].label().rsplit(" seed=", 1)[0], fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def _coefficients(results: list[CellResult], path: Path) -> bool:
+    """The balancer's coefficients per epoch, grouped by name before the dot (k.audio and k.visual share axes):
+    one colour per coefficient, one line style per seed. False when the balancer reports none."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        for h in r.history:
+            for name in h.coefficients:
+                groups[name.split(".", 1)[0]].add(name)
+    if not groups:
+        return False
+    plt = _pyplot()
+    columns = min(4, len(groups))
+    rows = -(-len(groups) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), dpi=DPI, squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, (group, names) in zip(axes.flat, sorted(groups.items())):
+        for i, name in enumerate(sorted(names)):
+            for s, r in enumerate(results):
+                series = [(h.epoch, h.coefficients.get(name)) for h in r.history]
+                ax.plot(*zip(*series), color=f"C{i}", linestyle=SEED_STYLES[s % len(SEED_STYLES)], marker=".",
+                        label=name if s == 0 else None)
+        ax.set(title=group, xlabel="epoch")
+        if len(names) > 1:
+            ax.legend(fontsize="x-small")
+    fig.suptitle(f"{results[0].balancer.label()}: coefficients per epoch (line style = seed "
+                 f"{', '.join(str(r.seed) for r in results)})", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _modalities(board: Leaderboard, path: Path) -> None:
+    """Per entry: the multimodal score and each modality's own score (mean over seeds)."""
+    plt = _pyplot()
+    entries = [e for e in board.entries if e.status == "ok" and board.primary_metric in e.metrics]
+    primary = board.primary_metric
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(entries) + 3), 4.2), dpi=DPI)
+    bars = ["multimodal", *board.modalities]
+    width = 0.8 / len(bars)
+    for i, bar in enumerate(bars):
+        values = [(e.metrics if bar == "multimodal" else e.unimodal.get(bar, {})).get(primary) for e in entries]
+        ax.bar([x + i * width for x in range(len(entries))], [v.mean * 100 if v and v.mean else 0 for v in values],
+               width, label=bar)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(entries))])
+    ax.set_xticklabels([f"{e.balancer.label()} / {e.fusion.name if e.fusion else '–'}" for e in entries],
+                       rotation=45, ha="right", fontsize="small")
+    ax.set(ylabel=f"{primary} (%)", title=f"{board.benchmark}: each modality alone vs together")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_plots(board: Leaderboard, results: list[CellResult], folder: Path) -> dict[str, dict[str, Path]]:
+    """Write the figures into `folder`; returns entry id -> {"curves": path, "coefficients": path} and the
+    board's chart under the key "" ({"modalities": path})."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_entry: dict[str, list[CellResult]] = defaultdict(list)
+    for r in results:
+        if r.status == "ok" and r.history:
+            by_entry[r.entry_id].append(r)
+    written: dict[str, dict[str, Path]] = {}
+    for entry_id, runs in by_entry.items():
+        runs.sort(key=lambda r: r.seed)
+        files = {"curves": folder / f"{entry_id}-curves.png"}
+        _curves(runs, board.primary_metric, files["curves"])
+        if _coefficients(runs, folder / f"{entry_id}-coefficients.png"):
+            files["coefficients"] = folder / f"{entry_id}-coefficients.png"
+        written[entry_id] = files
+    if any(e.status == "ok" for e in board.entries):
+        written[""] = {"modalities": folder / "modalities.png"}
+        _modalities(board, written[""]["modalities"])
+    return written
