@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from enum import Enum
 from pathlib import Path
@@ -20,6 +21,8 @@ app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoder
                   no_args_is_help=True, pretty_exceptions_enable=False)
 leaderboard_app = typer.Typer(help="Leaderboard files.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
+new_app = typer.Typer(help="Start a plugin distribution.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -37,8 +40,16 @@ class SchemaName(str, Enum):
     leaderboard = "leaderboard"
 
 
-def _registry() -> registry_lib.Registry:
-    """The installed plugins; broken ones are named in one line (`mmbench plugins` shows the details)."""
+PLUGINS_DIR = typer.Option(None, "--plugins-dir", help="also load the plugin modules (*.py) of this folder, "
+                                                       "without installing them; may be repeated")
+
+
+def _registry(plugins_dir: list[Path] | None = None) -> registry_lib.Registry:
+    """The installed plugins (and those of `plugins_dir`); broken ones are named in one line (`mmbench plugins`
+    shows the details). The folders go into the environment so that worker processes load them too."""
+    if plugins_dir:
+        os.environ[registry_lib.PLUGINS_DIR_VARIABLE] = os.pathsep.join(str(p.resolve()) for p in plugins_dir)
+        registry_lib.default.cache_clear()
     registry = registry_lib.default()
     if registry.problems:
         names = sorted({p.plugin for p in registry.problems})
@@ -81,6 +92,7 @@ def run(
     executor: str = typer.Option("local", help="where cells run (`mmbench list executors`)"),
     data_root: Path | None = DATA_ROOT,
     plots: bool = typer.Option(True, help="write each entry's curves and coefficient figures next to the board"),
+    plugins_dir: list[Path] = PLUGINS_DIR,
 ) -> None:
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
     from mmbench.data.prepared import DataError
@@ -88,7 +100,7 @@ def run(
     from mmbench.running.runner import run_grid
     from mmbench.running.store import RunStoreError
 
-    registry = _registry()
+    registry = _registry(plugins_dir)
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / grid.name
     try:
@@ -139,9 +151,10 @@ def _warn_anomalies(board_path: Path) -> None:
 
 
 @app.command()
-def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_root: Path | None = DATA_ROOT) -> None:
+def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_root: Path | None = DATA_ROOT,
+             plugins_dir: list[Path] = PLUGINS_DIR) -> None:
     """Validate a grid completely (names, parameters, modalities, prepared data) without training anything."""
-    registry = _registry()
+    registry = _registry(plugins_dir)
     grid = _load_grid(matrix, registry)
     cells = _expand(grid, registry, data_root)
     skipped = {c.entry_id: c for c in cells if c.skip_reason}
@@ -158,9 +171,11 @@ def schema(name: SchemaName = typer.Argument(..., help="which JSON Schema to pri
 
 
 @app.command()
-def plugins() -> None:
+def plugins(plugins_dir: list[Path] = PLUGINS_DIR) -> None:
     """What is installed: every component, its plugin and the distribution that provides it; then each
     plugin that could not be used, with its distribution and error (exit code 1 when there is one)."""
+    if plugins_dir:
+        _registry(plugins_dir)
     registry = registry_lib.default()
     table = Table("kind", "name", "plugin", "distribution", "version")
     for kind in registry_lib.KINDS:
@@ -177,9 +192,10 @@ def plugins() -> None:
 
 
 @app.command("list")
-def list_components(kind: Kind = typer.Argument(..., help="encoders, fusions, balancers or tasks")) -> None:
+def list_components(kind: Kind = typer.Argument(..., help="encoders, fusions, balancers or tasks"),
+                    plugins_dir: list[Path] = PLUGINS_DIR) -> None:
     """Names of the registered components of one kind, with their one-line description."""
-    registry = _registry()
+    registry = _registry(plugins_dir)
     for name in registry.names(kind.value):
         doc = (registry.get(kind.value, name).cls.__doc__ or "").strip().splitlines()
         typer.echo(f"{name:<20} {doc[0] if doc else ''}")
@@ -221,6 +237,23 @@ def compare(
         for line in worse:
             typer.echo(f"  - {line}", err=True)
         raise typer.Exit(1)
+
+
+@new_app.command("balancer")
+def new_balancer(
+    name: str = typer.Argument(..., help="the balancer's name, as grids will write it (e.g. my_method)"),
+    directory: Path = typer.Option(Path("."), "--dir", help="where to create the distribution folder"),
+) -> None:
+    """Create `mmbench-NAME/`: a balancer plugin distribution that installs, registers and passes its tests."""
+    from mmbench.scaffold import new_balancer as scaffold
+
+    try:
+        root = scaffold(name, directory)
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"created {root}; next: cd {root} && pip install -e '.[dev]' && python -m pytest -q, or try it "
+               f"uninstalled with `mmbench run --matrix GRID --plugins-dir {root / root.name.replace('-', '_')}`")
 
 
 @leaderboard_app.command("render")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import importlib.util
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -183,8 +186,34 @@ def _collect(registry: Registry, dists: dict[str, tuple[str, str]]) -> None:
             table[comp.name] = comp
 
 
-def load(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
-    """Load every installed plugin (plus `extra_plugins`, registered in-process) into a fresh registry."""
+#: folders of plugin modules to load besides the installed ones (`mmbench run --plugins-dir`), os.pathsep-separated;
+#: an environment variable so that worker processes load them too
+PLUGINS_DIR_VARIABLE = "MMBENCH_PLUGINS_DIR"
+
+
+def _load_folder(registry: Registry, folder: Path) -> dict[str, tuple[str, str]]:
+    """Register every `*.py` module of `folder` as a plugin named after its file; a module that fails to import
+    is reported like a broken installed plugin."""
+    found = {}
+    if not folder.is_dir():
+        registry.problems.append(PluginProblem(str(folder), "plugins folder not found", None))
+        return found
+    for path in sorted(folder.glob("*.py")):
+        name = path.stem
+        try:
+            spec = importlib.util.spec_from_file_location(f"mmbench_local_plugins.{name}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            registry.manager.register(module, name=name)
+            found[name] = (f"{folder} (not installed)", "")
+        except Exception as exc:
+            registry.problems.append(PluginProblem(name, f"failed to load {path}: {exc!r}", str(folder)))
+    return found
+
+
+def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterable[str | Path] = ()) -> Registry:
+    """Load every installed plugin, the modules of `plugin_dirs`, and `extra_plugins` (registered in-process)
+    into a fresh registry."""
     registry = Registry(manager=_new_manager())
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
         if registry.manager.get_plugin(ep.name) is not None:
@@ -196,13 +225,17 @@ def load(extra_plugins: Iterable[ModuleType | object] = ()) -> Registry:
         except Exception as exc:
             dist = ep.dist.name if ep.dist is not None else None
             registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}", dist))
+    local = {}
+    for folder in plugin_dirs:
+        local.update(_load_folder(registry, Path(folder)))
     for plugin in extra_plugins:
         registry.manager.register(plugin)
-    _collect(registry, _distribution_of(registry.manager))
+    _collect(registry, {**_distribution_of(registry.manager), **local})
     return registry
 
 
 @lru_cache(maxsize=1)
 def default() -> Registry:
-    """The registry of installed plugins, loaded once per process."""
-    return load()
+    """The registry of installed plugins (and of the folders in $MMBENCH_PLUGINS_DIR), loaded once per process."""
+    folders = [f for f in os.environ.get(PLUGINS_DIR_VARIABLE, "").split(os.pathsep) if f]
+    return load(plugin_dirs=folders)

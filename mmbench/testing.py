@@ -1,4 +1,14 @@
-"""Helpers for testing plugins (ours and third parties'): a tiny synthetic cell trained in a second or two."""
+"""Helpers for testing plugins, ours and third parties': a tiny synthetic cell trained in a second or two.
+
+- `check_balancer(MyBalancer)`: the whole contract a balancer keeps, in one call (start here).
+- `train_tiny(MyBalancer, epochs=2, ...)`: train a tiny synthetic cell on CPU; returns a `TrainOutcome`
+  (`status`, `history` of `EpochRecord`s, `val`/`test` `SplitScores`, `profile`).
+- `assert_trained(outcome, epochs, coefficients={...})`: the end-to-end checks on such an outcome.
+- `tiny_components(...)`: the resolved parts of that cell, to build your own variants.
+- `tiny_context(components)`: a built model, optimizer, set-up balancer and one `Batch`, to call single hooks
+  (`loss`, `after_backward`, `train_step`) and pin their arithmetic to numbers computed by hand.
+- `forbid_host_sync()`: a context in which every tensor-to-host read raises (no device sync per step).
+"""
 
 from __future__ import annotations
 
@@ -70,6 +80,71 @@ def tiny_context(components: CellComponents, epochs: int = 1, batch_size: int = 
     balancer.setup(ctx)
     train = components.task.splits()["train"]
     return balancer, ctx, collate([train[i] for i in range(batch_size)])
+
+
+def _runnable_fusion(balancer: type[Balancer], registry: registry_lib.Registry) -> str | None:
+    """A registered fusion the balancer accepts on the tiny task (None when it ignores the cell's fusion)."""
+    from mmbench.running.cells import incompatibility
+
+    task = tiny_components("joint", registry=registry).task
+    mlp = {m: registry.get("encoders", "mlp").cls for m in task.modalities}
+    for name in registry.names("fusions"):
+        if incompatibility(balancer, task, mlp, registry.get("fusions", name).cls) is None:
+            return name
+    raise AssertionError(f"{balancer.name} accepts none of the installed fusions ({registry.names('fusions')}) "
+                         "on the synthetic task")
+
+
+def check_balancer(balancer: type[Balancer], registry: registry_lib.Registry | None = None,
+                   expect_coefficients: bool | None = None) -> TrainOutcome:
+    """The contract every balancer keeps, for a plugin's own test suite: `check_balancer(MyBalancer)`.
+
+    - `name` is an identifier and `Params` a pydantic model built on `mmbench.api.Params`;
+    - every per-task default is valid for `Params` and passes the balancer's `check` where that task exists;
+    - one epoch on the tiny synthetic task with a fusion it accepts ends `ok` with a finite loss, the task's
+      metrics on validation and test, and per-modality and missing-modality metrics for every modality;
+    - every training step runs under `forbid_host_sync()`: no `.item()`, no Python `if` on a tensor (on a GPU
+      each would stall the device at every step);
+    - coefficients are finite floats each epoch, and present unless `expect_coefficients` is False (default:
+      expected unless the balancer is a baseline or a reference).
+
+    Raises AssertionError naming the broken rule; returns the outcome for further checks.
+    """
+    from pydantic import BaseModel
+
+    from mmbench.schema.params import Params
+
+    registry = registry or registry_lib.default()
+    assert isinstance(getattr(balancer, "name", None), str) and balancer.name.isidentifier(), \
+        f"{balancer.__qualname__}.name must be an identifier, got {getattr(balancer, 'name', None)!r}"
+    assert isinstance(balancer.Params, type) and issubclass(balancer.Params, BaseModel), "Params is no model"
+    assert issubclass(balancer.Params, Params), f"{balancer.name}.Params must subclass mmbench.api.Params"
+    for task_name, defaults in balancer.task_defaults.items():
+        params = balancer.Params.model_validate(defaults)
+        if task_name in registry.names("tasks"):
+            task = registry.resolve("tasks", task_name)
+            assert not balancer.check(params, task.cls(task.params)), f"task_defaults[{task_name!r}] fails check"
+    unguarded = balancer.train_step
+
+    def guarded_step(self, ctx, batch):
+        with forbid_host_sync():
+            return unguarded(self, ctx, batch)
+
+    guarded = type(balancer.__name__, (balancer,), {"train_step": guarded_step})
+    fusion = _runnable_fusion(balancer, registry)
+    outcome = train_tiny(guarded, epochs=1, fusion=fusion, registry=registry)
+    task = tiny_components(balancer, fusion=fusion, registry=registry).task
+    assert outcome.status == "ok", f"{balancer.name}: {outcome.status}"
+    assert math.isfinite(outcome.history[0].train_loss), "the training loss is not finite"
+    for split in (outcome.history[0].val, outcome.test):
+        assert set(split.metrics) == set(task.metrics) and all(map(math.isfinite, split.metrics.values()))
+        assert set(split.unimodal) == set(split.missing_modality) == set(task.modalities)
+    expect = expect_coefficients if expect_coefficients is not None else not (
+        balancer.is_baseline or balancer.is_reference)
+    assert_trained(outcome, 1)
+    if expect:
+        assert outcome.history[0].coefficients, f"{balancer.name} reports no coefficients"
+    return outcome
 
 
 def assert_trained(outcome: TrainOutcome, epochs: int, coefficients: set[str] | None = None) -> None:

@@ -35,6 +35,20 @@ def test_readme_layout_maps_one_to_one_onto_the_folders():
     folders = {p.name + "/" for base in ("mmbench", "plugins") for p in (ROOT / base).iterdir()
                if p.is_dir() and not p.name.startswith(("_", ".")) and p.name not in ("build",)}
     top = {p.name + "/" for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")
-           and p.name not in ("runs", "build", "mutants") and not p.name.endswith(".egg-info")}
+           and p.name not in ("runs", "build", "mutants", "site") and not p.name.endswith(".egg-info")}
     assert folders | top <= listed, (folders | top) - listed
     assert listed <= folders | top, listed - (folders | top)
+
+
+def test_the_docs_site_builds_in_strict_mode(tmp_path):
+    """The plugin authors' guide and the API reference generated from the docstrings build without a broken
+    reference (`mkdocs build --strict`)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    reference = (tmp_path / "api" / "index.html").read_text()
+    assert "check" in reference and "EpochMeans" in reference and "absent_input" in reference
+    assert "check_balancer" in (tmp_path / "testing" / "index.html").read_text()
