@@ -7,8 +7,8 @@ over them, mean-pooled over time (Kontras et al., BMVC 2024, seed 001; models sp
 MLB detects and crops the faces (224×224, ImageNet normalisation), runs a frozen facial-expression
 EfficientNet-B2 (HSEmotion's AffectNet-trained `enet_b2_8`, kept in MLB's git tree) over them once, and trains
 on the stored 1408-d features. Both forms are accepted: frames, run through timm's EfficientNet-B2 here
-(frozen by default: eval mode, no gradients), or the precomputed features `(T, 1408)`, which skip the CNN
-and are the fast way to train. The Conformer stack and its differences from MLB's: see `conformer`.
+(frozen — eval mode, no gradients — when its weights are loaded), or the precomputed features `(T, 1408)`,
+which skip the CNN and are the fast way to train. The Conformer stack and its differences from MLB's: see `conformer`.
 
 HSEmotion's checkpoint pickles a whole timm model: save its `state_dict()` once and give that file as
 `pretrained` (its 8-class classifier is ignored with a warning). Which timm architecture it was trained as is
@@ -39,7 +39,9 @@ class EfficientNetB2Params(FrontEndParams):
                           "network), or null for random initialisation")
     architecture: Literal["efficientnet_b2", "tf_efficientnet_b2"] = Field(
         "efficientnet_b2", description="timm architecture of the CNN; a timm `pretrained` name must match it")
-    freeze: bool = Field(True, description="keep the CNN fixed (eval mode, no gradients), as MLB's face descriptor")
+    freeze: bool | None = Field(
+        None, description="keep the CNN fixed (eval mode, no gradients); null: fixed when weights are loaded (MLB's "
+                          "frozen face descriptor), trained from random initialisation")
 
 
 def build_cnn(params: EfficientNetB2Params) -> nn.Module:
@@ -62,7 +64,7 @@ def build_cnn(params: EfficientNetB2Params) -> nn.Module:
 
 
 class EfficientNetB2Conformer(FrontEndConformer):
-    """MLB's video encoder: EfficientNet-B2 per frame (frozen) -> 1×1 conv -> 5 Conformer blocks -> time mean.
+    """MLB's video encoder: EfficientNet-B2 per frame -> 1×1 conv -> 5 Conformer blocks -> mean over time.
 
     Input, modality kind `visual`: face frames `(3, T, H, W)` per sample (channels, then time; ImageNet
     normalisation; MLB: 224×224 crops), or precomputed EfficientNet-B2 features `(T, 1408)`. Output
@@ -84,7 +86,9 @@ class EfficientNetB2Conformer(FrontEndConformer):
                              f"drop `pretrained` (it would only change the cell id)")
         super().__init__(modality, params, FEATURES)
         self.cnn = build_cnn(params) if frames else None
-        if self.cnn is not None and params.freeze:
+        self.frozen = self.cnn is not None and (params.pretrained is not None if params.freeze is None
+                                                else params.freeze)
+        if self.frozen:
             self.cnn.requires_grad_(False)
             self.cnn.eval()
 
@@ -94,7 +98,7 @@ class EfficientNetB2Conformer(FrontEndConformer):
 
     def train(self, mode: bool = True) -> EfficientNetB2Conformer:
         super().train(mode)
-        if self.cnn is not None and self.params.freeze:
+        if self.frozen:
             self.cnn.eval()  # a frozen descriptor keeps its batch-norm statistics and no dropout
         return self
 
@@ -103,7 +107,7 @@ class EfficientNetB2Conformer(FrontEndConformer):
             return x
         b, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # a sample's frames stay contiguous
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.params.freeze):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             features = self.cnn(frames)
         return features.view(b, t, -1)
 
