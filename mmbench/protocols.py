@@ -156,6 +156,11 @@ class Encoder(nn.Module):
         the encoders (intermediate fusion). Optional."""
         raise NotImplementedError(f"encoder {self.name!r} does not expose its blocks")
 
+    def tokens(self, x: Inputs) -> Tensor:
+        """The sequence `(B, T, out_dim)` whose mean over T is `forward(x)`, for fusions that read token
+        sequences (`Fusion.uses_tokens`). Optional."""
+        raise NotImplementedError(f"encoder {self.name!r} does not expose token sequences")
+
 
 # ------------------------------------------------------------------------------------------- Fusion
 
@@ -174,6 +179,9 @@ class Fusion(nn.Module):
     A late fusion only sees the pooled features. An intermediate fusion (`drives_encoders = True`) also
     runs the encoders block by block in `encode` (using `Encoder.blocks()`), exchanging information between
     modalities inside them; its `forward` still maps the pooled features to logits.
+    A fusion over tokens (`uses_tokens = True`) receives in `forward` every modality's token sequence
+    `(B, T_m, D_m)` (`Encoder.tokens`) instead of its pooled feature; the model pools the sequences (mean over
+    T) into the features that heads and balancers see.
 
     A fusion with `offers_contributions = True` returns, for every modality, logits that are exactly that
     modality's part of the fused logits (the sum over modalities equals the logits); balancers such as OGM
@@ -187,6 +195,8 @@ class Fusion(nn.Module):
     equal_dims: ClassVar[bool] = False
     #: an intermediate fusion: it runs the encoders itself (`encode`) and exchanges information inside them
     drives_encoders: ClassVar[bool] = False
+    #: `forward` reads each modality's token sequence `(B, T_m, D_m)` from `Encoder.tokens`, not its pooled feature
+    uses_tokens: ClassVar[bool] = False
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: Params) -> None:
         super().__init__()

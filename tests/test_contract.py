@@ -65,7 +65,8 @@ def test_encoder_contract(name):
 def test_fusion_contract(name):
     cls = REGISTRY.get("fusions", name).cls
     fusion = cls({"a": 4, "b": 4}, 3, cls.Params())
-    features = {"a": torch.randn(5, 4), "b": torch.randn(5, 4)}
+    shape = (5, 2, 4) if cls.uses_tokens else (5, 4)  # a fusion over tokens reads (B, T, D) sequences
+    features = {"a": torch.randn(shape), "b": torch.randn(shape)}
     out = fusion(features)
     assert out.logits.shape == (5, 3)
     if cls.offers_contributions:

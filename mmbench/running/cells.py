@@ -49,6 +49,9 @@ def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, ty
         kind = task.modalities[modality].kind
         if enc.accepts is not None and kind not in enc.accepts:
             return f"encoder {enc.name!r} accepts {sorted(enc.accepts)} inputs; modality {modality!r} is {kind!r}"
+        if fusion is not None and fusion.uses_tokens and enc.tokens is Encoder.tokens:
+            return f"fusion {fusion.name!r} reads token sequences; encoder {enc.name!r} of modality {modality!r} " \
+                   f"does not expose tokens()"
     return None
 
 

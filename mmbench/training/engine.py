@@ -124,7 +124,7 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     for raw in loader:
         batch = raw.to(ctx.device)
         with ctx.autocast():
-            features = model.encode(batch.inputs)
+            features = model.fusion_inputs(batch.inputs)
             out = model.head(features)
 
             def without(drop: set[str]) -> ModelOutput:

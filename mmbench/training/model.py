@@ -20,11 +20,11 @@ class MultimodalModel(nn.Module):
     fusion: its outputs carry no fused logits and it predicts through `Balancer.eval_logits`.
 
     `drop` removes modalities from a forward pass: the prediction may use no sample-specific information from
-    a dropped modality. Its pooled features are replaced with zeros (also in the returned
-    `ModelOutput.features`, so balancers that rebuild logits from features see the drop). An intermediate
-    fusion mixes modalities inside the encoders, so there the dropped inputs are also replaced, before
-    encoding, by what the encoder declares an absent input to be (`Encoder.absent_input`). Balancers select
-    parameters through `parameter_groups()`, never by name.
+    a dropped modality. Its pooled features (its token sequence, for a fusion over tokens) are replaced with
+    zeros (also in the returned `ModelOutput.features`, so balancers that rebuild logits from features see the
+    drop). An intermediate fusion mixes modalities inside the encoders, so there the dropped inputs are also
+    replaced, before encoding, by what the encoder declares an absent input to be (`Encoder.absent_input`).
+    Balancers select parameters through `parameter_groups()`, never by name.
     """
 
     def __init__(
@@ -48,20 +48,36 @@ class MultimodalModel(nn.Module):
     def drives_encoders(self) -> bool:
         return self.fusion is not None and self.fusion.drives_encoders
 
-    def encode(self, inputs: Mapping[str, Inputs], dropped: Collection[str] = ()) -> dict[str, Tensor]:
-        """Pooled features; `dropped` tells an intermediate fusion which inputs are absent stand-ins."""
+    @property
+    def uses_tokens(self) -> bool:
+        return self.fusion is not None and self.fusion.uses_tokens
+
+    def fusion_inputs(self, inputs: Mapping[str, Inputs], dropped: Collection[str] = ()) -> dict[str, Tensor]:
+        """What the fusion reads: pooled features, or token sequences for a fusion over tokens; `dropped` tells
+        an intermediate fusion which inputs are absent stand-ins."""
         if self.drives_encoders:
             return self.fusion.encode({m: inputs[m] for m in self.modalities}, self.encoders, frozenset(dropped))
+        if self.uses_tokens:
+            return {m: self.encoders[m].tokens(inputs[m]) for m in self.modalities}
         return {m: self.encoders[m](inputs[m]) for m in self.modalities}
 
-    def head(self, features: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
-        """Fusion and heads on already computed features (lets evaluation reuse one encoder pass)."""
-        kept = {m: torch.zeros_like(z) if m in drop else z for m, z in features.items()}
-        unimodal = {m: self.heads[m](kept[m]) for m in self.heads}
+    def pool(self, encoded: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Pooled features from `fusion_inputs` (token sequences are averaged over time)."""
+        return {m: z.mean(1) for m, z in encoded.items()} if self.uses_tokens else dict(encoded)
+
+    def encode(self, inputs: Mapping[str, Inputs], dropped: Collection[str] = ()) -> dict[str, Tensor]:
+        """Pooled features `(B, D_m)` of every modality."""
+        return self.pool(self.fusion_inputs(inputs, dropped))
+
+    def head(self, encoded: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
+        """Fusion and heads on already computed `fusion_inputs` (lets evaluation reuse one encoder pass)."""
+        kept = {m: torch.zeros_like(z) if m in drop else z for m, z in encoded.items()}
+        features = self.pool(kept)
+        unimodal = {m: self.heads[m](features[m]) for m in self.heads}
         if self.fusion is None:
-            return ModelOutput(None, kept, {}, unimodal, frozenset(drop))
+            return ModelOutput(None, features, {}, unimodal, frozenset(drop))
         fused = self.fusion(kept)
-        return ModelOutput(fused.logits, kept, fused.contributions, unimodal, frozenset(drop))
+        return ModelOutput(fused.logits, features, fused.contributions, unimodal, frozenset(drop))
 
     def without(self, inputs: Mapping[str, Inputs], drop: Collection[str]) -> dict[str, Inputs]:
         """The inputs with each dropped modality replaced by its encoder's absent input."""
@@ -69,8 +85,8 @@ class MultimodalModel(nn.Module):
 
     def forward(self, inputs: Mapping[str, Inputs], drop: Collection[str] = ()) -> ModelOutput:
         if drop and self.drives_encoders:
-            return self.head(self.encode(self.without(inputs, drop), drop), drop)
-        return self.head(self.encode(inputs), drop)
+            return self.head(self.fusion_inputs(self.without(inputs, drop), drop), drop)
+        return self.head(self.fusion_inputs(inputs), drop)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """`encoder.<m>`, `fusion`, `head.<m>`, `extra.<name>` -> parameters; each parameter in exactly one."""
