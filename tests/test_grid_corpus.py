@@ -37,6 +37,10 @@ CORPUS = [
     ("decimal comma", TINY_GRID.replace("lr: 0.05", "lr: 0,05"), "<root>", "decimal comma"),
     ("unknown baseline", TINY_GRID + "baseline: jiont\n", "baseline", "did you mean 'joint'?"),
     ("list instead of a grid", "- a\n- b\n", "<root>", "a grid is a YAML mapping"),
+    ("paper numbers for a balancer not in the grid", TINY_GRID + "published: {source: paper, results: {ogm: "
+     "{accuracy: 0.6}}}\n", "published.results.ogm", "names no balancer of the grid"),
+    ("paper numbers for an unknown metric", TINY_GRID + "published: {source: paper, results: {joint: "
+     "{auc: 0.6}}}\n", "published.results.joint.auc", "reports no metric 'auc'"),
 ]
 
 

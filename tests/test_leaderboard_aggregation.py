@@ -208,3 +208,16 @@ def test_anomalous_rows_are_flagged_in_the_markdown():
     ]
     section = md.render_markdown(board).split("## To explain")[1]
     assert all(f"- {line}" in section for line in flagged) and "slightly_worse" not in section
+
+
+def test_the_papers_number_and_the_difference_are_shown_when_the_grid_names_them():
+    records = [record(0, accuracy=0.80), record(0, "ogm", accuracy=0.62)]
+    for r in records:
+        r.published_source = "Peng et al., CVPR 2022, Tab. 1"
+    records[1].published = {"accuracy": 0.612}
+    text = md.render_markdown(board_of(records))
+    assert "'paper': the accuracy the reproduced paper reports for that method (Peng et al., CVPR 2022, Tab. 1)" in text
+    [row] = [line for line in text.splitlines() if line.startswith("| ") and "| ogm " in line]
+    assert "| 61.20 " in row and "| +0.80 " in row
+    [joint] = [line for line in text.splitlines() if line.startswith("| ") and "| joint " in line]
+    assert joint.count("| – ") >= 2

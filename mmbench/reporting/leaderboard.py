@@ -121,6 +121,8 @@ def aggregate_entry(results: list[CellResult]) -> Entry:
         fusion=first.fusion,
         balancer=first.balancer,
         reference=first.reference,
+        published=first.published,
+        published_source=first.published_source,
         train=first.train.identity(),
         status=status,
         reason="; ".join(reasons) or None,

@@ -76,7 +76,11 @@ def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
     if prof:
         memory = _bytes(prof.peak_accelerator_memory_bytes) if prof.peak_accelerator_memory_bytes \
             else _bytes(prof.peak_host_rss_bytes) + " (host)"
+    paper = e.published.get(primary)
+    published = [f"{paper * 100:.2f}", f"{(e.metrics[primary].mean - paper) * 100:+.2f}"] if paper is not None \
+        else [NONE, NONE]
     return [_balancer_label(e), _encoders_label(e), _fusion_label(e), _fmt(e.metrics[primary]),
+            *(published if any(x.published for x in board.entries) else []),
             *[_fmt(e.metrics.get(m)) for m in board.metrics if m != primary],
             *[_fmt(e.unimodal.get(m, {}).get(primary)) for m in board.modalities],
             gain, f"{prof.seconds_per_epoch:.2f}" if prof else NONE, memory, _device_label(e)]
@@ -94,7 +98,9 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
     finished = _finished(board)
     baseline = {(_encoders_label(e), _fusion_label(e)): e.metrics[primary].mean
                 for e in finished if e.balancer.name == board.baseline}
+    sources = sorted({e.published_source for e in board.entries if e.published and e.published_source})
     headers = ["balancer", "encoders", "fusion", f"{primary} (%)",
+               *(["paper (%)", "vs paper"] if sources else []),
                *[f"{m} (%)" for m in board.metrics if m != primary],
                *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}", "s/epoch",
                "peak memory", "device", *(["plots"] if plots else [])]
@@ -120,7 +126,8 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
         f"'alone' columns: each modality's own prediction from that model; gain: points over "
         f"`{board.baseline or 'no baseline'}` with the same encoders and fusion ({NONE}: a method that forms its "
         "own predictions, without the cell's fusion).",
-        "",
+        *([f"'paper': the {primary} the reproduced paper reports for that method ({'; '.join(sources)}); "
+           "'vs paper': ours minus the paper's, in points.", ""] if sources else []),
         table(methods, numbered=True) if methods else "_No successful entries._",
     ]
     if "" in plots:

@@ -114,6 +114,8 @@ def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None) 
                               for m, r in encoders.items()},
                     fusion=ComponentSpec(**fusion.spec()) if fusion else None,
                     balancer=ComponentSpec(**balancer.spec()), reference=bal_cls.is_reference,
+                    published=grid.published.results.get(bal_ref.name, {}) if grid.published else {},
+                    published_source=grid.published.source if grid.published else None,
                     train=grid.train, seed=seed, benchmark=task.name, benchmark_version=version, scoring=scoring,
                     baseline=baseline, data_root=str(root) if root else None, skip_reason=reason))
     return cells

@@ -72,6 +72,9 @@ class CellSpec(Record):
     baseline: str | None = None
     reference: bool = Field(False, description="a reference point (e.g. each modality trained alone), not a "
                                                "method: shown apart from the ranking")
+    published: dict[str, float] = Field(default_factory=dict, description="the reproduced paper's numbers for "
+                                                                           "this balancer (not part of the identity)")
+    published_source: str | None = None
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result except the seed. Unset optional fields (no data

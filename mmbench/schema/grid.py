@@ -41,6 +41,15 @@ class TaskRef(ComponentRef):
     root: str | None = Field(None, description="this task's prepared data folder (default: under data_root)")
 
 
+class Published(BaseModel):
+    """A paper's reported numbers for the protocol this grid reproduces, shown next to the entries."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    source: str = Field(min_length=1, description="where the numbers are from, e.g. 'Peng et al., CVPR 2022, Tab. 1'")
+    results: dict[str, dict[str, float]] = Field(
+        description="balancer name -> metric -> the paper's value (as a fraction, e.g. 0.612 for 61.2 %)")
+
+
 class Grid(BaseModel):
     """A matrix of cells: tasks × encoder sets × fusions × balancers × seeds, under one training recipe."""
 
@@ -59,6 +68,7 @@ class Grid(BaseModel):
     baseline: str | None = Field(
         None, description="the balancer gains are measured against (default: the one that declares itself the "
                           "baseline, e.g. joint)")
+    published: Published | None = Field(None, description="the reproduced paper's numbers, shown beside ours")
     data_root: str | None = Field(
         None, description="folder holding every prepared dataset as <data_root>/<task>/ (default: "
                           "$MMBENCH_DATA, else the per-user cache)")
@@ -213,6 +223,13 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
             problems += [(("balancers", i, "params"), f"with task {task.name!r}: {problem}")
                          for problem in resolved.cls.check(params, task)]
     names = [b.name for b in grid.balancers]
+    for name, values in (grid.published.results if grid.published else {}).items():
+        if name not in names:
+            problems.append((("published", "results", name), f"names no balancer of the grid ({', '.join(names)})"))
+        for task in tasks:
+            for metric in sorted(set(values) - set(task.metrics)):
+                problems.append((("published", "results", name, metric),
+                                 f"task {task.name!r} reports no metric {metric!r} ({', '.join(task.metrics)})"))
     if grid.baseline is not None and grid.baseline not in names:
         match = difflib.get_close_matches(grid.baseline, names, n=1, cutoff=0.5)
         hint = f"; did you mean {match[0]!r}?" if match else ""

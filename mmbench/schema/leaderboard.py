@@ -59,6 +59,8 @@ class Entry(Record):
     fusion: ComponentSpec | None = Field(description="None for a balancer that forms its own predictions")
     balancer: ComponentSpec
     reference: bool = Field(False, description="a point of comparison, not a method: never ranked")
+    published: dict[str, float] = Field(default_factory=dict, description="the reproduced paper's numbers")
+    published_source: str | None = None
     train: dict[str, Any]
     status: Status
     reason: str | None = None
