@@ -122,9 +122,6 @@ class Registry:
                     new.append(problem)
         return new
 
-    def distributions(self) -> dict[str, str]:
-        """Distribution -> version of every plugin that contributed a component."""
-        return {c.distribution: c.version for table in self.components.values() for c in table.values()}
 
 
 def _new_manager() -> pluggy.PluginManager:

@@ -110,3 +110,15 @@ def test_results_round_trip_through_json(registry):
     assert result.status == "ok" and result.cell_id == cell.cell_id
     again = CellResult.model_validate_json(json.dumps(result.to_json()))
     assert again == result and again.schema_ == "mmbench.cell/1"
+
+
+def test_a_result_records_the_plugins_of_its_own_components_only(registry):
+    from mmbench.running.cells import expand
+    from mmbench.running.worker import run_cell
+
+    text = TINY_GRID.replace("balancers: [joint]", "balancers: [modality_dropout]").replace("seeds: [0, 1]",
+                                                                                           "seeds: [0]")
+    [cell, _] = expand(grid_lib.parse(text, registry), registry)
+    result = run_cell(cell, registry)
+    assert result.env["plugins"] == {"mmbench": registry.get("tasks", "synthetic").version,
+                                     "mmbench-example-balancer": "0.1.0"}

@@ -38,9 +38,12 @@ def _device_label(entry: Entry) -> str:
 
 
 def _balancer_label(entry: Entry) -> str:
-    """The balancer with the parameters set away from their defaults, so two entries of one balancer differ."""
+    """The balancer with the parameters set away from their defaults, so two entries of one balancer differ,
+    and the third-party distributions (with versions) that provided the cell's components."""
     changed = ", ".join(f"{k}={v}" for k, v in sorted(entry.balancer.overrides.items()))
-    return _text(f"{entry.balancer.name} ({changed})" if changed else entry.balancer.name)
+    label = f"{entry.balancer.name} ({changed})" if changed else entry.balancer.name
+    plugins = ", ".join(f"{d} {v}".strip() for d, v in sorted(entry.plugin_versions.items()) if d != "mmbench")
+    return _text(f"{label} [{plugins}]" if plugins else label)
 
 
 def _fusion_label(entry: Entry) -> str:

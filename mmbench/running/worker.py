@@ -42,6 +42,18 @@ def components_of(cell: Cell, registry: registry_lib.Registry) -> CellComponents
     )
 
 
+def _distributions(cell: Cell, registry: registry_lib.Registry) -> dict[str, str]:
+    """Distribution -> version of the plugins that provide this cell's components (not every installed one)."""
+    named = [("tasks", cell.task), ("fusions", cell.fusion), ("balancers", cell.balancer),
+             *(("encoders", spec) for spec in cell.encoders.values())]
+    found = {}
+    for kind, spec in named:
+        if spec is not None and spec.name in registry.components[kind]:
+            component = registry.get(kind, spec.name)
+            found[component.distribution] = component.version
+    return found
+
+
 def _error(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
 
@@ -52,7 +64,7 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
     cell = cell if isinstance(cell, Cell) else Cell.model_validate(cell)
     registry = registry or registry_lib.default()
     base = {**cell.model_dump(exclude={"data_root", "skip_reason"}),
-            "env": profiling.environment(registry.distributions())}
+            "env": profiling.environment(_distributions(cell, registry))}
     if cell.skip_reason:
         return CellResult(**base, status="skipped", reason=cell.skip_reason)
     try:
