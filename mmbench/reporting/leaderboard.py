@@ -69,8 +69,9 @@ def _profile(results: list[CellResult]) -> Profile | None:
     if not profiles:
         return None
 
-    def mean(key: str) -> float:
-        return statistics.fmean(getattr(p, key) for p in profiles)
+    def mean(key: str) -> float | None:
+        values = [getattr(p, key) for p in profiles if getattr(p, key) is not None]
+        return statistics.fmean(values) if values else None
 
     return Profile(
         device=profiles[0].device,

@@ -59,8 +59,9 @@ class RunStore:
     def load(self, cell_id: str) -> CellResult | None:
         """The stored result of a cell, or None when absent or torn (a torn file is simply re-run).
 
-        A result written by an older mmbench (before cell results had a schema) or under another major schema
-        version raises `RunStoreError`: re-running would silently replace it.
+        A result written by an older mmbench (before cell results had a schema), under another major schema
+        version, or otherwise unreadable as a `CellResult` raises `RunStoreError`: re-running would silently
+        replace it.
         """
         path = self.path(cell_id)
         try:
@@ -80,8 +81,11 @@ class RunStore:
             raise RunStoreError(f"{path}: {exc}") from None
         try:
             return CellResult.model_validate(data)
-        except ValidationError:
-            return None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise RunStoreError(f"{path} is not a cell result this mmbench can read ({'.'.join(map(str, first['loc']))}"
+                                f": {first['msg']}); run the grid into a new directory (--out) or move "
+                                f"{self.root} aside") from None
 
     def results(self) -> list[CellResult]:
         """Every readable result in the run directory, in cell-id order."""

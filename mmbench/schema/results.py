@@ -59,12 +59,14 @@ class ProfileFields(Record):
     epochs: int
     seconds_per_epoch: float
     step_ms: dict[str, float]
-    step_samples_per_second: float = Field(description="samples per second of the training steps alone")
+    step_samples_per_second: float | None = Field(None, description="samples per second of the training "
+                                                                    "steps alone")
     samples_per_second: float = Field(description="end to end: samples trained per second of the epochs, "
                                                   "data loading, validation and the balancer's epoch hooks included")
     data_wait_fraction: float = Field(description="share of the training time spent waiting for batches")
-    validation_fraction: float = Field(description="share of the training time spent on validation")
-    balancer_hook_fraction: float = Field(description="share spent in the balancer's set-up and epoch hooks")
+    validation_fraction: float | None = Field(None, description="share of the training time spent on validation")
+    balancer_hook_fraction: float | None = Field(None, description="share spent in the balancer's set-up and "
+                                                                   "epoch hooks")
     peak_accelerator_memory_bytes: int
     peak_host_rss_bytes: int
     host_rss_scope: str = Field("process", description="'cell': the peak during this cell alone; 'process': "
