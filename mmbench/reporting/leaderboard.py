@@ -184,6 +184,14 @@ def ranked(board: Leaderboard) -> list[Entry]:
     return sorted(ok, key=lambda e: (e.metrics[board.primary_metric].mean or 0.0) * (1 if lower else -1))
 
 
+FAKE_BANNER = ("**FAKE DATA** — trained on generated stand-in tensors (`--fake-data`) for one short epoch: a smoke "
+               "test of the pipeline, not a result. `mmbench publish` refuses it.")
+
+
+def is_fake(board: Leaderboard) -> bool:
+    return any(e.task.fake for e in board.entries)
+
+
 def render_markdown(board: Leaderboard) -> str:
     """Ranked table of ok entries, then a short table of failed/diverged/skipped entries."""
     primary = board.primary_metric
@@ -214,6 +222,7 @@ def render_markdown(board: Leaderboard) -> str:
     lines = [
         f"# {board.benchmark} leaderboard",
         "",
+        *([FAKE_BANNER, ""] if is_fake(board) else []),
         f"Benchmark `{board.benchmark}` version `{board.benchmark_version}` · schema `{board.schema_}` · "
         f"hardware: {', '.join(devices) or 'n/a'} · dates: {dates[0] if dates else 'n/a'}"
         f"{' – ' + dates[-1] if dates and dates[-1] != dates[0] else ''}",
@@ -283,6 +292,9 @@ def publish(run_dir: Path, target_dir: Path) -> list[Path]:
     written = []
     for source in sources:
         board = read(source)
+        if is_fake(board):
+            raise LeaderboardError(f"{source} was trained on fake data (--fake-data): a smoke test is never "
+                                   "published; run the grid on the prepared data")
         target = Path(target_dir) / f"{board.benchmark}.json"
         if target.exists():
             current = read(target)

@@ -33,6 +33,7 @@ class Component(Record):
 class TaskInfo(Component):
     version: str
     fingerprint: str | None = None
+    fake: bool | None = Field(None, description="true: trained on generated stand-in data (--fake-data)")
 
 
 class Imbalance(Record):

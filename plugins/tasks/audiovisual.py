@@ -38,6 +38,8 @@ SPLITS_DIR = Path(__file__).parent / "splits"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
 CROP = 224
+#: the largest share of the frequency or time axis one augmentation mask covers
+MASK_SHARE = 0.15
 
 
 class AudioVisualParams(Params):
@@ -157,6 +159,24 @@ class AudioVisualTask(Task):
         return len(self.classes)
 
     # ----------------------------------------------------------------------- what subclasses provide
+
+    def augment(self, modality: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A label-preserving view for consistency balancers (UDA): the spectrogram with one frequency band
+        and one time span (each up to `MASK_SHARE` of its axis) set to the spectrogram's mean (SpecAugment's
+        masks), or the clip mirrored with probability 1/2 and its brightness scaled by U(0.8, 1.2)."""
+        if modality == "audio":
+            out = x.clone()
+            for axis in (-2, -1):
+                size = x.shape[axis]
+                width = int(torch.randint(0, max(1, int(MASK_SHARE * size)) + 1, (1,), generator=generator))
+                start = int(torch.randint(0, size - width + 1, (1,), generator=generator))
+                out.narrow(axis, start, width).fill_(x.mean())
+            return out
+        pixels = x * IMAGENET_STD + IMAGENET_MEAN
+        if torch.rand((), generator=generator) < 0.5:
+            pixels = pixels.flip(-1)
+        pixels = (pixels * (0.8 + 0.4 * torch.rand((), generator=generator))).clamp(0.0, 1.0)
+        return (pixels - IMAGENET_MEAN) / IMAGENET_STD
 
     def split_files(self) -> SplitFiles:
         return SplitFiles(SPLITS_DIR / self.split_folder)
