@@ -24,7 +24,6 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +122,7 @@ def _process_all(items: Sequence[Item], process: Callable, staging: Path, worker
                     bad[item_id] = reason
                 progress.advance(bar)
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(workers) as pool:
                 futures = [pool.submit(_run_one, process, item, staging) for item in todo]
                 for future in as_completed(futures):
                     item_id, reason = future.result()
@@ -141,19 +140,23 @@ def _write_report(root: Path, outcome: Outcome, partial: bool, failed: str | Non
     })
 
 
-def _verdict(outcome: Outcome, partial: bool, task: str) -> str | None:
-    """Why this outcome must fail, or None."""
-    listed, missing, bad = outcome.listed, len(outcome.missing), len(outcome.bad)
-    present = listed - missing
-    if present == 0:
+def _missing_verdict(outcome: Outcome, partial: bool, task: str) -> str | None:
+    """Why the samples found in the raw folder cannot make a prepared root, or None (before decoding any)."""
+    listed, missing = outcome.listed, len(outcome.missing)
+    if missing == listed:
         return f"none of the {listed} listed samples was found in the raw folder"
-    if bad > MAX_BAD_FRACTION * present:
-        return (f"{bad} of the {present} samples present are corrupt or not as released (more than "
-                f"{MAX_BAD_FRACTION:.0%}); see {REPORT}")
     if not partial and missing > MAX_BAD_FRACTION * listed:
         return (f"{missing} of the {listed} listed samples are missing from the raw folder (more than "
                 f"{MAX_BAD_FRACTION:.0%}): complete the copy, or prepare this subset with "
                 f"`mmbench data prepare {task} --partial` (its results never rank with full-data ones)")
+    return None
+
+
+def _bad_verdict(outcome: Outcome) -> str | None:
+    present, bad = len(outcome.kept) + len(outcome.bad), len(outcome.bad)
+    if bad > MAX_BAD_FRACTION * present:
+        return (f"{bad} of the {present} samples present are corrupt or not as released (more than "
+                f"{MAX_BAD_FRACTION:.0%})")
     return None
 
 
@@ -176,10 +179,13 @@ def prepare_samples(root: Path, task: str, items: Sequence[Item], process: Calla
             outcome.missing.append({"id": item.id, "path": absent[0]})
         else:
             present.append(item)
-    bad = _process_all(present, process, staging, max(1, workers), console)
-    outcome.bad = [{"id": i.id, "path": str(i.sources[0]), "reason": bad[i.id]} for i in present if i.id in bad]
-    outcome.kept = [i for i in present if i.id not in bad]
-    failed = _verdict(outcome, partial, task)
+    outcome.kept = present
+    failed = _missing_verdict(outcome, partial, task)
+    if not failed:
+        bad = _process_all(present, process, staging, max(1, workers), console)
+        outcome.bad = [{"id": i.id, "path": str(i.sources[0]), "reason": bad[i.id]} for i in present if i.id in bad]
+        outcome.kept = [i for i in present if i.id not in bad]
+        failed = _bad_verdict(outcome)
     _write_report(root, outcome, partial, failed)
     if failed:
         raise DataError(f"prepare {task} failed: {failed}. The report lists every sample: {root / REPORT}")

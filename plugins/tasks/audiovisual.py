@@ -227,7 +227,14 @@ class AudioVisualTask(Task):
             kept=None if complete else kept_hash(sorted(kept))))
 
     def _manifest(self) -> Manifest:
-        return read_manifest(self.root, self.name, self.source)
+        """The root's manifest; a missing or malformed root names the raw layout prepare reads."""
+        try:
+            return read_manifest(self.root, self.name, self.source)
+        except DataError as exc:
+            raise DataError(f"{exc}\nThe raw folder it is prepared from:\n{self.layout}") from None
+
+    def fingerprint(self) -> str:
+        return self._manifest().fingerprint
 
     def splits(self) -> dict[str, Dataset]:
         self._manifest()
