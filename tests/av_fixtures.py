@@ -35,6 +35,8 @@ def write_video(path: Path, seconds: float, fps: int = 30, size: tuple[int, int]
     video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
     if audio and not audio_first:
         sound = out.add_stream(audio, rate=audio_rate)
+    if sound is not None:
+        sound.layout = "mono"  # before the first packet is muxed: that opens the encoders
     for i in range(int(seconds * fps)):
         image = np.full((size[1], size[0], 3), shade, np.uint8)
         image[:, :, 0] = (i * 7) % 255
@@ -45,7 +47,6 @@ def write_video(path: Path, seconds: float, fps: int = 30, size: tuple[int, int]
     for packet in video.encode():
         out.mux(packet)
     if sound is not None:
-        sound.layout = "mono"
         wave = tone(seconds, audio_rate, 300.0 + shade)
         step = sound.codec_context.frame_size or 1024
         for start in range(0, len(wave), step):
