@@ -86,6 +86,30 @@ def log_spectrogram(samples: np.ndarray, n_fft: int, hop: int, pad_mode: str = "
     return torch.log(spec.abs() + 1e-7).float().numpy()
 
 
+def log_power_spectrogram(samples: np.ndarray, rate: int, nperseg: int, noverlap: int) -> np.ndarray:
+    """`log(S + 1e-7)` of `scipy.signal.spectrogram(x, rate, nperseg=nperseg, noverlap=noverlap)` with its
+    defaults (PMR's and MLB's AVE audio): periodic Tukey(0.25) window, each segment's mean removed, one-sided
+    power spectral density. Shape (nperseg // 2 + 1, 1 + (len - nperseg) // (nperseg - noverlap))."""
+    step = nperseg - noverlap
+    count = 1 + (len(samples) - nperseg) // step
+    frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float64), nperseg)[::step][:count]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    window = tukey(nperseg, 0.25)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2 / (rate * (window ** 2).sum())
+    power[:, 1:nperseg // 2 + nperseg % 2] *= 2  # one-sided: fold the negative frequencies in (not DC, Nyquist)
+    return np.log(power.T + 1e-7).astype(np.float32)
+
+
+def tukey(n: int, alpha: float) -> np.ndarray:
+    """The periodic Tukey (tapered cosine) window of length n (scipy's `get_window(('tukey', alpha), n)`)."""
+    x = np.arange(n + 1) / n
+    w = np.ones(n + 1)
+    edge = x < alpha / 2
+    w[edge] = 0.5 * (1 + np.cos(np.pi * (2 * x[edge] / alpha - 1)))
+    w[x > 1 - alpha / 2] = w[edge][::-1] if alpha > 0 else 1.0
+    return w[:n]
+
+
 # ------------------------------------------------------------------------------------------- video
 
 #: seconds of video a file may decode short of the duration its container declares before it counts as truncated

@@ -197,6 +197,9 @@ class AudioVisualTask(Task):
         """Each split's (id, label) pairs, from the shipped lists (without `val` when the release has none)."""
         raise NotImplementedError
 
+    def import_lists(self, raw: Path) -> None:
+        """Copy split lists that come with the raw release (not shipped) into the prepared root."""
+
     def annotation_problems(self, raw: Path) -> list[dict[str, str]]:
         """Disagreements between the raw release's own annotation files and the shipped lists (reported)."""
         return []
@@ -211,9 +214,10 @@ class AudioVisualTask(Task):
         raw = Path(raw)
         if not raw.is_dir():
             raise self._raw_error(raw, "is not a folder")
-        items = self.items(raw)
         if self.root is None:
             raise DataError(f"no prepared root given for {self.name!r}")
+        self.import_lists(raw)
+        items = self.items(raw)
         settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": self.preprocessing()}
         outcome = prepare_samples(Path(self.root), self.name, items, self.processor(), settings, partial=partial,
                                   workers=workers, ragged=frozenset({"frames"}),
