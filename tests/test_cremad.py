@@ -19,7 +19,7 @@ from mmbench.data import prepare as prepare_lib
 from mmbench.data.prepared import DataError
 from mmbench_plugins.tasks import audiovisual
 from mmbench_plugins.tasks.cremad import CremadTask
-from tests.av_fixtures import cremad_stems, shipped_lines, write_cremad, write_video
+from tests.av_fixtures import cremad_stems, run_one_epoch, shipped_lines, write_cremad, write_video
 
 runner = CliRunner()
 STEMS = cremad_stems(per_class_train=2, per_class_test=1)
@@ -167,22 +167,8 @@ def test_an_unprepared_root_names_the_layout_and_the_source(tmp_path):
         task(tmp_path).fingerprint()
 
 
-@pytest.mark.parametrize("balancer", ["joint", "ogm_ge"])
-def test_a_one_epoch_cell_trains_on_the_prepared_root(prepared, balancer, tmp_path):
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(f"""
-name: cremad-tiny
-tasks: [{{name: cremad, root: "{prepared}"}}]
-encoders: [{{"*": resnet18}}]
-fusions: [concat]
-balancers: [{balancer}]
-train: {{epochs: 1, batch_size: 4, optimizer: {{name: sgd, lr: 0.001}}, device: cpu}}
-seeds: [0]
-""")
-    result = runner.invoke(app, ["run", "--matrix", str(grid), "--out", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
-    [cell] = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells").glob("*.json")]
-    assert cell["status"] == "ok", cell.get("reason")
-    assert cell["task"]["fingerprint"] == task(prepared).fingerprint() and not cell["task"].get("fake")
-    assert set(cell["test"]["metrics"]) == {"accuracy", "macro_f1", "map_macro"}
-    assert cell["profile"]["params"]["total"] == 22_352_902  # the spec's OGM-GE AV model, concat, C = 6
+def test_one_epoch_cells_with_joint_and_ogm_ge_train_on_the_prepared_root(prepared, tmp_path):
+    for cell in run_one_epoch("cremad", prepared, tmp_path):
+        assert cell["task"]["fingerprint"] == task(prepared).fingerprint() and not cell["task"].get("fake")
+        assert set(cell["test"]["metrics"]) == {"accuracy", "macro_f1", "map_macro"}
+        assert cell["profile"]["params"]["total"] == 22_352_902  # the spec's OGM-GE AV model, concat, C = 6

@@ -1,9 +1,10 @@
 """`--fake-data`: generated tensors of a task's prepared shapes, so any grid runs without its data.
 
 A fake run is a smoke test of the whole path (plugins, shapes, the engine, every balancer's hooks) and never a
-result: each cell trains one epoch with batches of `FAKE_BATCH` on `FAKE_SIZES` samples drawn by
-`Task.fake_sample`, of the grid's first seed only. Cells carry `task.fake = true`, so their ids and benchmark
-versions differ from real ones; leaderboards say so and `mmbench publish` refuses them.
+result, so it does the least the engine allows: each cell of the grid's first seed trains one epoch of one
+step on `FAKE_SIZES` samples drawn by `Task.fake_sample` (batches of `FAKE_BATCH`), with every CPU core.
+Cells carry `task.fake = true`, so their ids and benchmark versions differ from real ones; leaderboards say so
+and `mmbench publish` refuses them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from torch.utils.data import Dataset
 
 from mmbench.protocols import Task
 
-FAKE_SIZES = {"train": 2, "val": 1, "test": 1}
-FAKE_BATCH = 2
+FAKE_SIZES = {"train": 1, "val": 1, "test": 1}
+FAKE_BATCH = 1
 FAKE_EPOCHS = 1
 
 

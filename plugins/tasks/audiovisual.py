@@ -29,6 +29,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
+from mmbench.data.media import read_frames
 from mmbench.data.prepare import ARRAYS, Item, kept_hash, prepare_samples, read_samples
 from mmbench.data.prepared import read_manifest, write_manifest
 from mmbench.data.splits import SplitFiles, stratified_holdout
@@ -100,6 +101,13 @@ def pick_frames(available: int, wanted: int, random: bool) -> np.ndarray:
     return np.resize(np.arange(available), wanted)
 
 
+def clip_fields(audio: np.ndarray, video: Path, frame_size: int, start: float = 0.0,
+                end: float | None = None) -> dict[str, np.ndarray]:
+    """The prepared fields of one clip: its audio features, its 1-fps frames and the video's size."""
+    frames, source = read_frames(video, (frame_size, frame_size), start=start, end=end)
+    return {"audio": audio, "frames": frames, "source_size": np.array(source, dtype=np.int32)}
+
+
 class ClipDataset(Dataset):
     """Samples `{"audio": (1, F, T), "visual": (3, T, 224, 224), "label": ()}` of some prepared rows."""
 
@@ -142,6 +150,8 @@ class AudioVisualTask(Task):
     classes: ClassVar[tuple[str, ...]]
     #: (F, T) of the prepared spectrogram
     audio_shape: ClassVar[tuple[int, int]]
+    #: the audio preprocessing parameters (they enter the fingerprint)
+    audio_preprocessing: ClassVar[dict[str, Any]]
     #: side of the stored square frames
     frame_size: ClassVar[int] = CROP
     #: the raw layout prepare reads, shown when the raw folder is wrong
@@ -183,7 +193,7 @@ class AudioVisualTask(Task):
 
     def preprocessing(self) -> dict[str, Any]:
         """The preprocessing parameters; they enter the fingerprint."""
-        raise NotImplementedError
+        return {"audio": self.audio_preprocessing, "frames_per_second": 1, "frame_size": self.frame_size}
 
     def items(self, raw: Path) -> list[Item]:
         """Every sample the shipped lists name, with the raw files it is made from."""

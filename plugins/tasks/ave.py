@@ -30,9 +30,9 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import fit_length, log_power_spectrogram, read_audio, read_frames, resample
+from mmbench.data.media import fit_length, log_power_spectrogram, read_audio, resample
 from mmbench.data.prepare import Item
-from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask
+from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 CLASSES = (
     "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
@@ -62,9 +62,8 @@ def process_event(item: Item, frame_size: int) -> dict[str, np.ndarray]:
     wave = resample(samples, rate, AUDIO["sample_rate"])
     wave = wave[AUDIO["sample_rate"] * start:AUDIO["sample_rate"] * end]
     wave = fit_length(wave, AUDIO["sample_rate"] * AUDIO["seconds"])
-    frames, source = read_frames(video, (frame_size, frame_size), start=start, end=end)
-    return {"audio": log_power_spectrogram(wave, AUDIO["sample_rate"], AUDIO["nperseg"], AUDIO["noverlap"]),
-            "frames": frames, "source_size": np.array(source, dtype=np.int32)}
+    spectrogram = log_power_spectrogram(wave, AUDIO["sample_rate"], AUDIO["nperseg"], AUDIO["noverlap"])
+    return clip_fields(spectrogram, video, frame_size, start=start, end=end)
 
 
 def parse_line(line: str, where: str) -> tuple[str, str, int, int]:
@@ -85,12 +84,13 @@ class AveTask(AudioVisualTask):
     source = "github.com/YapengTian/AVE-ECCV18 (the AVE_Dataset archive it links: AVE/*.mp4, Annotations.txt)"
     classes = CLASSES
     audio_shape = (257, 1004)
+    audio_preprocessing = AUDIO
     split_folder = "ave"
     layout = ("  <raw>/AVE/<VideoID>.mp4   e.g. c---zaDCTaE.mp4 (10 s clips)\n"
               "  <raw>/Annotations.txt     Category&VideoID&Quality&StartTime&EndTime (header line first)")
 
     def preprocessing(self) -> dict:
-        return {"audio": AUDIO, "frames_per_second": 1, "frame_size": self.frame_size, "window": "event"}
+        return {**super().preprocessing(), "window": "event"}
 
     def _events(self, name: str) -> list[tuple[str, int, int, int]]:
         """(key, label, start, end) of each line of a shipped list, duplicates resolved by `duplicates`."""

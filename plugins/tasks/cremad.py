@@ -26,9 +26,9 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import MediaError, fit_length, log_spectrogram, read_audio, read_frames, resample
+from mmbench.data.media import MediaError, fit_length, log_spectrogram, read_audio, resample
 from mmbench.data.prepare import Item
-from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask
+from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 RELEASE_RATE = 16000
@@ -50,9 +50,7 @@ def process_clip(item: Item, frame_size: int) -> dict[str, np.ndarray]:
         raise MediaError(f"{wav}: sample rate {rate} Hz; the release's AudioWAV files are {RELEASE_RATE} Hz "
                          "(replace it with the released file)")
     wave = fit_length(resample(samples, rate, AUDIO["sample_rate"]), AUDIO["sample_rate"] * AUDIO["seconds"])
-    frames, source = read_frames(flv, (frame_size, frame_size))
-    return {"audio": log_spectrogram(wave, AUDIO["n_fft"], AUDIO["hop"], AUDIO["pad_mode"]), "frames": frames,
-            "source_size": np.array(source, dtype=np.int32)}
+    return clip_fields(log_spectrogram(wave, AUDIO["n_fft"], AUDIO["hop"], AUDIO["pad_mode"]), flv, frame_size)
 
 
 class CremadTask(AudioVisualTask):
@@ -64,12 +62,10 @@ class CremadTask(AudioVisualTask):
     source = "github.com/CheyneyComputerScience/CREMA-D (AudioWAV/ and VideoFlash/, via Git LFS)"
     classes = CLASSES
     audio_shape = (257, 188)
+    audio_preprocessing = AUDIO
     split_folder = "cremad"
     layout = ("  <raw>/AudioWAV/<stem>.wav    e.g. 1001_DFA_ANG_XX.wav (16 kHz mono)\n"
               "  <raw>/VideoFlash/<stem>.flv  e.g. 1001_DFA_ANG_XX.flv")
-
-    def preprocessing(self) -> dict:
-        return {"audio": AUDIO, "frames_per_second": 1, "frame_size": self.frame_size}
 
     def _csv(self, name: str) -> list[tuple[str, int]]:
         pairs = []

@@ -24,9 +24,9 @@ import torch
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import read_audio, read_frames, resample
+from mmbench.data.media import read_audio, resample
 from mmbench.data.prepare import Item
-from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask
+from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 NUM_CLASSES = 31
 AUDIO = {"sample_rate": 16000, "num_mel_bins": 128, "frame_shift_ms": 10, "frames": 1024, "norm_mean": -4.503877,
@@ -55,9 +55,7 @@ def fbank(samples: np.ndarray) -> np.ndarray:
 def process_clip(item: Item, frame_size: int) -> dict[str, np.ndarray]:
     [video] = item.sources
     samples, rate = read_audio(video)
-    frames, source = read_frames(video, (frame_size, frame_size))
-    return {"audio": fbank(resample(samples, rate, AUDIO["sample_rate"])), "frames": frames,
-            "source_size": np.array(source, dtype=np.int32)}
+    return clip_fields(fbank(resample(samples, rate, AUDIO["sample_rate"])), video, frame_size)
 
 
 def parse_line(line: str, where: str) -> tuple[str, int]:
@@ -81,13 +79,11 @@ class KineticsSoundsTask(AudioVisualTask):
               "data/KineticSound lists")
     classes = tuple(str(i) for i in range(NUM_CLASSES))
     audio_shape = (AUDIO["frames"], AUDIO["num_mel_bins"])
+    audio_preprocessing = AUDIO
     split_folder = "kinetics_sounds"
     layout = ("  <raw>/train/<clip id>.mp4  e.g. --4-0ihtnBU_000058_000068.mp4\n"
               "  <raw>/test/<clip id>.mp4   e.g. -3Mwkq-7TV4_2.mp4\n"
               "  <raw>/my_train.txt, <raw>/my_test.txt  <clip id>,10,<label> per line")
-
-    def preprocessing(self) -> dict:
-        return {"audio": AUDIO, "frames_per_second": 1, "frame_size": self.frame_size}
 
     def _pairs(self, split: str) -> list[tuple[str, int]]:
         name = LISTS[split]

@@ -29,10 +29,10 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import fit_length, log_spectrogram, read_audio, read_frames, resample
+from mmbench.data.media import fit_length, log_spectrogram, read_audio, resample
 from mmbench.data.prepare import Item
 from mmbench.data.splits import SUMS, SplitFiles, sha256
-from mmbench_plugins.tasks.audiovisual import SPLITS_DIR, AudioVisualParams, AudioVisualTask
+from mmbench_plugins.tasks.audiovisual import SPLITS_DIR, AudioVisualParams, AudioVisualTask, clip_fields
 
 CLASSES = tuple((SPLITS_DIR / "ucf101" / "audio_classes.txt").read_text().split())
 AUDIO = {"sample_rate": 16000, "seconds": 3, "n_fft": 512, "hop": 353, "pad_mode": "constant"}
@@ -48,9 +48,7 @@ def process_clip(item: Item, frame_size: int) -> dict[str, np.ndarray]:
     [video] = item.sources
     samples, rate = read_audio(video)
     wave = fit_length(resample(samples, rate, AUDIO["sample_rate"]), AUDIO["sample_rate"] * AUDIO["seconds"])
-    frames, source = read_frames(video, (frame_size, frame_size))
-    return {"audio": log_spectrogram(wave, AUDIO["n_fft"], AUDIO["hop"], AUDIO["pad_mode"]), "frames": frames,
-            "source_size": np.array(source, dtype=np.int32)}
+    return clip_fields(log_spectrogram(wave, AUDIO["n_fft"], AUDIO["hop"], AUDIO["pad_mode"]), video, frame_size)
 
 
 class Ucf101Task(AudioVisualTask):
@@ -62,12 +60,10 @@ class Ucf101Task(AudioVisualTask):
     source = "crcv.ucf.edu/data/UCF101.php (UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip)"
     classes = CLASSES
     audio_shape = (257, 136)
+    audio_preprocessing = AUDIO
     split_folder = "ucf101"
     layout = ("  <raw>/UCF-101/<Class>/v_<Class>_gGG_cCC.avi   e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi\n"
               "  <raw>/ucfTrainTestlist/classInd.txt, trainlist01..03.txt, testlist01..03.txt")
-
-    def preprocessing(self) -> dict:
-        return {"audio": AUDIO, "frames_per_second": 1, "frame_size": self.frame_size}
 
     def split_files(self) -> SplitFiles:
         """The release's lists as prepare copied them into the root, and the shipped class list."""
