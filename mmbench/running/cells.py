@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 from mmbench.data.fake import FAKE_BATCH, FAKE_EPOCHS
@@ -43,9 +42,8 @@ def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, ty
 
 
 def fake_recipe(recipe: TrainRecipe) -> TrainRecipe:
-    """The grid's recipe cut to a `--fake-data` smoke run: one epoch of small batches, every CPU core."""
-    return recipe.model_copy(update={"epochs": FAKE_EPOCHS, "batch_size": FAKE_BATCH, "eval_batch_size": FAKE_BATCH,
-                                     "cpu_threads": os.cpu_count() or 1})
+    """The grid's recipe cut to a `--fake-data` smoke run: one epoch of small batches."""
+    return recipe.model_copy(update={"epochs": FAKE_EPOCHS, "batch_size": FAKE_BATCH, "eval_batch_size": FAKE_BATCH})
 
 
 def scoring_of(task: Task) -> Scoring:
