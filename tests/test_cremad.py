@@ -94,6 +94,19 @@ def test_check_passes_on_the_partial_root_and_says_so(prepared):
     assert "partial" in result.output and "train 10" in result.output and "test 6" in result.output
 
 
+def test_check_names_what_is_wrong_with_a_damaged_root(prepared, tmp_path):
+    root = tmp_path / "cremad"
+    shutil.copytree(prepared, root)
+    samples = json.loads((root / "samples.json").read_text())
+    dropped = samples["ids"].pop()
+    samples["labels"].pop()
+    (root / "samples.json").write_text(json.dumps(samples))
+    result = runner.invoke(app, ["data", "check", "cremad", "--root", str(root)])
+    assert result.exit_code == 1 and "16 prepared clips but 15 sample ids" in result.output
+    split = "test" if dropped in {s for s in STEMS["test"]} else "train"
+    assert f"{split}: " in result.output and "but prepare kept" in result.output
+
+
 def test_class_ids_split_membership_and_shapes(prepared):
     splits = task(prepared).splits()
     train_stems = {line.split(",")[0] for line in shipped_lines("cremad", "train.csv")}
@@ -172,3 +185,21 @@ def test_one_epoch_cells_with_joint_and_ogm_ge_train_on_the_prepared_root(prepar
         assert cell["task"]["fingerprint"] == task(prepared).fingerprint() and not cell["task"].get("fake")
         assert set(cell["test"]["metrics"]) == {"accuracy", "macro_f1", "map_macro"}
         assert cell["profile"]["params"]["total"] == 22_352_902  # the spec's OGM-GE AV model, concat, C = 6
+
+
+def test_augmented_views_mask_the_spectrogram_and_mirror_or_brighten_the_frames():
+    t, generator = task(None), torch.Generator().manual_seed(0)
+    x = torch.randn(1, 257, 188)
+    y = t.augment("audio", x, generator)
+    changed = y != x
+    full_rows, full_cols = changed[0].all(dim=1).sum(), changed[0].all(dim=0).sum()
+    assert full_rows <= int(0.15 * 257) and full_cols <= int(0.15 * 188)
+    assert changed[0].sum() == full_rows * 188 + full_cols * 257 - full_rows * full_cols  # one band, one span
+    assert torch.all(y[changed] == x.mean())
+    pixels = torch.rand(3, 2, 16, 16) * 0.8  # below 1/1.2: the brightness scale never clips
+    normalised = (pixels - audiovisual.IMAGENET_MEAN) / audiovisual.IMAGENET_STD
+    for _ in range(4):
+        view = t.augment("visual", normalised, generator) * audiovisual.IMAGENET_STD + audiovisual.IMAGENET_MEAN
+        scales = [view / source for source in (pixels, pixels.flip(-1))]
+        constant = [s for s in scales if torch.allclose(s, s.mean().expand_as(s), atol=1e-4)]
+        assert len(constant) == 1 and 0.8 <= float(constant[0].mean()) <= 1.2

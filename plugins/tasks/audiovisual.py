@@ -18,6 +18,7 @@ lists), its picklable `processor`, and `lists()` (each split's ids and labels).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +30,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
-from mmbench.data.media import read_frames
+from mmbench.data.media import fit_length, log_spectrogram, read_frames, resample
 from mmbench.data.prepare import ARRAYS, Item, kept_hash, prepare_samples, read_samples
 from mmbench.data.prepared import read_manifest, write_manifest
 from mmbench.data.splits import SplitFiles, stratified_holdout
@@ -101,6 +102,13 @@ def pick_frames(available: int, wanted: int, random: bool) -> np.ndarray:
     return np.resize(np.arange(available), wanted)
 
 
+def stft_features(samples: np.ndarray, rate: int, audio: Mapping[str, Any]) -> np.ndarray:
+    """OGM-GE's and MLB's audio: resampled to `sample_rate`, tiled and cut to `seconds`, clipped to [-1, 1],
+    log-magnitude STFT (`n_fft`, `hop`, `pad_mode`)."""
+    wave = fit_length(resample(samples, rate, audio["sample_rate"]), audio["sample_rate"] * audio["seconds"])
+    return log_spectrogram(wave, audio["n_fft"], audio["hop"], audio["pad_mode"])
+
+
 def clip_fields(audio: np.ndarray, video: Path, frame_size: int, start: float = 0.0,
                 end: float | None = None) -> dict[str, np.ndarray]:
     """The prepared fields of one clip: its audio features, its 1-fps frames and the video's size."""
@@ -158,6 +166,8 @@ class AudioVisualTask(Task):
     layout: ClassVar[str]
     #: folder name of the shipped split lists under `splits/`
     split_folder: ClassVar[str]
+    #: a module-level function (item, frame_size) -> the item's prepared fields; it runs in worker processes
+    process: ClassVar[Callable[..., Mapping[str, np.ndarray]]]
 
     @property
     def modalities(self) -> dict[str, ModalitySpec]:
@@ -167,8 +177,6 @@ class AudioVisualTask(Task):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
-
-    # ----------------------------------------------------------------------- what subclasses provide
 
     def augment(self, modality: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A label-preserving view for consistency balancers (UDA): the spectrogram with one frequency band
@@ -188,6 +196,8 @@ class AudioVisualTask(Task):
         pixels = (pixels * (0.8 + 0.4 * torch.rand((), generator=generator))).clamp(0.0, 1.0)
         return (pixels - IMAGENET_MEAN) / IMAGENET_STD
 
+    # ----------------------------------------------------------------------- what subclasses provide
+
     def split_files(self) -> SplitFiles:
         return SplitFiles(SPLITS_DIR / self.split_folder)
 
@@ -200,8 +210,8 @@ class AudioVisualTask(Task):
         raise NotImplementedError
 
     def processor(self) -> Callable[[Item], Mapping[str, np.ndarray]]:
-        """A picklable function turning one item into its prepared fields (runs in worker processes)."""
-        raise NotImplementedError
+        """`process` bound to this task's frame size (picklable, for the worker processes)."""
+        return functools.partial(type(self).process, frame_size=self.frame_size)
 
     def lists(self) -> dict[str, list[tuple[str, int]]]:
         """Each split's (id, label) pairs, from the shipped lists (without `val` when the release has none)."""
@@ -285,6 +295,9 @@ class AudioVisualTask(Task):
             ids, labels = read_samples(Path(self.root))
         except (OSError, ValueError, KeyError) as exc:
             return problems + [f"cannot read the prepared arrays or samples.json: {exc}"]
+        absent = {"audio", "frames", "source_size"} - set(arrays.fields)
+        if absent:
+            return problems + [f"the prepared arrays lack {sorted(absent)}: prepare again"]
         if len(arrays) != len(ids):
             problems.append(f"{len(arrays)} prepared clips but {len(ids)} sample ids")
         bad_labels = sorted({y for y in labels if not 0 <= y < self.num_classes})

@@ -22,7 +22,6 @@ reported (the shipped lists are what is prepared).
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Literal
 
@@ -86,6 +85,7 @@ class AveTask(AudioVisualTask):
     audio_shape = (257, 1004)
     audio_preprocessing = AUDIO
     split_folder = "ave"
+    process = staticmethod(process_event)
     layout = ("  <raw>/AVE/<VideoID>.mp4   e.g. c---zaDCTaE.mp4 (10 s clips)\n"
               "  <raw>/Annotations.txt     Category&VideoID&Quality&StartTime&EndTime (header line first)")
 
@@ -142,9 +142,6 @@ class AveTask(AudioVisualTask):
         for key in sorted(listed - seen):
             problems.append({"file": str(path), "problem": f"the shipped lists' event {key} is not annotated here"})
         return problems
-
-    def processor(self):
-        return functools.partial(process_event, frame_size=self.frame_size)
 
 
 @hookimpl

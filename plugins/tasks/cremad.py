@@ -17,7 +17,6 @@ A WAV that is not 16 kHz is not the release's and is reported as bad.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 from pathlib import Path
 from typing import Literal
@@ -26,9 +25,9 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import MediaError, fit_length, log_spectrogram, read_audio, resample
+from mmbench.data.media import MediaError, read_audio
 from mmbench.data.prepare import Item
-from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
+from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
 
 CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 RELEASE_RATE = 16000
@@ -49,8 +48,7 @@ def process_clip(item: Item, frame_size: int) -> dict[str, np.ndarray]:
     if rate != RELEASE_RATE:
         raise MediaError(f"{wav}: sample rate {rate} Hz; the release's AudioWAV files are {RELEASE_RATE} Hz "
                          "(replace it with the released file)")
-    wave = fit_length(resample(samples, rate, AUDIO["sample_rate"]), AUDIO["sample_rate"] * AUDIO["seconds"])
-    return clip_fields(log_spectrogram(wave, AUDIO["n_fft"], AUDIO["hop"], AUDIO["pad_mode"]), flv, frame_size)
+    return clip_fields(stft_features(samples, rate, AUDIO), flv, frame_size)
 
 
 class CremadTask(AudioVisualTask):
@@ -64,6 +62,7 @@ class CremadTask(AudioVisualTask):
     audio_shape = (257, 188)
     audio_preprocessing = AUDIO
     split_folder = "cremad"
+    process = staticmethod(process_clip)
     layout = ("  <raw>/AudioWAV/<stem>.wav    e.g. 1001_DFA_ANG_XX.wav (16 kHz mono)\n"
               "  <raw>/VideoFlash/<stem>.flv  e.g. 1001_DFA_ANG_XX.flv")
 
@@ -94,9 +93,6 @@ class CremadTask(AudioVisualTask):
         pairs = dict(self._csv("train.csv") + self._csv("test.csv"))
         return [Item(stem, label, (raw / "AudioWAV" / f"{stem}.wav", raw / "VideoFlash" / f"{stem}.flv"))
                 for stem, label in pairs.items()]
-
-    def processor(self):
-        return functools.partial(process_clip, frame_size=self.frame_size)
 
 
 @hookimpl

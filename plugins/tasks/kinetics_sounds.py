@@ -16,7 +16,6 @@ them. The shipped copies of those lists (OGM-GE `data/KineticSound/`, `<id>,10,<
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +80,7 @@ class KineticsSoundsTask(AudioVisualTask):
     audio_shape = (AUDIO["frames"], AUDIO["num_mel_bins"])
     audio_preprocessing = AUDIO
     split_folder = "kinetics_sounds"
+    process = staticmethod(process_clip)
     layout = ("  <raw>/train/<clip id>.mp4  e.g. --4-0ihtnBU_000058_000068.mp4\n"
               "  <raw>/test/<clip id>.mp4   e.g. -3Mwkq-7TV4_2.mp4\n"
               "  <raw>/my_train.txt, <raw>/my_test.txt  <clip id>,10,<label> per line")
@@ -118,9 +118,6 @@ class KineticsSoundsTask(AudioVisualTask):
                     problems.append({"file": str(path), "line": str(number),
                                      "problem": f"{clip} has label {label}; the shipped list says {shipped[clip]}"})
         return problems
-
-    def processor(self):
-        return functools.partial(process_clip, frame_size=self.frame_size)
 
 
 @hookimpl

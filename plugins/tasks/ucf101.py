@@ -21,7 +21,6 @@ archive `ucfTrainTestlist/` (`classInd.txt` "<id> <Class>", `trainlist0k.txt` "<
 
 from __future__ import annotations
 
-import functools
 import shutil
 from pathlib import Path
 
@@ -29,10 +28,10 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import fit_length, log_spectrogram, read_audio, resample
+from mmbench.data.media import read_audio
 from mmbench.data.prepare import Item
 from mmbench.data.splits import SUMS, SplitFiles, sha256
-from mmbench_plugins.tasks.audiovisual import SPLITS_DIR, AudioVisualParams, AudioVisualTask, clip_fields
+from mmbench_plugins.tasks.audiovisual import SPLITS_DIR, AudioVisualParams, AudioVisualTask, clip_fields, stft_features
 
 CLASSES = tuple((SPLITS_DIR / "ucf101" / "audio_classes.txt").read_text().split())
 AUDIO = {"sample_rate": 16000, "seconds": 3, "n_fft": 512, "hop": 353, "pad_mode": "constant"}
@@ -47,8 +46,7 @@ class Ucf101Params(AudioVisualParams):
 def process_clip(item: Item, frame_size: int) -> dict[str, np.ndarray]:
     [video] = item.sources
     samples, rate = read_audio(video)
-    wave = fit_length(resample(samples, rate, AUDIO["sample_rate"]), AUDIO["sample_rate"] * AUDIO["seconds"])
-    return clip_fields(log_spectrogram(wave, AUDIO["n_fft"], AUDIO["hop"], AUDIO["pad_mode"]), video, frame_size)
+    return clip_fields(stft_features(samples, rate, AUDIO), video, frame_size)
 
 
 class Ucf101Task(AudioVisualTask):
@@ -62,6 +60,7 @@ class Ucf101Task(AudioVisualTask):
     audio_shape = (257, 136)
     audio_preprocessing = AUDIO
     split_folder = "ucf101"
+    process = staticmethod(process_clip)
     layout = ("  <raw>/UCF-101/<Class>/v_<Class>_gGG_cCC.avi   e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi\n"
               "  <raw>/ucfTrainTestlist/classInd.txt, trainlist01..03.txt, testlist01..03.txt")
 
@@ -135,9 +134,6 @@ class Ucf101Task(AudioVisualTask):
                     problems.append({"file": name, "line": str(number),
                                      "problem": f"label {fields[1:]} is not classInd's {ids[folder]}"})
         return problems
-
-    def processor(self):
-        return functools.partial(process_clip, frame_size=self.frame_size)
 
 
 @hookimpl
