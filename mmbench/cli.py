@@ -68,13 +68,13 @@ def _load_grid(path: Path, registry: registry_lib.Registry) -> grid_lib.Grid:
         raise typer.Exit(2) from None
 
 
-def _expand(grid: grid_lib.Grid, registry: registry_lib.Registry, data_root: Path | None):
+def _expand(grid: grid_lib.Grid, registry: registry_lib.Registry, data_root: Path | None, fake_data: bool = False):
     """The grid's cells, or a clear message and exit 2 when a task's data is missing or malformed."""
     from mmbench.data.prepared import DataError
     from mmbench.running.cells import expand  # torch is imported only by commands that need the plugins' models
 
     try:
-        return expand(grid, registry, data_root)
+        return expand(grid, registry, data_root, fake_data)
     except DataError as exc:
         typer.echo(f"data problem: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -82,6 +82,8 @@ def _expand(grid: grid_lib.Grid, registry: registry_lib.Registry, data_root: Pat
 
 DATA_ROOT = typer.Option(None, "--data-root", help="folder holding prepared datasets as <folder>/<task>/ "
                                                    "(default: the grid's data_root, $MMBENCH_DATA, the user cache)")
+FAKE_DATA = typer.Option(False, "--fake-data", help="smoke test: generated tensors of the prepared shapes instead "
+                                                    "of the data, one short epoch, first seed; never publishable")
 
 
 @app.command()
@@ -93,6 +95,7 @@ def run(
     data_root: Path | None = DATA_ROOT,
     plots: bool = typer.Option(True, help="write each entry's curves and coefficient figures next to the board"),
     plugins_dir: list[Path] = PLUGINS_DIR,
+    fake_data: bool = FAKE_DATA,
 ) -> None:
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
     from mmbench.data.prepared import DataError
@@ -102,7 +105,7 @@ def run(
 
     registry = _registry(plugins_dir)
     grid = _load_grid(matrix, registry)
-    target = out_dir or Path("runs") / grid.name
+    target = out_dir or Path("runs") / (f"{grid.name}-fake" if fake_data else grid.name)
     try:
         chosen = build_executor(registry, executor)
     except registry_lib.UnknownComponent as exc:
@@ -111,7 +114,8 @@ def run(
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill ends like Ctrl-C: finished cells are kept
     try:
         summary = run_grid(grid, registry, target, executor=chosen, retry_failed=retry_failed, console=err,
-                           grid_text=matrix.read_text(), data_root=data_root, plots=plots)
+                           grid_text=matrix.read_text(), data_root=data_root, plots=plots,
+                           fake_data=fake_data)
     except (RunStoreError, DataError) as exc:
         typer.echo(f"cannot run: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -152,13 +156,14 @@ def _warn_anomalies(board_path: Path) -> None:
 
 @app.command()
 def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_root: Path | None = DATA_ROOT,
-             plugins_dir: list[Path] = PLUGINS_DIR) -> None:
+             plugins_dir: list[Path] = PLUGINS_DIR,
+             fake_data: bool = FAKE_DATA) -> None:
     """Validate a grid completely (names, parameters, modalities, prepared data) without training anything."""
     registry = _registry(plugins_dir)
     grid = _load_grid(matrix, registry)
-    cells = _expand(grid, registry, data_root)
+    cells = _expand(grid, registry, data_root, fake_data)
     skipped = {c.entry_id: c for c in cells if c.skip_reason}
-    typer.echo(f"{matrix}: valid; {len(cells)} cells ({len(cells) - len(skipped) * len(grid.seeds)} to train)")
+    typer.echo(f"{matrix}: valid; {len(cells)} cells ({sum(1 for c in cells if not c.skip_reason)} to train)")
     for cell in skipped.values():
         typer.echo(f"  skipped: {cell.label().rsplit(' seed=', 1)[0]}: {cell.skip_reason}")
 
@@ -290,6 +295,104 @@ def publish(
     for report in done:
         typer.echo(f"published {report.summary()}")
         _warn_anomalies(report.board)
+
+
+# ------------------------------------------------------------------------------- data: prepare, check, list
+
+data_app = typer.Typer(help="Prepared datasets: prepare an official release, check a prepared root, list them.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+TASK_ROOT = typer.Option(None, "--root", help="the task's prepared folder (default: <$MMBENCH_DATA or the user "
+                                              "cache>/<task>)")
+
+
+def _data_task(name: str, root: Path | None):
+    """The named task with its default parameters, bound to its prepared folder."""
+    from mmbench.data.roots import resolve_data_root
+
+    registry = _registry()
+    try:
+        resolved = registry.resolve("tasks", name, {})
+    except registry_lib.UnknownComponent as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not resolved.cls.needs_data:
+        typer.echo(f"task {name!r} generates its data; there is nothing to prepare", err=True)
+        raise typer.Exit(2)
+    return resolved.cls(resolved.params, root=root or resolve_data_root(name))
+
+
+def _summary(task, manifest) -> str:
+    counts = ", ".join(f"{split} {n}" for split, n in manifest.counts.items())
+    kind = "partial copy" if manifest.partial else "full copy" + (", some samples left out" if manifest.kept else "")
+    return f"{task.root}: {task.name} v{manifest.version} ({kind}); {counts}; fingerprint {manifest.fingerprint}"
+
+
+@data_app.command("prepare")
+def data_prepare(
+    task: str = typer.Argument(..., help="task name (`mmbench data list`)"),
+    raw: Path = typer.Option(..., "--raw", help="the dataset as its official source distributes it"),
+    root: Path | None = TASK_ROOT,
+    partial: bool = typer.Option(False, "--partial", help="the raw folder holds a subset of the release: keep "
+                                                          "the listed samples present (results never rank with "
+                                                          "full-data ones)"),
+    workers: int = typer.Option(os.cpu_count() or 1, "--workers", min=1, help="processes decoding media"),
+) -> None:
+    """Read a release, preprocess it once and write the prepared root (resumable; a report lists bad media)."""
+    from mmbench.data.prepared import DataError, read_manifest
+
+    instance = _data_task(task, root)
+    try:
+        instance.prepare(raw, partial=partial, workers=workers)
+    except DataError as exc:
+        typer.echo(f"data problem: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"prepared {_summary(instance, read_manifest(instance.root, task, instance.source))}")
+    typer.echo(f"report of missing and bad samples: {Path(instance.root) / 'prepare-report.json'}")
+
+
+@data_app.command("check")
+def data_check(task: str = typer.Argument(..., help="task name"), root: Path | None = TASK_ROOT) -> None:
+    """Check a prepared root: class count, split sizes, shapes; says precisely what is wrong (exit 1)."""
+    from mmbench.data.prepared import DataError, read_manifest
+
+    instance = _data_task(task, root)
+    try:
+        problems = instance.check()
+        manifest = read_manifest(instance.root, task, instance.source)
+    except DataError as exc:
+        typer.echo(f"data problem: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for problem in problems:
+        typer.echo(f"  - {problem}", err=True)
+    if problems:
+        typer.echo(f"{instance.root}: {len(problems)} problem(s)", err=True)
+        raise typer.Exit(1)
+    note = " (partial: compared with what prepare kept)" if manifest.partial else ""
+    typer.echo(f"ok{note}: {_summary(instance, manifest)}")
+
+
+@data_app.command("list")
+def data_list(data_root: Path | None = DATA_ROOT) -> None:
+    """Every installed task that reads data: where its prepared root is, whether it is prepared, its fingerprint."""
+    from mmbench.data.prepared import DataError, read_manifest
+    from mmbench.data.roots import resolve_data_root
+
+    registry = _registry()
+    table = Table("task", "status", "root", "samples", "fingerprint")
+    for name in registry.names("tasks"):
+        cls = registry.get("tasks", name).cls
+        if not cls.needs_data:
+            continue
+        root = resolve_data_root(name, data_root)
+        try:
+            manifest = read_manifest(root, name, cls.source)
+        except DataError:
+            table.add_row(name, "not prepared", str(root), "", "")
+            continue
+        status = "partial" if manifest.partial else "prepared"
+        table.add_row(name, status, str(root), str(sum(manifest.counts.values())), manifest.fingerprint)
+    out.print(table)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,18 @@ class Task:
     def has_augmentation(cls) -> bool:
         return cls.augment is not Task.augment
 
+    def fake_sample(self, generator: torch.Generator) -> dict[str, Any]:
+        """One generated sample of the prepared shapes, for `--fake-data` smoke runs: standard-normal tensors of
+        each modality's shape and a random label. A task whose inputs are not float tensors (token ids and a
+        mask) overrides it."""
+        sample: dict[str, Any] = {m: torch.randn(spec.shape, generator=generator)
+                                  for m, spec in self.modalities.items()}
+        if self.multilabel:
+            sample["label"] = torch.randint(0, 2, (self.num_classes,), generator=generator).float()
+        else:
+            sample["label"] = torch.randint(0, self.num_classes, (), generator=generator)
+        return sample
+
     def fingerprint(self) -> str | None:
         """The prepared data's fingerprint (None for generated data); raises `DataError` when the root is
         missing or not prepared."""

@@ -30,11 +30,15 @@ class Manifest(Record):
     preprocessing: dict[str, Any] = Field(default_factory=dict)
     partial: bool = False
     counts: dict[str, int] = Field(default_factory=dict, description="samples kept per split")
+    kept: str | None = Field(None, description="hash of the kept sample ids, set when some listed samples were "
+                                               "left out (missing or bad): such a root is another data set")
 
     @property
     def fingerprint(self) -> str:
         core = {"task": self.task, "version": self.version, "split_hashes": self.split_hashes,
                 "preprocessing": self.preprocessing, "partial": self.partial}
+        if self.kept is not None:
+            core["kept"] = self.kept
         return ("partial-" if self.partial else "") + content_hash(core)
 
 

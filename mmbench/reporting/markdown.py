@@ -93,6 +93,14 @@ def _plot_links(links: dict[str, str]) -> str:
     return " · ".join(f"[{kind}]({path})" for kind, path in sorted(links.items())) or NONE
 
 
+FAKE_BANNER = ("**FAKE DATA** — trained on generated stand-in tensors (`--fake-data`) for one short epoch: a smoke "
+               "test of the pipeline, not a result. `mmbench publish` refuses it.")
+
+
+def is_fake(board: Leaderboard) -> bool:
+    return any(e.task.fake for e in board.entries)
+
+
 def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None = None) -> str:
     """Ranked table of the methods, the references apart, then the failed/diverged/skipped entries. `plots`
     (entry id -> figure kind -> relative path; the key "" for the board's figures) adds links to figures."""
@@ -121,6 +129,7 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
     lines = [
         f"# {board.benchmark} leaderboard",
         "",
+        *([FAKE_BANNER, ""] if is_fake(board) else []),
         f"Benchmark `{board.benchmark}` version `{board.benchmark_version}` · schema `{board.schema_}` · "
         f"hardware: {', '.join(devices) or 'n/a'} · dates: {dates[0] if dates else 'n/a'}"
         f"{' – ' + dates[-1] if dates and dates[-1] != dates[0] else ''}",

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mmbench.files import atomic_write_text
+from mmbench.reporting.markdown import is_fake
 from mmbench.reporting.leaderboard import LeaderboardError, aggregate, read, write
 from mmbench.running.store import RunStore
 from mmbench.schema.results import CellResult
@@ -66,6 +67,9 @@ def publish(run_dir: Path, target_dir: Path, plots: bool = False) -> list[Publis
         raise LeaderboardError(f"no cell results in {Path(run_dir) / 'cells'}; run the grid first")
     done = []
     for board in aggregate(results):
+        if is_fake(board):
+            raise LeaderboardError(f"{run_dir} was trained on fake data (--fake-data): a smoke test is never "
+                                   "published; run the grid on the prepared data")
         target = Path(target_dir) / f"{board.benchmark}.json"
         cells_path = Path(target_dir) / f"{board.benchmark}{CELLS_SUFFIX}"
         if target.exists():

@@ -6,6 +6,7 @@ import inspect
 import itertools
 from pathlib import Path
 
+from mmbench.data.fake import FAKE_BATCH, FAKE_EPOCHS
 from mmbench.data.roots import resolve_data_root
 from mmbench.protocols import Balancer, Encoder, Fusion, Task
 from mmbench.registry import Registry
@@ -55,6 +56,11 @@ def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, ty
     return None
 
 
+def fake_recipe(recipe: TrainRecipe) -> TrainRecipe:
+    """The grid's recipe cut to a `--fake-data` smoke run: one epoch of small batches."""
+    return recipe.model_copy(update={"epochs": FAKE_EPOCHS, "batch_size": FAKE_BATCH, "eval_batch_size": FAKE_BATCH})
+
+
 def scoring_of(task: Task) -> Scoring:
     return Scoring(metrics=list(task.metrics), primary_metric=task.primary_metric,
                    lower_is_better=sorted(LOWER_IS_BETTER & set(task.metrics)), modalities=list(task.modalities),
@@ -77,21 +83,24 @@ def baseline_of(grid: Grid, registry: Registry) -> str | None:
     return next((b.name for b in grid.balancers if registry.get("balancers", b.name).cls.is_baseline), None)
 
 
-def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None) -> list[Cell]:
+def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None, fake_data: bool = False) -> list[Cell]:
     """All cells of a validated grid, in a stable order; incompatible ones carry their skip reason.
 
-    `data_root` (e.g. from the command line) overrides where prepared datasets are looked for.
+    `data_root` (e.g. from the command line) overrides where prepared datasets are looked for. `fake_data`
+    expands the smoke-test version (`mmbench.data.fake`): no data is read, one short epoch, the first seed.
     """
     cells = []
     baseline = baseline_of(grid, registry)
+    recipe, seeds = (fake_recipe(grid.train), grid.seeds[:1]) if fake_data else (grid.train, grid.seeds)
     for task_ref in grid.tasks:
         resolved_task = registry.resolve("tasks", task_ref.name, task_ref.params)
         task_cls = resolved_task.cls
         root = resolve_data_root(task_ref.name, data_root, task_ref.root, grid.data_root) \
-            if task_cls.needs_data else None
+            if task_cls.needs_data and not fake_data else None
         task = task_cls(resolved_task.params, root=root)
-        task_spec = TaskSpec(**resolved_task.spec(), version=task_cls.version, fingerprint=task.fingerprint())
-        version = benchmark_version(grid, task_spec, grid.train)
+        task_spec = TaskSpec(**resolved_task.spec(), version=task_cls.version,
+                             fingerprint=None if fake_data else task.fingerprint(), fake=fake_data or None)
+        version = benchmark_version(grid, task_spec, recipe)
         scoring = scoring_of(task)
         for enc_set, fusion_ref, bal_ref in itertools.product(grid.encoders, grid.fusions, grid.balancers):
             bal_cls = registry.get("balancers", bal_ref.name).cls
@@ -107,7 +116,7 @@ def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None) 
                                         {**bal_cls.task_defaults.get(task.name, {}), **bal_ref.params})
             reason = incompatibility(bal_cls, task, {m: r.cls for m, r in encoders.items()},
                                      fusion.cls if fusion else None)
-            for seed in grid.seeds:
+            for seed in seeds:
                 cells.append(Cell(
                     task=task_spec,
                     encoders={m: EncoderSpec(**r.spec(), weights=r.cls.weights_identity(r.params))
@@ -116,6 +125,6 @@ def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None) 
                     balancer=ComponentSpec(**balancer.spec()), reference=bal_cls.is_reference,
                     published=grid.published.results.get(bal_ref.name, {}) if grid.published else {},
                     published_source=grid.published.source if grid.published else None,
-                    train=grid.train, seed=seed, benchmark=task.name, benchmark_version=version, scoring=scoring,
+                    train=recipe, seed=seed, benchmark=task.name, benchmark_version=version, scoring=scoring,
                     baseline=baseline, data_root=str(root) if root else None, skip_reason=reason))
     return cells

@@ -78,7 +78,8 @@ class _Progress:
 
 def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor | None = None,
              retry_failed: bool = False, console: Console | None = None, grid_text: str | None = None,
-             data_root: str | Path | None = None, plots: bool = False) -> RunSummary:
+             data_root: str | Path | None = None, plots: bool = False,
+             fake_data: bool = False) -> RunSummary:
     """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards (and their
     figures when `plots`).
 
@@ -86,7 +87,7 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor |
     """
     console = console or Console(stderr=True)
     executor = executor or build_executor(registry)
-    cells = expand(grid, registry, data_root)
+    cells = expand(grid, registry, data_root, fake_data)
     store = RunStore(out_dir)
     with store.lock():
         if grid_text is not None:

@@ -45,6 +45,7 @@ class EncoderSpec(ComponentSpec):
 class TaskSpec(ComponentSpec):
     version: str
     fingerprint: str | None = Field(None, description="prepared-data fingerprint (None: generated data)")
+    fake: bool | None = Field(None, description="true: run on generated stand-in data (--fake-data), never a result")
 
 
 class Scoring(Record):

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from mmbench.data.fake import fake_splits
 from mmbench.protocols import Balancer, Batch, Encoder, Fusion, Incompatible, ModelOutput, Params, Task
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.schema.results import EpochRecord, SplitScores
@@ -36,6 +37,8 @@ class CellComponents:
     encoders: dict[str, tuple[type[Encoder], Params]]
     fusion: tuple[type[Fusion], Params] | None  # None for a balancer that forms its own predictions
     balancer: tuple[type[Balancer], Params]
+    #: train on generated stand-ins of the task's shapes (`mmbench.data.fake`) instead of its data
+    fake_data: bool = False
 
 
 @dataclass
@@ -212,7 +215,7 @@ def train(
     balancer = balancer_cls(balancer_params)
     requires = balancer_cls.requires
 
-    splits = task.splits()
+    splits = fake_splits(task, seed) if components.fake_data else task.splits()
     loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed)
     model = build_model(components, balancer).to(device)
     optimizer = build_optimizer(recipe.optimizer, model.parameter_groups())

@@ -1,0 +1,159 @@
+"""Decoding raw media with maintained pip libraries, never a shelled-out binary: soundfile for audio files,
+PyAV (FFmpeg's libraries) for video containers and their audio tracks, Pillow for resizing frames; plus the
+log-magnitude spectrogram the audio-visual protocols compute.
+
+Every failure is a `MediaError` whose message says what is wrong with which file, so `prepare` can list it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class MediaError(Exception):
+    """A media file that cannot be decoded, or is not what the release ships; the message says why."""
+
+
+# ------------------------------------------------------------------------------------------- audio
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float32 samples (channels averaged, as librosa loads them) and the file's native sample rate.
+
+    Audio files go through soundfile; a container soundfile cannot read (a video's audio track) through PyAV.
+    """
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except soundfile.LibsndfileError:
+        return _read_audio_track(path)
+    if samples.shape[0] == 0:
+        raise MediaError(f"{path}: the audio file holds no samples")
+    return samples.mean(axis=1), int(rate)
+
+
+def _read_audio_track(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            chunks = [frame.to_ndarray().astype(np.float32) for frame in container.decode(stream)]
+            rate = stream.rate
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: cannot decode the audio: {exc}") from None
+    if not chunks:
+        raise MediaError(f"{path}: the audio stream holds no samples")
+    # planar formats give (channels, n); packed ones (1, n * channels): both average to mono per sample
+    channels = [c if c.shape[0] > 1 or stream.channels == 1 else c.reshape(-1, stream.channels).T for c in chunks]
+    return np.concatenate(channels, axis=1).mean(axis=0), int(rate)
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Band-limited sinc resampling with the Kaiser window of resampy's `kaiser_best`, which librosa < 0.10
+    (the reference repositories' era) used in `librosa.load(sr=...)`."""
+    if rate == target:
+        return samples
+    import torch
+    import torchaudio.functional as AF
+
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), rate, target, lowpass_filter_width=64,
+                      rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
+    return out.numpy()
+
+
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """Tile the clip and cut it to `length` samples, then clip to [-1, 1] (OGM-GE, PMR, MLB)."""
+    if samples.size == 0:
+        raise MediaError("the audio is empty")
+    repeats = -(-length // samples.size)
+    return np.clip(np.tile(samples, repeats)[:length], -1.0, 1.0)
+
+
+def log_spectrogram(samples: np.ndarray, n_fft: int, hop: int, pad_mode: str = "reflect") -> np.ndarray:
+    """`log(|STFT| + 1e-7)`, shape (n_fft // 2 + 1, 1 + len // hop), as `librosa.stft` computes it: periodic
+    Hann window of n_fft, centred frames padded with `pad_mode` (librosa < 0.10: reflect)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).double()
+    spec = torch.stft(x, n_fft=n_fft, hop_length=hop, window=torch.hann_window(n_fft, dtype=torch.float64),
+                      center=True, pad_mode=pad_mode, return_complex=True)
+    return torch.log(spec.abs() + 1e-7).float().numpy()
+
+
+def log_power_spectrogram(samples: np.ndarray, rate: int, nperseg: int, noverlap: int) -> np.ndarray:
+    """`log(S + 1e-7)` of `scipy.signal.spectrogram(x, rate, nperseg=nperseg, noverlap=noverlap)` with its
+    defaults (PMR's and MLB's AVE audio): periodic Tukey(0.25) window, each segment's mean removed, one-sided
+    power spectral density. Shape (nperseg // 2 + 1, 1 + (len - nperseg) // (nperseg - noverlap))."""
+    step = nperseg - noverlap
+    count = 1 + (len(samples) - nperseg) // step
+    frames = np.lib.stride_tricks.sliding_window_view(samples.astype(np.float64), nperseg)[::step][:count]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    window = tukey(nperseg, 0.25)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2 / (rate * (window ** 2).sum())
+    power[:, 1:nperseg // 2 + nperseg % 2] *= 2  # one-sided: fold the negative frequencies in (not DC, Nyquist)
+    return np.log(power.T + 1e-7).astype(np.float32)
+
+
+def tukey(n: int, alpha: float) -> np.ndarray:
+    """The periodic Tukey (tapered cosine) window of length n (scipy's `get_window(('tukey', alpha), n)`)."""
+    x = np.arange(n + 1) / n
+    w = np.ones(n + 1)
+    edge = x < alpha / 2
+    w[edge] = 0.5 * (1 + np.cos(np.pi * (2 * x[edge] / alpha - 1)))
+    w[x > 1 - alpha / 2] = w[edge][::-1] if alpha > 0 else 1.0
+    return w[:n]
+
+
+# ------------------------------------------------------------------------------------------- video
+
+#: seconds of video a file may decode short of the duration its container declares before it counts as truncated
+TRUNCATION_SLACK = 1.0
+
+
+def read_frames(path: Path, size: tuple[int, int], start: float = 0.0,
+                end: float | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The first frame of every second of the video (frame index divisible by int(fps), as OpenCV-based
+    extractors number them), between `start` and `end` seconds, each resized to `size` (width, height) with
+    Pillow's bilinear filter. Returns uint8 frames (T, 3, height, width) and the source (width, height).
+
+    The video stream is chosen by type, not index: some containers (CREMA-D's FLV) list the audio first.
+    """
+    import av
+    from PIL import Image
+
+    frames = []
+    decoded = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate:
+                raise MediaError(f"{path}: the video stream has no frame rate")
+            step = max(1, int(rate))
+            source = (stream.codec_context.width, stream.codec_context.height)
+            declared = container.duration / 1e6 if container.duration else None
+            for index, frame in enumerate(container.decode(stream)):
+                decoded = index + 1
+                second = index / float(rate)
+                if end is not None and second > end:
+                    break
+                if index % step or second < start:
+                    continue
+                image = frame.to_image().resize(size, Image.BILINEAR)
+                frames.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: cannot decode the video: {exc}") from None
+    if not frames:
+        raise MediaError(f"{path}: no video frames decoded" + (f" between {start} s and {end} s" if end else ""))
+    if end is None and declared is not None and decoded / float(rate) < declared - TRUNCATION_SLACK:
+        raise MediaError(f"{path}: truncated: {decoded / float(rate):.2f} s of video decoded, the container "
+                         f"declares {declared:.2f} s (an interrupted download? fetch the file again)")
+    return np.stack(frames), source

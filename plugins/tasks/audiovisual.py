@@ -1,0 +1,327 @@
+"""What the four audio-visual tasks (`cremad`, `ave`, `ucf101`, `kinetics_sounds`) share: two modalities,
+`audio` (a log-magnitude spectrogram, `(1, F, T)`) and `visual` (`T` RGB frames, `(3, T, 224, 224)`), a
+prepared root of memory-mapped arrays, and the OGM-GE frame transforms.
+
+Prepared fields per clip: `audio` (F, T) float32, `frames` (n, 3, S, S) uint8 (every second's first frame,
+resized to S x S as OGM-GE's evaluation `Resize((224, 224))` does), `source_size` (width, height) of the video.
+
+Frames given to the model (OGM-GE `CramedDataset`, MLB): `frames` of the clip's frames — training picks them
+at random (sorted), evaluation takes the first ones; a clip with fewer frames repeats them. Training applies
+`RandomResizedCrop(224)` (scale 0.08–1, ratio 3/4–4/3) and a horizontal flip to each frame independently,
+then ImageNet normalisation. The crop box is drawn in the *source* video's geometry and mapped onto the
+stored square frame, so the crops cover the same regions as the official crops of the full-size frame; only
+the resolution they are cut from differs.
+
+A dataset task subclasses `AudioVisualTask`: its raw layout, its `items` (what to prepare, from the shipped
+lists), its picklable `processor`, and `lists()` (each split's ids and labels).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch.utils.data import Dataset
+
+from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
+from mmbench.data.media import fit_length, log_spectrogram, read_frames, resample
+from mmbench.data.prepare import ARRAYS, Item, kept_hash, prepare_samples, read_samples
+from mmbench.data.prepared import read_manifest, write_manifest
+from mmbench.data.splits import SplitFiles, stratified_holdout
+from mmbench.data.store import PreparedArrays
+
+SPLITS_DIR = Path(__file__).parent / "splits"
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
+CROP = 224
+#: the largest share of the frequency or time axis one augmentation mask covers
+MASK_SHARE = 0.15
+
+
+class AudioVisualParams(Params):
+    frames: int = Field(1, ge=1, le=32, description="frames per clip given to the visual encoder (OGM-GE: 1, "
+                                                    "its --fps; MLB: 3 on CREMA-D, 4 on AVE and UCF101)")
+    train_frames: Literal["random", "first"] = Field(
+        "random", description="which frames training takes: a random sorted pick (OGM-GE's intent) or the first")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class carved out of the "
+                                                                 "training list for validation, where the "
+                                                                 "release has no validation list")
+    val_seed: int = Field(0, ge=0, description="seed of that carving (the data seed; not the run seed)")
+
+
+# ------------------------------------------------------------------------------------------- frames
+
+
+def crop_box(width: int, height: int, scale: tuple[float, float] = (0.08, 1.0),
+             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[float, float, float, float]:
+    """A random-resized-crop box (top, left, height, width) in a width x height image, drawn as torchvision's
+    `RandomResizedCrop` draws it: ten tries of a random area share and log-uniform aspect ratio, else the
+    largest centred box within the ratio range. Uses torch's global generator (seeded per worker)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(*scale).item()
+        aspect = math.exp(torch.empty(1).uniform_(*log_ratio).item())
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = torch.randint(0, height - h + 1, (1,)).item()
+            left = torch.randint(0, width - w + 1, (1,)).item()
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def train_transform(frame: torch.Tensor, source: tuple[int, int]) -> torch.Tensor:
+    """A stored uint8 frame (3, S, S) -> a random resized crop of it (3, 224, 224), flipped half the time."""
+    from torchvision.transforms.v2 import functional as TF
+
+    size = frame.shape[-1]
+    top, left, h, w = crop_box(*source)
+    sx, sy = size / source[0], size / source[1]
+    box = [round(top * sy), round(left * sx), max(1, round(h * sy)), max(1, round(w * sx))]
+    out = TF.resized_crop(frame, *box, size=[CROP, CROP], antialias=True)
+    return TF.horizontal_flip(out) if torch.rand(1).item() < 0.5 else out
+
+
+def pick_frames(available: int, wanted: int, random: bool) -> np.ndarray:
+    """Indices of the frames to use: a sorted random pick or the first ones, cycling when too few."""
+    if available >= wanted:
+        return np.sort(torch.randperm(available)[:wanted].numpy()) if random else np.arange(wanted)
+    return np.resize(np.arange(available), wanted)
+
+
+def stft_features(samples: np.ndarray, rate: int, audio: Mapping[str, Any]) -> np.ndarray:
+    """OGM-GE's and MLB's audio: resampled to `sample_rate`, tiled and cut to `seconds`, clipped to [-1, 1],
+    log-magnitude STFT (`n_fft`, `hop`, `pad_mode`)."""
+    wave = fit_length(resample(samples, rate, audio["sample_rate"]), audio["sample_rate"] * audio["seconds"])
+    return log_spectrogram(wave, audio["n_fft"], audio["hop"], audio["pad_mode"])
+
+
+def clip_fields(audio: np.ndarray, video: Path, frame_size: int, start: float = 0.0,
+                end: float | None = None) -> dict[str, np.ndarray]:
+    """The prepared fields of one clip: its audio features, its 1-fps frames and the video's size."""
+    frames, source = read_frames(video, (frame_size, frame_size), start=start, end=end)
+    return {"audio": audio, "frames": frames, "source_size": np.array(source, dtype=np.int32)}
+
+
+class ClipDataset(Dataset):
+    """Samples `{"audio": (1, F, T), "visual": (3, T, 224, 224), "label": ()}` of some prepared rows."""
+
+    def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[int], frames: int, train: bool,
+                 random_pick: bool) -> None:
+        self.arrays, self.rows, self.labels = arrays, rows, labels
+        self.frames, self.train, self.random_pick = frames, train, random_pick
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows[index]
+        audio = torch.from_numpy(np.array(self.arrays.get("audio", row)))[None]
+        stored = self.arrays.get("frames", row)
+        chosen = pick_frames(len(stored), self.frames, self.train and self.random_pick)
+        clip = torch.from_numpy(np.ascontiguousarray(stored[chosen]))
+        if self.train:
+            source = tuple(int(v) for v in self.arrays.get("source_size", row))
+            clip = torch.stack([train_transform(frame, source) for frame in clip])
+        elif clip.shape[-1] != CROP:
+            from torchvision.transforms.v2 import functional as TF
+
+            clip = TF.resize(clip, [CROP, CROP], antialias=True)
+        visual = (clip.permute(1, 0, 2, 3).float() / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return {"audio": audio, "visual": visual, "label": torch.tensor(self.labels[index], dtype=torch.long)}
+
+
+# --------------------------------------------------------------------------------------------- task
+
+
+class AudioVisualTask(Task):
+    """Base of the audio-visual tasks (see the module docstring); subclasses fill in the dataset."""
+
+    Params = AudioVisualParams
+    metrics = ("accuracy", "macro_f1", "map_macro")
+    primary_metric = "accuracy"
+    needs_data = True
+    #: class names in id order
+    classes: ClassVar[tuple[str, ...]]
+    #: (F, T) of the prepared spectrogram
+    audio_shape: ClassVar[tuple[int, int]]
+    #: the audio preprocessing parameters (they enter the fingerprint)
+    audio_preprocessing: ClassVar[dict[str, Any]]
+    #: side of the stored square frames
+    frame_size: ClassVar[int] = CROP
+    #: the raw layout prepare reads, shown when the raw folder is wrong
+    layout: ClassVar[str]
+    #: folder name of the shipped split lists under `splits/`
+    split_folder: ClassVar[str]
+    #: a module-level function (item, frame_size) -> the item's prepared fields; it runs in worker processes
+    process: ClassVar[Callable[..., Mapping[str, np.ndarray]]]
+
+    @property
+    def modalities(self) -> dict[str, ModalitySpec]:
+        return {"audio": ModalitySpec("audio", "spectrogram", (1, *self.audio_shape)),
+                "visual": ModalitySpec("visual", "frames", (3, self.params.frames, CROP, CROP))}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def augment(self, modality: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A label-preserving view for consistency balancers (UDA): the spectrogram with one frequency band
+        and one time span (each up to `MASK_SHARE` of its axis) set to the spectrogram's mean (SpecAugment's
+        masks), or the clip mirrored with probability 1/2 and its brightness scaled by U(0.8, 1.2)."""
+        if modality == "audio":
+            out = x.clone()
+            for axis in (-2, -1):
+                size = x.shape[axis]
+                width = int(torch.randint(0, max(1, int(MASK_SHARE * size)) + 1, (1,), generator=generator))
+                start = int(torch.randint(0, size - width + 1, (1,), generator=generator))
+                out.narrow(axis, start, width).fill_(x.mean())
+            return out
+        pixels = x * IMAGENET_STD + IMAGENET_MEAN
+        if torch.rand((), generator=generator) < 0.5:
+            pixels = pixels.flip(-1)
+        pixels = (pixels * (0.8 + 0.4 * torch.rand((), generator=generator))).clamp(0.0, 1.0)
+        return (pixels - IMAGENET_MEAN) / IMAGENET_STD
+
+    # ----------------------------------------------------------------------- what subclasses provide
+
+    def split_files(self) -> SplitFiles:
+        return SplitFiles(SPLITS_DIR / self.split_folder)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing parameters; they enter the fingerprint."""
+        return {"audio": self.audio_preprocessing, "frames_per_second": 1, "frame_size": self.frame_size}
+
+    def items(self, raw: Path) -> list[Item]:
+        """Every sample the shipped lists name, with the raw files it is made from."""
+        raise NotImplementedError
+
+    def processor(self) -> Callable[[Item], Mapping[str, np.ndarray]]:
+        """`process` bound to this task's frame size (picklable, for the worker processes)."""
+        return functools.partial(type(self).process, frame_size=self.frame_size)
+
+    def lists(self) -> dict[str, list[tuple[str, int]]]:
+        """Each split's (id, label) pairs, from the shipped lists (without `val` when the release has none)."""
+        raise NotImplementedError
+
+    def import_lists(self, raw: Path) -> None:
+        """Copy split lists that come with the raw release (not shipped) into the prepared root."""
+
+    def annotation_problems(self, raw: Path) -> list[dict[str, str]]:
+        """Disagreements between the raw release's own annotation files and the shipped lists (reported)."""
+        return []
+
+    # -------------------------------------------------------------------------------- prepare / read
+
+    def _raw_error(self, raw: Path, what: str) -> DataError:
+        return DataError(f"{raw} {what}; the {self.name} raw folder must look like this:\n{self.layout}\n"
+                         f"Obtain it from {self.source}")
+
+    def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
+        raw = Path(raw)
+        if not raw.is_dir():
+            raise self._raw_error(raw, "is not a folder")
+        if self.root is None:
+            raise DataError(f"no prepared root given for {self.name!r}")
+        self.import_lists(raw)
+        items = self.items(raw)
+        settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": self.preprocessing()}
+        outcome = prepare_samples(Path(self.root), self.name, items, self.processor(), settings, partial=partial,
+                                  workers=workers, ragged=frozenset({"frames"}),
+                                  annotations=self.annotation_problems(raw))
+        kept = {i.id for i in outcome.kept}
+        counts = {split: sum(1 for i, _ in pairs if i in kept) for split, pairs in self.lists().items()}
+        complete = not outcome.missing and not outcome.bad
+        write_manifest(Path(self.root), Manifest(
+            task=self.name, version=self.version, split_hashes=self.split_files().hashes,
+            preprocessing=self.preprocessing(), partial=partial, counts=counts,
+            kept=None if complete else kept_hash(sorted(kept))))
+
+    def _manifest(self) -> Manifest:
+        """The root's manifest; a missing or malformed root names the raw layout prepare reads."""
+        try:
+            return read_manifest(self.root, self.name, self.source)
+        except DataError as exc:
+            raise DataError(f"{exc}\nThe raw folder it is prepared from:\n{self.layout}") from None
+
+    def fingerprint(self) -> str:
+        return self._manifest().fingerprint
+
+    def splits(self) -> dict[str, Dataset]:
+        self._manifest()
+        arrays = PreparedArrays(Path(self.root) / ARRAYS)
+        ids, _ = read_samples(Path(self.root))
+        row_of = {sample: row for row, sample in enumerate(ids)}
+        parts = {split: [(row_of[i], y) for i, y in pairs if i in row_of] for split, pairs in self.lists().items()}
+        if "val" not in parts:
+            train = parts["train"]
+            kept, held = stratified_holdout([y for _, y in train], self.params.val_fraction, self.params.val_seed)
+            parts["train"], parts["val"] = [train[p] for p in kept], [train[p] for p in held]
+        for split, pairs in parts.items():
+            if not pairs:
+                raise DataError(f"the prepared {self.name!r} root {self.root} holds no sample of the {split} split; "
+                                f"prepare it again from a copy that has some")
+        random_pick = self.params.train_frames == "random"
+        return {split: ClipDataset(arrays, [r for r, _ in pairs], [y for _, y in pairs], self.params.frames,
+                                   train=split == "train", random_pick=random_pick)
+                for split, pairs in parts.items()}
+
+    def check(self) -> list[str]:
+        manifest = self._manifest()
+        problems = []
+        if manifest.version != self.version:
+            problems.append(f"prepared by task version {manifest.version}; this is version {self.version}: "
+                            "prepare again")
+        if manifest.preprocessing != self.preprocessing():
+            problems.append(f"prepared with preprocessing {manifest.preprocessing}; this task uses "
+                            f"{self.preprocessing()}: prepare again")
+        if manifest.split_hashes != self.split_files().hashes:
+            problems.append("prepared from other split lists than the shipped ones: prepare again")
+        try:
+            arrays = PreparedArrays(Path(self.root) / ARRAYS)
+            ids, labels = read_samples(Path(self.root))
+        except (OSError, ValueError, KeyError) as exc:
+            return problems + [f"cannot read the prepared arrays or samples.json: {exc}"]
+        absent = {"audio", "frames", "source_size"} - set(arrays.fields)
+        if absent:
+            return problems + [f"the prepared arrays lack {sorted(absent)}: prepare again"]
+        if len(arrays) != len(ids):
+            problems.append(f"{len(arrays)} prepared clips but {len(ids)} sample ids")
+        bad_labels = sorted({y for y in labels if not 0 <= y < self.num_classes})
+        if bad_labels:
+            problems.append(f"labels {bad_labels} outside 0..{self.num_classes - 1}")
+        present = {y for y in labels}
+        if not manifest.partial and len(present) != self.num_classes:
+            problems.append(f"{len(present)} classes present, expected {self.num_classes}")
+        expected_audio = self.audio_shape
+        if arrays.fields["audio"].shape[1:] != expected_audio:
+            problems.append(f"audio spectrograms are {arrays.fields['audio'].shape[1:]}, expected {expected_audio}")
+        frame_shape = (3, self.frame_size, self.frame_size)
+        if arrays.fields["frames"].shape[1:] != frame_shape:
+            problems.append(f"frames are {arrays.fields['frames'].shape[1:]}, expected {frame_shape}")
+        empty = [ids[i] for i in range(min(len(ids), len(arrays))) if arrays.rows("frames", i) == 0]
+        if empty:
+            problems.append(f"{len(empty)} clips have no frame, e.g. {empty[0]}")
+        kept = set(ids)
+        for split, pairs in self.lists().items():
+            have = sum(1 for i, _ in pairs if i in kept)
+            if manifest.partial or manifest.kept is not None:
+                if have != manifest.counts.get(split):
+                    problems.append(f"{split}: {have} samples, but prepare kept {manifest.counts.get(split)}")
+            elif have != len(pairs):
+                problems.append(f"{split}: {have} samples, the shipped list names {len(pairs)} "
+                                f"({len(pairs) - have} missing; see prepare-report.json)")
+        return problems
