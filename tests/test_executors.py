@@ -21,10 +21,10 @@ class SubprocessExecutor(Executor):
 
     name = "subprocess_test"
 
-    def run(self, cells: Sequence[Cell], report: Callable[[Event], None], registry) -> None:
+    def run(self, cells: Sequence[Cell], report: Callable[[Event], None], registry, run_dir) -> None:
         for cell in reversed(cells):
             report(CellStarted(cell))
-            folder = self.params_folder
+            folder = run_dir
             (folder / "cell.json").write_text(json.dumps(cell.to_json()))
             subprocess.run([sys.executable, "-m", "mmbench.running.worker", str(folder / "cell.json"),
                             str(folder / "result.json")], check=True, timeout=300)
@@ -60,7 +60,6 @@ def test_a_cell_run_in_another_process_equals_the_in_process_run(tmp_path, regis
     grid = grid_lib.parse(text.replace("balancers: [joint]", "balancers: [joint, unimodal]"), registry)
     run_grid(grid, registry, tmp_path / "local")
     executor = SubprocessExecutor(SubprocessExecutor.Params())
-    executor.params_folder = tmp_path
     summary = run_grid(grid, registry, tmp_path / "subprocess", executor=executor)
     assert summary.counts == {"ok": 2}
     assert _metrics(tmp_path / "subprocess") == _metrics(tmp_path / "local")
