@@ -90,18 +90,23 @@ def _runnable_fusion(balancer_cls):
     return None
 
 
-@pytest.mark.parametrize("name", names("balancers"))
-def test_balancer_contract(name, monkeypatch):
-    """One epoch on the synthetic task: finite loss, metrics, coefficients reported as floats, and no
-    host-device synchronisation inside a training step — the engine's step around the balancer's included."""
-    cls = REGISTRY.get("balancers", name).cls
+@pytest.fixture
+def guarded_engine_step(monkeypatch):
+    """The engine's whole training step (the balancer's step inside it) runs under `forbid_host_sync`."""
     unguarded = engine.step
 
-    def guarded_step(*args):
+    def guarded(*args):
         with forbid_host_sync():
             return unguarded(*args)
 
-    monkeypatch.setattr(engine, "step", guarded_step)
+    monkeypatch.setattr(engine, "step", guarded)
+
+
+@pytest.mark.parametrize("name", names("balancers"))
+def test_balancer_contract(name, guarded_engine_step):
+    """One epoch on the synthetic task: finite loss, metrics, coefficients reported as floats, and no
+    host-device synchronisation inside a training step — the engine's step around the balancer's included."""
+    cls = REGISTRY.get("balancers", name).cls
     assert issubclass(cls.Params, Params) and cls.name == name
     for task_name, defaults in cls.task_defaults.items():
         cls.Params.model_validate(defaults)  # per-task defaults must be valid parameters
@@ -131,3 +136,16 @@ def test_the_host_sync_guard_catches_a_sync():
     with forbid_host_sync(), pytest.raises(AssertionError, match="Tensor.__bool__"):
         Syncs.after_backward(None, None, None, type("Out", (), {"logits": x})())
     assert float(x.sum()) == 2.0  # restored afterwards
+
+
+def test_the_guard_around_the_engine_step_catches_a_sync_in_a_train_step(guarded_engine_step):
+    class ReadsTheLoss(REGISTRY.get("balancers", "joint").cls):
+        name = "reads_the_loss"
+
+        def train_step(self, ctx, batch):
+            loss, out = super().train_step(ctx, batch)
+            loss.item()  # e.g. logging every step
+            return loss, out
+
+    with pytest.raises(AssertionError, match=r"Tensor.item\(\)"):
+        train_tiny(ReadsTheLoss, epochs=1)
