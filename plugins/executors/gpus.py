@@ -1,9 +1,11 @@
 """`gpus`: every GPU of this machine busy — one worker process per GPU, or `cells_per_gpu` of them to pack
 small cells (one ResNet18 cell uses about a tenth of an H100).
 
-Each worker is a spawned Python process (CUDA does not survive a fork) that sees only its GPU
-(`CUDA_VISIBLE_DEVICES`, so a cell's `device: auto` or `cuda` is that GPU) and, when the machine has a core per
-worker, its own slice of the CPUs, so data-loading workers sized to the machine do not oversubscribe it. A
+Each worker is a process forked from a server that has imported torch and mmbench but never touched CUDA
+(multiprocessing's forkserver; spawned where there is none), so a new worker starts in a moment. It sees only
+its GPU (`CUDA_VISIBLE_DEVICES`, set before CUDA starts, so a cell's `device: auto` or `cuda` is that GPU) and,
+when the machine has a core per worker, its own slice of the CPUs, so data-loading workers sized to the machine
+do not oversubscribe it. A
 worker trains one cell at a time and sends its start, epochs and result back to the runner's process, which
 saves them. A worker that dies (a segfault, the kernel's out-of-memory killer) is replaced and its cell
 retried up to `max_retries` times, then recorded failed with the exit signal. Choose the GPUs with
@@ -18,7 +20,7 @@ import os
 import signal
 import socket
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -52,7 +54,15 @@ def cpu_slices(n: int) -> list[set[int] | None]:
     return [set(cpus[i * size:(i + 1) * size]) for i in range(n)]
 
 
-_SPAWN = multiprocessing.get_context("spawn")
+def _start_method() -> multiprocessing.context.BaseContext:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["mmbench.api"])  # imports torch, never initialises CUDA
+    return context
+
+
+_CONTEXT = _start_method()
 
 
 def _worker(conn: Connection, gpu: str, cpus: set[int] | None) -> None:
@@ -60,30 +70,17 @@ def _worker(conn: Connection, gpu: str, cpus: set[int] | None) -> None:
 
     Ctrl-C is left to the runner's process, which stops the workers itself.
     """
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything starts CUDA in this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpus:
         os.sched_setaffinity(0, cpus)
-    where = f"{socket.gethostname()} pid {os.getpid()} gpu {gpu}"
+    where = f"{socket.gethostname()} pid {os.getpid()} gpu {os.environ['CUDA_VISIBLE_DEVICES']}"
     with contextlib.suppress(EOFError):
         while (cell := conn.recv()) is not None:
             cell_id = cell["cell_id"]
             conn.send(("started", cell_id, where))
             result = run_cell(cell, on_epoch=lambda stats: conn.send(("epoch", cell_id, stats.model_dump(mode="json"))))
             conn.send(("finished", cell_id, result.to_json()))
-
-
-@contextlib.contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """`os.environ[name] = value` while a child is spawned (it inherits the environment at start)."""
-    saved = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = saved
 
 
 class _Slot:
@@ -95,16 +92,24 @@ class _Slot:
         self.start()
 
     def start(self) -> None:
-        self.conn, child = _SPAWN.Pipe()
+        self.conn, child = _CONTEXT.Pipe()
         # not a daemon: a cell's data loader starts processes of its own
-        self.process = _SPAWN.Process(target=_worker, args=(child, self.gpu, self.cpus), name=f"mmbench-gpu{self.gpu}")
-        with _environment("CUDA_VISIBLE_DEVICES", self.gpu):
-            self.process.start()
+        self.process = _CONTEXT.Process(target=_worker, args=(child, self.gpu, self.cpus), name=f"mmbench-gpu{self.gpu}")
+        self.process.start()
         child.close()  # the worker holds the only other end, so its death reads as end-of-file here
+
+    def restart(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=10)
+        self.start()
 
     def give(self, cell: Cell) -> None:
         self.cell = cell
-        self.conn.send(cell.to_json())
+        try:
+            self.conn.send(cell.to_json())
+        except OSError:  # the worker died while idle: the cell had not started, so it goes to a new worker
+            self.restart()
+            self.conn.send(cell.to_json())
 
     def death(self) -> str:
         """Why the worker ended, once its pipe is closed."""
@@ -177,8 +182,7 @@ class GpusExecutor(Executor):
         """The slot's worker died: start a new one; its cell runs again, or is lost after `max_retries`."""
         cell, why = slot.cell, slot.death()
         slot.cell = None
-        slot.conn.close()
-        slot.start()
+        slot.restart()
         deaths[cell.cell_id] += 1
         if deaths[cell.cell_id] > self.params.max_retries:
             relay.lost(cell.cell_id, f"its worker process on GPU {slot.gpu} died {deaths[cell.cell_id]} time(s), "

@@ -102,7 +102,7 @@ class RayExecutor(Executor):
         waiting = list(refs)
         try:
             while waiting:
-                done, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0.5)
+                done, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=0.25)
                 for kind, cell_id, payload in progress.get_nowait_batch(progress.qsize()):
                     getattr(relay, kind)(cell_id, payload)
                 for ref in done:
