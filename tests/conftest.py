@@ -73,7 +73,7 @@ class Spy(Executor):
 
         def spy(event) -> None:
             self.events.append(event)
-            if isinstance(event, CellStarted):
+            if isinstance(event, CellStarted) and self.kill_at_epoch is not None:
                 pids[event.cell.cell_id] = int(re.search(r"pid (\d+)", event.where)[1])
             if isinstance(event, EpochEnded) and event.stats.epoch == self.kill_at_epoch and not self.killed:
                 pid = pids[event.cell.cell_id]

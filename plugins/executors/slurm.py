@@ -40,7 +40,7 @@ class SlurmParams(Params):
     max_requeues: int = Field(3, ge=0, description="requeues of a cell whose task hit its time limit "
                                                    "(preempted tasks are always requeued)")
     setup: tuple[str, ...] = Field((), description="shell lines run first in each task, e.g. 'module load cuda'")
-    additional: dict[str, str | int] = Field(default_factory=dict,
+    additional: dict[str, str | int | bool] = Field(default_factory=dict,
                                              description="further sbatch options, e.g. {mail-type: FAIL}")
     cluster: Literal["slurm", "local"] = Field("slurm", description="'local': the tasks run on this machine")
     poll_seconds: float = Field(15.0, gt=0, description="how often the tasks' states are read")
@@ -87,7 +87,7 @@ class SlurmExecutor(Executor):
             name="mmbench", timeout_min=p.time_min, gpus_per_node=p.gpus_per_cell, cpus_per_task=p.cpus_per_cell,
             tasks_per_node=1, nodes=1, **({"mem_gb": p.mem_gb} if p.mem_gb is not None else {}),
             slurm_array_parallelism=p.array_parallelism, slurm_setup=list(p.setup),
-            slurm_additional_parameters=dict(p.additional),
+            slurm_additional_parameters={"requeue": True, **p.additional},  # requeueable where the default is not
             **{f"slurm_{k}": v for k, v in slurm.items() if v is not None})
         return executor
 
