@@ -67,21 +67,25 @@ class Spy(Executor):
         self.inner, self.kill_at_epoch = inner, kill_at_epoch
         self.events: list = []
         self.killed: list[tuple[str, int]] = []
+        self._pids: dict[str, int] = {}
 
     def run(self, cells, report, registry, run_dir) -> None:
-        pids = {}
-
         def spy(event) -> None:
             self.events.append(event)
-            if isinstance(event, CellStarted) and self.kill_at_epoch is not None:
-                pids[event.cell.cell_id] = int(re.search(r"pid (\d+)", event.where)[1])
-            if isinstance(event, EpochEnded) and event.stats.epoch == self.kill_at_epoch and not self.killed:
-                pid = pids[event.cell.cell_id]
-                os.kill(pid, signal.SIGKILL)
-                self.killed.append((event.cell.cell_id, pid))
+            self.observe(event)
             report(event)
 
         self.inner.run(cells, spy, registry, run_dir)
+
+    def observe(self, event) -> None:
+        if self.kill_at_epoch is None:
+            return
+        if isinstance(event, CellStarted):
+            self._pids[event.cell.cell_id] = int(re.search(r"pid (\d+)", event.where)[1])
+        if isinstance(event, EpochEnded) and event.stats.epoch == self.kill_at_epoch and not self.killed:
+            pid = self._pids[event.cell.cell_id]
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append((event.cell.cell_id, pid))
 
     def story(self, cell_id: str) -> list[str]:
         """One cell's events in order, e.g. ['started', 'epoch 0', 'epoch 1', 'finished ok']."""

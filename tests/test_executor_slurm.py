@@ -34,17 +34,12 @@ class Interrupting(Spy):
         super().__init__(inner)
         self.run_dir, self.sent = run_dir, []
 
-    def run(self, cells, report, registry, run_dir):
-        def interrupt(event):
-            if isinstance(event, CellStarted):
-                job = event.where.removeprefix("slurm task ")
-                pid = self._training(job)
-                sig = (signal.SIGUSR2, signal.SIGKILL)[len(self.sent)]
-                os.kill(pid, sig)
-                self.sent.append((event.cell.cell_id, job, sig))
-            report(event)
-
-        self.inner.run(cells, interrupt, registry, run_dir)
+    def observe(self, event):
+        if isinstance(event, CellStarted):
+            job = event.where.removeprefix("slurm task ")
+            sig = (signal.SIGUSR2, signal.SIGKILL)[len(self.sent)]
+            os.kill(self._training(job), sig)
+            self.sent.append((event.cell.cell_id, job, sig))
 
     def _training(self, job: str) -> int:
         """The pid of the job's task process, once its log says the cell is training."""

@@ -33,7 +33,9 @@ class TensorDictDataset(Dataset):
         sample["label"] = self.labels[index]
         return sample
 
-    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor] | list[dict]:
+        if type(self).__getitem__ is not TensorDictDataset.__getitem__:  # a subclass reshapes each sample
+            return [self[i] for i in indices]
         index = torch.as_tensor(indices, dtype=torch.long)
         batch = {m: t[index] for m, t in self.tensors.items()}
         batch["label"] = self.labels[index]
