@@ -39,7 +39,8 @@ def test_the_data_loader_makes_one_fetch_per_batch(monkeypatch):
     data = small_dataset()
     calls = []
     original = TensorDictDataset.__getitems__
-    monkeypatch.setattr(TensorDictDataset, "__getitems__", lambda self, idx: calls.append(list(idx)) or original(self, idx))
+    monkeypatch.setattr(TensorDictDataset, "__getitems__",
+                        lambda self, idx: calls.append(list(idx)) or original(self, idx))
     monkeypatch.setattr(TensorDictDataset, "__getitem__", lambda self, i: pytest.fail("fetched one sample"))
     batches = list(DataLoader(data, batch_size=4, collate_fn=collate))
     assert calls == [[0, 1, 2, 3], [4, 5]]
@@ -168,6 +169,7 @@ def test_compile_is_off_by_default():
 
 
 def test_batches_collate_unchanged_from_a_list_of_samples():
-    samples = [{"a": torch.tensor([1.0]), "label": torch.tensor(1)}, {"a": torch.tensor([2.0]), "label": torch.tensor(0)}]
+    samples = [{"a": torch.tensor([1.0]), "label": torch.tensor(1)},
+               {"a": torch.tensor([2.0]), "label": torch.tensor(0)}]
     batch = collate(samples)
     assert torch.equal(batch.inputs["a"], default_collate([s["a"] for s in samples])) and batch.label.tolist() == [1, 0]

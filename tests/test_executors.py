@@ -168,7 +168,8 @@ def test_bad_executor_parameters_exit_2_before_the_run_directory_exists(tiny_gri
         (["--executor", "gpus", "-x", "cells_per_gpu"], "executor 'gpus': parameter 'cells_per_gpu' is not KEY=VALUE"),
         (["--executor", "gpus", "-x", "cells_per_gpu=two"], "cells_per_gpu: Input should be a valid integer, unable to "
                                                             "parse string as an integer (got 'two')"),
-        (["--executor", "gpus", "-x", "cells_per_gpu=[1"], "executor 'gpus': the value of 'cells_per_gpu' is not valid YAML"),
+        (["--executor", "gpus", "-x", "cells_per_gpu=[1"],
+         "executor 'gpus': the value of 'cells_per_gpu' is not valid YAML"),
     ]:
         result = CliRunner().invoke(app, ["run", "--matrix", str(tiny_grid_file), "--out", str(out), *args])
         assert result.exit_code == 2 and message in result.output, result.output

@@ -98,7 +98,8 @@ class Relay:
     Workers send `started`, `epoch` and `finished` for their cell, possibly more than once: a cell whose worker
     died is retried from its start. The relay reports one `CellStarted` per cell, each epoch once and in order
     (a retry's replay of epochs already reported is dropped; cells are deterministic, so the replay repeats
-    them) and exactly one `CellFinished`; anything about a finished cell is ignored.
+    them) and exactly one `CellFinished`; anything about a finished cell is ignored. The method names are the
+    message kinds, so a worker's `(kind, cell_id, payload)` is relayed as `getattr(relay, kind)(cell_id, payload)`.
     """
 
     def __init__(self, cells: Iterable[Cell], report: Callable[[Event], None]) -> None:

@@ -62,8 +62,8 @@ class _Progress:
     def __call__(self, event: Event) -> None:
         cell, hook = event.cell, self.registry.hook
         if isinstance(event, CellStarted):
-            where = f" on {event.where}" if event.where else ""
-            self.epoch_bars[cell.cell_id] = self.progress.add_task(f"  {cell.label()}{where}", total=cell.train.epochs)
+            label = f"  {cell.label()} on {event.where}" if event.where else f"  {cell.label()}"
+            self.epoch_bars[cell.cell_id] = self.progress.add_task(label, total=cell.train.epochs)
             hook.mmbench_cell_started(cell=cell.to_json())
         elif isinstance(event, EpochEnded):
             self.progress.advance(self.epoch_bars[cell.cell_id])

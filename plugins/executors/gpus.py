@@ -94,7 +94,8 @@ class _Slot:
     def start(self) -> None:
         self.conn, child = _CONTEXT.Pipe()
         # not a daemon: a cell's data loader starts processes of its own
-        self.process = _CONTEXT.Process(target=_worker, args=(child, self.gpu, self.cpus), name=f"mmbench-gpu{self.gpu}")
+        self.process = _CONTEXT.Process(target=_worker, args=(child, self.gpu, self.cpus),
+                                        name=f"mmbench-gpu{self.gpu}")
         self.process.start()
         child.close()  # the worker holds the only other end, so its death reads as end-of-file here
 
