@@ -78,3 +78,9 @@ def test_cpu_slices_are_disjoint_and_equal(monkeypatch):
     monkeypatch.setattr(gpus.os, "sched_getaffinity", lambda pid: set(range(10)))
     assert gpus.cpu_slices(3) == [{0, 1, 2}, {3, 4, 5}, {6, 7, 8}]
     assert gpus.cpu_slices(11) == [None] * 11
+
+
+def test_nothing_to_run_starts_no_worker(monkeypatch):
+    fake_gpus(monkeypatch, ["0"])
+    monkeypatch.setattr(gpus, "_Slot", lambda *args: pytest.fail("a worker was started"))
+    gpus.GpusExecutor(gpus.GpusParams()).run([], lambda event: pytest.fail("an event"), None, None)

@@ -5,16 +5,16 @@ Each worker is a process forked from a server that has imported torch and mmbenc
 (multiprocessing's forkserver; spawned where there is none), so a new worker starts in a moment. It sees only
 its GPU (`CUDA_VISIBLE_DEVICES`, set before CUDA starts, so a cell's `device: auto` or `cuda` is that GPU) and,
 when the machine has a core per worker, its own slice of the CPUs, so data-loading workers sized to the machine
-do not oversubscribe it. A
-worker trains one cell at a time and sends its start, epochs and result back to the runner's process, which
-saves them. A worker that dies (a segfault, the kernel's out-of-memory killer) is replaced and its cell
-retried up to `max_retries` times, then recorded failed with the exit signal. Choose the GPUs with
-`CUDA_VISIBLE_DEVICES`.
+do not oversubscribe it. A worker trains one cell at a time and sends its start, epochs and result back to the
+runner's process, which saves them. A worker that dies (a segfault, the kernel's out-of-memory killer) is
+replaced and its cell retried up to `max_retries` times, then recorded failed with the exit signal. Choose the
+GPUs with `CUDA_VISIBLE_DEVICES`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -54,15 +54,13 @@ def cpu_slices(n: int) -> list[set[int] | None]:
     return [set(cpus[i * size:(i + 1) * size]) for i in range(n)]
 
 
+@functools.cache
 def _start_method() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["mmbench.api"])  # imports torch, never initialises CUDA
     return context
-
-
-_CONTEXT = _start_method()
 
 
 def _worker(conn: Connection, gpu: str, cpus: set[int] | None) -> None:
@@ -92,10 +90,10 @@ class _Slot:
         self.start()
 
     def start(self) -> None:
-        self.conn, child = _CONTEXT.Pipe()
+        context = _start_method()
+        self.conn, child = context.Pipe()
         # not a daemon: a cell's data loader starts processes of its own
-        self.process = _CONTEXT.Process(target=_worker, args=(child, self.gpu, self.cpus),
-                                        name=f"mmbench-gpu{self.gpu}")
+        self.process = context.Process(target=_worker, args=(child, self.gpu, self.cpus), name=f"mmbench-gpu{self.gpu}")
         self.process.start()
         child.close()  # the worker holds the only other end, so its death reads as end-of-file here
 
@@ -152,6 +150,8 @@ class GpusExecutor(Executor):
         if explicit:
             raise ExecutorError(f"executor 'gpus' shows each worker only its own GPU, as cuda:0; the grid asks for "
                                 f"{', '.join(explicit)}: set train.device to auto or cuda")
+        if not cells:
+            return
         relay = Relay(cells, report)
         todo = deque(cells)
         deaths: Counter[str] = Counter()

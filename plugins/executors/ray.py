@@ -67,6 +67,8 @@ class RayExecutor(Executor):
     def run(self, cells: Sequence[Cell], report: Callable[[Event], None], registry, run_dir: Path) -> None:
         import ray
 
+        if not cells:
+            return
         started_here = not ray.is_initialized()
         if started_here:
             local = self.params.address is None
