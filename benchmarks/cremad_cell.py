@@ -11,7 +11,7 @@ The two balancers alternate step by step, so drift falls on both alike; a step i
 time on the CPU and by CUDA events on a GPU. FLOPs of one step (forward and backward) come from torch's
 FlopCounterMode. Peak memory is measured on CUDA only, each balancer on its own after a reset.
 
-    python benchmarks/cremad_cell.py [--steps 20] [--device cuda] [--batch-size 64]
+    python benchmarks/cremad_cell.py [--steps 20] [--warmup 3] [--device cuda] [--batch-size 64] [--compile]
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def step_flops(balancer, ctx, batch: Batch) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per balancer (after 3 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per balancer")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (autotuning, compilation)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="the recipe's compile: true")
@@ -144,8 +145,8 @@ def main() -> None:
     batch = random_batch(args.batch_size, device)
     peaks = {name: peak_memory(name, device, recipe, batch) for name in BALANCERS} if device.type == "cuda" else {}
     cells = {name: context(name, device, recipe) for name in BALANCERS}
-    for balancer, ctx in cells.values():  # warm-up: autotuning, compilation, allocator
-        for _ in range(3):
+    for balancer, ctx in cells.values():
+        for _ in range(args.warmup):
             timed_step(balancer, ctx, batch, device)
     seconds: dict[str, list[float]] = {name: [] for name in cells}
     for _ in range(args.steps):
