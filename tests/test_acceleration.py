@@ -73,9 +73,9 @@ class OnDisk(Dataset):
 @pytest.mark.parametrize("device, dataset, cpus, expected", [
     (CPU, OnDisk(), 16, {"num_workers": 0, "pin_memory": False}),
     (CUDA, small_dataset(), 16, {"num_workers": 0, "pin_memory": True}),
-    (CUDA, OnDisk(), 16, {"num_workers": 8, "pin_memory": True, "prefetch_factor": 4, "persistent_workers": True}),
-    (CUDA, OnDisk(), 5, {"num_workers": 4, "pin_memory": True, "prefetch_factor": 4, "persistent_workers": True}),
-    (CUDA, OnDisk(), 1, {"num_workers": 1, "pin_memory": True, "prefetch_factor": 4, "persistent_workers": True}),
+    (CUDA, OnDisk(), 16, {"num_workers": 8, "pin_memory": True}),
+    (CUDA, OnDisk(), 5, {"num_workers": 4, "pin_memory": True}),
+    (CUDA, OnDisk(), 1, {"num_workers": 1, "pin_memory": True}),
 ])
 def test_auto_loader_workers_follow_the_device_the_dataset_and_the_cpus(device, dataset, cpus, expected, monkeypatch):
     monkeypatch.setattr(acceleration, "usable_cpus", lambda: cpus)
@@ -84,7 +84,7 @@ def test_auto_loader_workers_follow_the_device_the_dataset_and_the_cpus(device, 
 
 def test_an_explicit_worker_count_is_kept():
     options = acceleration.loader_options(CPU, TrainRecipe(num_workers=3), small_dataset())
-    assert options == {"num_workers": 3, "pin_memory": False, "prefetch_factor": 4, "persistent_workers": True}
+    assert options == {"num_workers": 3, "pin_memory": False}
 
 
 def test_a_batch_pins_every_tensor_when_the_loader_pins_it(monkeypatch):
@@ -173,3 +173,22 @@ def test_batches_collate_unchanged_from_a_list_of_samples():
                {"a": torch.tensor([2.0]), "label": torch.tensor(0)}]
     batch = collate(samples)
     assert torch.equal(batch.inputs["a"], default_collate([s["a"] for s in samples])) and batch.label.tolist() == [1, 0]
+
+
+def test_loader_worker_processes_change_no_result():
+    in_process, with_workers = _tiny_run(), _tiny_run(num_workers=2)
+    assert [h.train_loss for h in with_workers.history] == [h.train_loss for h in in_process.history]
+    assert with_workers.test.metrics == in_process.test.metrics
+
+
+def test_the_shuffle_is_random_samplers_order_and_draws_once_per_pass():
+    from torch.utils.data import RandomSampler
+
+    from mmbench.training.engine import Shuffle
+
+    generator = torch.Generator().manual_seed(3)
+    order = list(Shuffle(10, generator))  # read to its end, as a loader with workers does
+    assert order == list(RandomSampler(range(10), generator=torch.Generator().manual_seed(3)))
+    once = torch.Generator().manual_seed(3)
+    torch.randperm(10, generator=once)
+    assert torch.equal(generator.get_state(), once.get_state())

@@ -44,15 +44,18 @@ def usable_cpus() -> int:
 def loader_options(device: torch.device, recipe: TrainRecipe, dataset: Dataset) -> dict[str, Any]:
     """DataLoader keywords. `num_workers: auto` means none on the CPU (the training loop needs the cores) and for
     in-memory datasets (a batch is one indexing), else a process per usable CPU but one, up to
-    `MAX_LOADER_WORKERS`. On CUDA batches are pinned so the copy to the GPU runs asynchronously."""
+    `MAX_LOADER_WORKERS`; each keeps torch's two batches ahead, so what waits in memory grows with the CPUs,
+    not beyond. On CUDA batches are pinned so the copy to the GPU runs asynchronously.
+
+    Workers start with each pass over a split, never persist: a persistent loader draws its seed from the
+    random generators once instead of every pass, which shifts the shuffling (and the global generator) from the
+    second epoch on, so the worker count would change results.
+    """
     workers = recipe.num_workers
     if workers == "auto":
         in_memory = getattr(dataset, "in_memory", False)
         workers = 0 if device.type != "cuda" or in_memory else max(1, min(MAX_LOADER_WORKERS, usable_cpus() - 1))
-    options: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
-    if workers:
-        options.update(prefetch_factor=4, persistent_workers=True)
-    return options
+    return {"num_workers": workers, "pin_memory": device.type == "cuda"}
 
 
 def memory_format(model: nn.Module, device: torch.device, recipe: TrainRecipe) -> torch.memory_format:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mmbench.protocols import Balancer, Batch, Encoder, Fusion, Incompatible, ModelOutput, Params, Task
 from mmbench.schema.recipe import TrainRecipe
@@ -63,6 +63,24 @@ class AugmentedViews(Dataset):
         sample = self.base[index]
         gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFFFFFF)
         return sample, {m: self.task.augment(m, sample[m], gen) for m in self.task.modalities}
+
+
+class Shuffle(Sampler[int]):
+    """A fresh order of the training split each epoch: one permutation drawn from the cell's generator per pass.
+
+    torch's `RandomSampler` draws a second, empty permutation when a pass is read past its last batch, which a
+    loader with worker processes does (it fetches ahead) and the engine's own loop does not; the next epoch's
+    order would then depend on the worker count. This draws exactly one, the same one `RandomSampler` draws first.
+    """
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator = size, generator
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        yield from torch.randperm(self.size, generator=self.generator).tolist()
 
 
 def collate(samples: list | Mapping[str, Any]) -> Batch:
@@ -206,7 +224,8 @@ def _make_loaders(task: Task, splits: dict[str, Dataset], recipe: TrainRecipe, g
     eval_bs = recipe.eval_batch_size or recipe.batch_size
     common = {"collate_fn": collate, **acceleration.loader_options(device, recipe, splits["train"])}
     return {
-        "train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator, **common),
+        "train": DataLoader(train_set, batch_size=recipe.batch_size, sampler=Shuffle(len(train_set), generator),
+                            generator=generator, **common),
         "val": DataLoader(splits["val"], batch_size=eval_bs, shuffle=False, **common),
         "test": DataLoader(splits["test"], batch_size=eval_bs, shuffle=False, **common),
     }
