@@ -235,3 +235,18 @@ def test_augmented_views_are_redrawn_every_epoch_and_repeatable():
     assert s0 != s1  # each epoch's order-independent sum of the noise differs: new views every epoch
     # the task's augmentation is additive N(0, 0.5²) noise
     assert math.sqrt(q0 / n) == pytest.approx(0.5, rel=0.02) and math.sqrt(q1 / n) == pytest.approx(0.5, rel=0.02)
+
+
+def test_evaluation_runs_each_set_of_dropped_modalities_once(monkeypatch):
+    from mmbench.testing import tiny_components, tiny_context
+    from mmbench.training.engine import evaluate
+    from mmbench.training.model import MultimodalModel
+
+    balancer, ctx, batch = tiny_context(tiny_components("joint"))
+    drops = []
+    head = MultimodalModel.head
+    monkeypatch.setattr(MultimodalModel, "head",
+                        lambda self, features, drop=(): drops.append(set(drop)) or head(self, features, drop))
+    scores = evaluate(ctx, balancer, [batch])
+    assert drops == [set(), {"fast"}, {"slow"}]  # with two modalities, "fast" alone is "slow" missing
+    assert scores.unimodal["fast"] == scores.missing_modality["slow"]

@@ -134,7 +134,8 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     """Metrics of the multimodal prediction, of each modality alone, and with each modality missing.
 
     Per-modality ("unimodal") predictions come from the per-modality heads when the model has them,
-    otherwise from the fused model with every other modality dropped. Encoders run once per batch.
+    otherwise from the fused model with every other modality dropped. Encoders run once per batch, and each
+    set of dropped modalities once (with two modalities, "a alone" is "b missing").
     """
     model, task = ctx.model, ctx.task
     modalities = model.modalities
@@ -150,9 +151,15 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
             features = model.encode(batch.inputs)
             out = model.head(features)
 
+            passes: dict[frozenset[str], ModelOutput] = {}
+
             def without(drop: set[str]) -> ModelOutput:
                 # late fusions reuse the encoder pass; intermediate ones must re-encode without the inputs
-                return model(batch.inputs, drop) if model.fusion.drives_encoders else model.head(features, drop)
+                key = frozenset(drop)
+                if key not in passes:
+                    passes[key] = model(batch.inputs, drop) if model.fusion.drives_encoders \
+                        else model.head(features, drop)
+                return passes[key]
 
             fused.append(balancer.eval_logits(ctx, out).float())
             for m in modalities:
