@@ -21,7 +21,9 @@ from mmbench.protocols import (
     Task,
     unknown_names,
 )
-from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor
+from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor, ExecutorError, Relay
+from mmbench.running.worker import run_cell
+from mmbench.schema.cell import Cell
 from mmbench.schema.params import EpochWindowParams, NoParams, Params
 from mmbench.schema.results import EpochRecord, SplitScores
 from mmbench.training import late_fusion, metrics
@@ -29,6 +31,7 @@ from mmbench.training.accumulate import EpochMeans
 from mmbench.training.context import TrainContext
 
 __all__ = [
+    "Cell", "ExecutorError", "Relay", "run_cell",
     "Balancer", "Batch", "CellFinished", "CellStarted", "DataError", "EpochEnded", "EpochMeans", "EpochRecord",
     "EpochWindowParams", "Encoder", "Event", "Executor", "Fusion", "FusionOutput", "Incompatible", "Inputs",
     "Manifest", "ModalitySpec", "ModelOutput", "NoParams", "Params", "Requirements", "SplitScores", "Task",

@@ -80,6 +80,24 @@ def _expand(grid: grid_lib.Grid, registry: registry_lib.Registry, data_root: Pat
         raise typer.Exit(2) from None
 
 
+def _key_values(pairs: list[str], owner: str) -> dict:
+    """`KEY=VALUE` options -> a mapping; each value is read as a YAML scalar or flow collection."""
+    import yaml
+
+    from mmbench.running.executors import ExecutorError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ExecutorError(f"{owner}: parameter {pair!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            raise ExecutorError(f"{owner}: the value of {key.strip()!r} is not valid YAML: {exc}") from None
+    return out
+
+
 DATA_ROOT = typer.Option(None, "--data-root", help="folder holding prepared datasets as <folder>/<task>/ "
                                                    "(default: the grid's data_root, $MMBENCH_DATA, the user cache)")
 FAKE_DATA = typer.Option(False, "--fake-data", help="smoke test: generated tensors of the prepared shapes instead "
@@ -92,6 +110,9 @@ def run(
     out_dir: Path | None = typer.Option(None, "--out", help="run directory (default: runs/<grid name>/)"),
     retry_failed: bool = typer.Option(False, help="re-run cells recorded as failed"),
     executor: str = typer.Option("local", help="where cells run (`mmbench list executors`)"),
+    executor_param: list[str] = typer.Option(
+        [], "--executor-param", "-x", metavar="KEY=VALUE",
+        help="an executor parameter, repeatable; the value is read as YAML (e.g. -x cells_per_gpu=2)"),
     data_root: Path | None = DATA_ROOT,
     plots: bool = typer.Option(True, help="write each entry's curves and coefficient figures next to the board"),
     plugins_dir: list[Path] = PLUGINS_DIR,
@@ -99,7 +120,7 @@ def run(
 ) -> None:
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
     from mmbench.data.prepared import DataError
-    from mmbench.running.executors import build_executor
+    from mmbench.running.executors import ExecutorError, build_executor
     from mmbench.running.runner import run_grid
     from mmbench.running.store import RunStoreError
 
@@ -107,16 +128,19 @@ def run(
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / (f"{grid.name}-fake" if fake_data else grid.name)
     try:
-        chosen = build_executor(registry, executor)
+        chosen = build_executor(registry, executor, _key_values(executor_param, f"executor {executor!r}"))
     except registry_lib.UnknownComponent as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except ExecutorError as exc:
+        typer.echo(f"cannot run: {exc}", err=True)
         raise typer.Exit(2) from None
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill ends like Ctrl-C: finished cells are kept
     try:
         summary = run_grid(grid, registry, target, executor=chosen, retry_failed=retry_failed, console=err,
                            grid_text=matrix.read_text(), data_root=data_root, plots=plots,
                            fake_data=fake_data)
-    except (RunStoreError, DataError) as exc:
+    except (RunStoreError, DataError, ExecutorError) as exc:
         typer.echo(f"cannot run: {exc}", err=True)
         raise typer.Exit(2) from None
     except OSError as exc:
@@ -132,6 +156,9 @@ def run(
         _warn_anomalies(path)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
     typer.echo(f"cells: {counts}; results in {summary.out_dir}", err=True)
+    if summary.cells_per_hour is not None:
+        typer.echo(f"ran {summary.ran} cells in {summary.seconds:.1f} s: {summary.cells_per_hour:.0f} cells/hour",
+                   err=True)
     failed = summary.counts.get("failed", 0)
     if failed:
         typer.echo(f"{failed} cell(s) failed (their reasons are in the leaderboard's 'Not ranked' table); "

@@ -7,7 +7,7 @@ about a component comes from the class attributes declared here.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -282,13 +282,20 @@ class Batch(Mapping):
         return len(self.inputs) + 1
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(_move(self.inputs, device), self.label.to(device, non_blocking=True), _move(self.views, device))
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so `to(device)` copies asynchronously (the DataLoader calls this on CUDA)."""
+        return self._map(Tensor.pin_memory)
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
+        return Batch(_map(self.inputs, fn), fn(self.label), _map(self.views, fn))
 
 
-def _move(value: Any, device: torch.device) -> Any:
+def _map(value: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     if isinstance(value, Mapping):
-        return {k: _move(v, device) for k, v in value.items()}
-    return value.to(device, non_blocking=True)
+        return {k: _map(v, fn) for k, v in value.items()}
+    return fn(value)
 
 
 @dataclass

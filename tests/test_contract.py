@@ -6,6 +6,7 @@ import torch
 from mmbench import registry as registry_lib
 from mmbench.protocols import Balancer, Params
 from mmbench.testing import check_balancer, forbid_host_sync
+from mmbench.training import engine
 
 REGISTRY = registry_lib.default()
 
@@ -76,10 +77,23 @@ def test_fusion_contract(name):
         assert out.contributions == {}
 
 
+@pytest.fixture
+def guarded_engine_step(monkeypatch):
+    """The engine's whole training step (the balancer's step inside it) runs under `forbid_host_sync`."""
+    unguarded = engine.step
+
+    def guarded(*args):
+        with forbid_host_sync():
+            return unguarded(*args)
+
+    monkeypatch.setattr(engine, "step", guarded)
+
+
 @pytest.mark.parametrize("name", names("balancers"))
-def test_balancer_contract(name):
+def test_balancer_contract(name, guarded_engine_step):
     """One epoch on the synthetic task: finite loss, metrics, coefficients reported as floats, and no
-    host-device synchronisation inside a training step (`mmbench.testing.check_balancer`)."""
+    host-device synchronisation inside a training step — the engine's step around the balancer's
+    included (`mmbench.testing.check_balancer`)."""
     check_balancer(REGISTRY.get("balancers", name).cls)
 
 
@@ -123,3 +137,16 @@ def test_the_host_sync_guard_catches_a_sync():
     with forbid_host_sync(), pytest.raises(AssertionError, match="Tensor.__bool__"):
         Syncs.after_backward(None, None, None, type("Out", (), {"logits": x})())
     assert float(x.sum()) == 2.0  # restored afterwards
+
+
+def test_the_guard_around_the_engine_step_catches_a_sync_in_a_train_step(guarded_engine_step):
+    class ReadsTheLoss(REGISTRY.get("balancers", "joint").cls):
+        name = "reads_the_loss"
+
+        def train_step(self, ctx, batch):
+            loss, out = super().train_step(ctx, batch)
+            loss.item()  # e.g. logging every step
+            return loss, out
+
+    with pytest.raises(AssertionError, match=r"Tensor.item\(\)"):
+        train_tiny(ReadsTheLoss, epochs=1)

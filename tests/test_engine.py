@@ -141,3 +141,125 @@ def test_the_peak_host_memory_is_the_cells_own():
     out = train_tiny("joint", epochs=1)
     assert out.profile["host_rss_scope"] == "cell"
     assert out.profile["peak_host_rss_bytes"] < rss_before + (1 << 29)
+
+
+class KeepsContext(Balancer):
+    """Joint training that keeps the context, so a test can inspect the model the engine selected."""
+
+    name = "keeps_context"
+    last = None
+
+    def setup(self, ctx):
+        type(self).last = ctx
+
+
+def test_test_metrics_are_an_evaluation_of_the_test_split_with_the_selected_model():
+    from sklearn.metrics import f1_score
+
+    from mmbench.testing import tiny_components
+
+    components = tiny_components(KeepsContext)
+    out = train(components, TrainRecipe(epochs=4, batch_size=32, device="cpu",
+                                        optimizer=OptimizerConfig(lr=0.2)), seed=0)
+    model = KeepsContext.last.model.eval()
+    splits = components.task.splits()
+
+    def predictions(split):
+        data = splits[split]
+        batch = {m: data.tensors[m] for m in components.task.modalities}
+        with torch.no_grad():
+            return model(batch).logits.argmax(-1), data.labels
+
+    pred, y = predictions("test")
+    assert out.test.metrics["accuracy"] == pytest.approx((pred == y).float().mean().item())
+    assert out.test.metrics["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"), rel=1e-5)
+    # the model evaluated is the one selected on validation: its validation accuracy is the best epoch's
+    pred, y = predictions("val")
+    best = out.history[out.best_epoch].val.metrics["accuracy"]
+    assert (pred == y).float().mean().item() == pytest.approx(best)
+    assert out.test.metrics != out.val.metrics
+
+
+class KnownLosses(Balancer):
+    """Batch b of every epoch has loss b + 1 (its gradient is zero, so nothing else changes)."""
+
+    name = "known_losses"
+
+    def loss(self, ctx, batch, out):
+        return out.logits.sum() * 0.0 + float(ctx.step_in_epoch + 1)
+
+
+def test_train_loss_is_the_mean_over_batches():
+    # 80 samples in batches of 32: sizes 32, 32, 16 with losses 1, 2, 3 -> batch mean 2.0 (a per-sample
+    # mean would give (32 + 64 + 48) / 80 = 1.8)
+    out = train_tiny(KnownLosses, epochs=2, task_params={"train_size": 80})
+    assert [h.train_loss for h in out.history] == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("scheduler, expected", [
+    ({"name": "step", "step_size": 2, "gamma": 0.5}, [0.2, 0.2, 0.1, 0.1, 0.05]),
+    ({"name": "cosine"}, [0.1 * (1 + math.cos(math.pi * e / 5)) for e in range(5)]),
+    ({"name": "none"}, [0.2] * 5),
+])
+def test_scheduler_sets_each_epochs_learning_rate(scheduler, expected):
+    from mmbench.schema.recipe import SchedulerConfig
+    from mmbench.testing import tiny_components
+
+    seen = []
+
+    class RecordsLR(Balancer):
+        name = "records_lr"
+
+        def on_epoch_start(self, ctx):
+            seen.append([g["lr"] for g in ctx.optimizer.param_groups])
+
+    recipe = TrainRecipe(epochs=5, batch_size=64, device="cpu", optimizer=OptimizerConfig(lr=0.2),
+                         scheduler=SchedulerConfig(**scheduler))
+    out = train(tiny_components(RecordsLR), recipe, seed=0)
+    assert [h.lr for h in out.history] == pytest.approx(expected)
+    assert [lrs[0] for lrs in seen] == pytest.approx(expected)
+    assert all(len(set(lrs)) == 1 for lrs in seen)  # every parameter group follows the schedule
+
+
+class RecordsAugmentation(Balancer):
+    """Sums, per epoch, the difference between each training sample's augmented view and the sample."""
+
+    name = "records_augmentation"
+    requires = Requirements(augmented_views=True)
+    per_epoch: dict = {}
+
+    def loss(self, ctx, batch, out):
+        noise = batch.views["slow"] - batch.inputs["slow"]
+        sums = type(self).per_epoch.setdefault(ctx.epoch, [0.0, 0.0, 0])
+        sums[0] += float(noise.sum())
+        sums[1] += float((noise ** 2).sum())
+        sums[2] += noise.numel()
+        return super().loss(ctx, batch, out)
+
+
+def test_augmented_views_are_redrawn_every_epoch_and_repeatable():
+    RecordsAugmentation.per_epoch = {}
+    train_tiny(RecordsAugmentation, epochs=2)
+    first = dict(RecordsAugmentation.per_epoch)
+    RecordsAugmentation.per_epoch = {}
+    train_tiny(RecordsAugmentation, epochs=2)
+    assert RecordsAugmentation.per_epoch == first  # same seed, same views
+    (s0, q0, n), (s1, q1, _) = first[0], first[1]
+    assert s0 != s1  # each epoch's order-independent sum of the noise differs: new views every epoch
+    # the task's augmentation is additive N(0, 0.5²) noise
+    assert math.sqrt(q0 / n) == pytest.approx(0.5, rel=0.02) and math.sqrt(q1 / n) == pytest.approx(0.5, rel=0.02)
+
+
+def test_evaluation_runs_each_set_of_dropped_modalities_once(monkeypatch):
+    from mmbench.testing import tiny_components, tiny_context
+    from mmbench.training.engine import evaluate
+    from mmbench.training.model import MultimodalModel
+
+    balancer, ctx, batch = tiny_context(tiny_components("joint"))
+    drops = []
+    head = MultimodalModel.head
+    monkeypatch.setattr(MultimodalModel, "head",
+                        lambda self, features, drop=(): drops.append(set(drop)) or head(self, features, drop))
+    scores = evaluate(ctx, balancer, [batch])
+    assert drops == [set(), {"fast"}, {"slow"}]  # with two modalities, "fast" alone is "slow" missing
+    assert scores.unimodal["fast"] == scores.missing_modality["slow"]

@@ -9,6 +9,7 @@ A failure never stops the grid; an interrupt (Ctrl-C, kill) loses at most the ce
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +41,13 @@ class RunSummary:
     counts: dict[str, int]
     resumed: int
     leaderboards: list[Path]
+    #: cells this run executed (resumed ones excluded) and the seconds the executor took for them
+    ran: int = 0
+    seconds: float = 0.0
+
+    @property
+    def cells_per_hour(self) -> float | None:
+        return self.ran * 3600.0 / self.seconds if self.ran and self.seconds > 0 else None
 
 
 class _Progress:
@@ -54,7 +62,8 @@ class _Progress:
     def __call__(self, event: Event) -> None:
         cell = event.cell
         if isinstance(event, CellStarted):
-            self.epoch_bars[cell.cell_id] = self.progress.add_task(f"  {cell.label()}", total=cell.train.epochs)
+            label = f"  {cell.label()} on {event.where}" if event.where else f"  {cell.label()}"
+            self.epoch_bars[cell.cell_id] = self.progress.add_task(label, total=cell.train.epochs)
             self._notify("mmbench_cell_started", cell=cell.to_json())
         elif isinstance(event, EpochEnded):
             self.progress.advance(self.epoch_bars[cell.cell_id])
@@ -101,8 +110,10 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor |
         if resumed:
             console.print(f"resuming: {resumed} of {len(cells)} cells already finished in {out_dir}")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        started = time.perf_counter()
         with Progress(*columns, console=console, transient=False) as progress:
-            executor.run(todo, _Progress(store, registry, progress, len(cells), resumed), registry)
+            executor.run(todo, _Progress(store, registry, progress, len(cells), resumed), registry, Path(out_dir))
+        seconds = time.perf_counter() - started
         results = [r for r in map(store.load, (c.cell_id for c in cells)) if r is not None]
         written = leaderboard.write_run_leaderboards(results, Path(out_dir), plots)
-    return RunSummary(Path(out_dir), dict(Counter(r.status for r in results)), resumed, written)
+    return RunSummary(Path(out_dir), dict(Counter(r.status for r in results)), resumed, written, len(todo), seconds)

@@ -64,8 +64,7 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
     """Train one cell and return its result, whatever happens (a skip, a crash, out of memory, divergence)."""
     cell = cell if isinstance(cell, Cell) else Cell.model_validate(cell)
     registry = registry or registry_lib.default()
-    base = {**cell.model_dump(exclude={"data_root", "skip_reason"}),
-            "env": profiling.environment(_distributions(cell, registry))}
+    base = {**cell.result_fields(), "env": profiling.environment(_distributions(cell, registry))}
     if cell.skip_reason:
         return CellResult(**base, status="skipped", reason=cell.skip_reason)
     try:

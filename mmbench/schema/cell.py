@@ -117,3 +117,7 @@ class Cell(CellSpec):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def result_fields(self) -> dict[str, Any]:
+        """What a result repeats of its cell: everything but where the data was read and why it is skipped."""
+        return self.model_dump(exclude={"data_root", "skip_reason"})

@@ -1,7 +1,9 @@
 """The training recipe of a cell: optimizer, scheduler, epochs, batch size, where it runs (no torch).
 
 `mmbench.training.optim` turns it into torch objects. Fields listed in `EXECUTION_ONLY` decide where and how
-fast a cell runs, never its result, so they are left out of a cell's identity.
+fast a cell runs, never its result, so they are left out of a cell's identity. Some of them (the device, the
+kernels cuDNN autotuning or `torch.compile` choose, the memory layout) change floating-point rounding, as running
+on another GPU model does; none changes what is computed, so a cell keeps its identity across them.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
 from mmbench.schema.params import Params
 
 #: recipe fields that change where a cell runs, not its result
-EXECUTION_ONLY = frozenset({"device", "num_workers"})
+EXECUTION_ONLY = frozenset({"device", "num_workers", "channels_last", "deterministic", "compile"})
 
 
 class OptimizerConfig(Params):
@@ -43,7 +45,15 @@ class TrainRecipe(Params):
         1, description="intra-op threads on CPU. Part of a cell's identity: CPU results can depend on the thread "
                        "count. One thread is fastest for the small models CPU grids run, and lets cells share "
                        "a machine without oversubscribing it")
-    num_workers: int = Field(0, ge=0, description="data-loading worker processes")
+    num_workers: NonNegativeInt | Literal["auto"] = Field(
+        "auto", description="data-loading worker processes. 'auto': none on the CPU and for in-memory datasets; on "
+                            "CUDA one per CPU of the process but one, at most 8")
+    channels_last: bool = Field(True, description="channels-last memory layout for conv nets on CUDA")
+    deterministic: bool = Field(
+        False, description="on CUDA, deterministic kernels and no cuDNN autotuning: repeatable bit for bit on the "
+                           "same GPU, slower. CPU runs are always deterministic")
+    compile: bool = Field(False, description="torch.compile the encoders and the fusion (pays off on long "
+                                             "GPU cells; compilation takes minutes on a CPU)")
 
     @field_validator("device")
     @classmethod

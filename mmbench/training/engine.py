@@ -9,21 +9,21 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mmbench.data.fake import fake_splits
 from mmbench.protocols import Balancer, Batch, Encoder, Fusion, Incompatible, ModelOutput, Params, Task
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.schema.results import EpochRecord, SplitScores
+from mmbench.training import acceleration, profiling
 from mmbench.training import metrics as metric_lib
-from mmbench.training import profiling
 from mmbench.training.context import TrainContext
 from mmbench.training.model import MultimodalModel
 from mmbench.training.optim import build_optimizer, build_scheduler, resolve_device
@@ -68,8 +68,34 @@ class AugmentedViews(Dataset):
         return sample, {m: self.task.augment(m, sample[m], gen) for m in self.task.modalities}
 
 
-def collate(samples: list) -> Batch:
-    """Samples (`{modality: inputs, ..., "label": y}`, or `(sample, views)` pairs) -> one `Batch`."""
+class Shuffle(Sampler[int]):
+    """A fresh order of the training split each epoch: one permutation drawn from the cell's generator per pass.
+
+    torch's `RandomSampler` draws a second, empty permutation when a pass is read past its last batch, which a
+    loader with worker processes does (it fetches ahead) and the engine's own loop does not; the next epoch's
+    order would then depend on the worker count. This draws exactly one, the same one `RandomSampler` draws first.
+    """
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator = size, generator
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        yield from torch.randperm(self.size, generator=self.generator).tolist()
+
+
+def collate(samples: list | Mapping[str, Any]) -> Batch:
+    """Samples (`{modality: inputs, ..., "label": y}`, or `(sample, views)` pairs) -> one `Batch`.
+
+    A dataset that fetches whole batches (`__getitems__`, e.g. `TensorDictDataset`) hands over one such mapping
+    of stacked tensors instead of a list; it becomes the batch as it is.
+    """
+    if isinstance(samples, Mapping):
+        inputs = dict(samples)
+        label = inputs.pop("label")
+        return Batch(inputs, label)
     views = None
     if isinstance(samples[0], tuple):
         samples, views = zip(*samples)
@@ -114,7 +140,8 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     """Metrics of the multimodal prediction, of each modality alone, and with each modality missing.
 
     Per-modality ("unimodal") predictions come from the per-modality heads when the model has them,
-    otherwise from the fused model with every other modality dropped. Encoders run once per batch.
+    otherwise from the fused model with every other modality dropped. Encoders run once per batch, and each
+    set of dropped modalities once (with two modalities, "a alone" is "b missing").
     """
     model, task = ctx.model, ctx.task
     modalities = model.modalities
@@ -130,9 +157,15 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
             features = model.fusion_inputs(batch.inputs)
             out = model.head(features)
 
+            passes: dict[frozenset[str], ModelOutput] = {}
+
             def without(drop: set[str]) -> ModelOutput:
                 # late fusions reuse the encoder pass; intermediate ones must re-encode without the inputs
-                return model(batch.inputs, drop) if model.drives_encoders else model.head(features, drop)
+                key = frozenset(drop)
+                if key not in passes:
+                    passes[key] = model(batch.inputs, drop) if model.drives_encoders \
+                        else model.head(features, drop)
+                return passes[key]
 
             fused.append(balancer.eval_logits(ctx, out).float())
             for m in modalities:
@@ -162,33 +195,50 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     )
 
 
+@dataclass
+class EpochTotals:
+    """What an epoch's steps accumulate, on the device: the summed loss, the train logits and labels."""
+
+    loss: Tensor
+    logits: list[Tensor] = field(default_factory=list)
+    labels: list[Tensor] = field(default_factory=list)
+
+
+def step(ctx: TrainContext, balancer: Balancer, raw: Batch, clock: profiling.StepClock, totals: EpochTotals) -> None:
+    """One training step as the engine runs it: the batch to the device, the balancer's step, the bookkeeping.
+
+    It never reads a tensor back to the host (the contract test runs it under `forbid_host_sync`), so on a GPU
+    the host queues the next steps while this one computes.
+    """
+    batch = raw.to(ctx.device)
+    started = clock.start()
+    loss, out = balancer.train_step(ctx, batch)
+    clock.stop(started, batch_size=batch.label.shape[0])
+    totals.loss += loss.float()
+    totals.logits.append(balancer.eval_logits(ctx, out).detach().float())
+    totals.labels.append(batch.label)
+
+
 def _run_epoch(ctx: TrainContext, balancer: Balancer, clock: profiling.StepClock) -> tuple[Tensor, Tensor, Tensor]:
     """Train one epoch; returns the summed loss (on device), and the epoch's train logits and labels."""
     ctx.model.train()
-    loss_sum = torch.zeros((), device=ctx.device)
-    logits: list[Tensor] = []
-    labels: list[Tensor] = []
+    totals = EpochTotals(torch.zeros((), device=ctx.device))
     iterator = iter(ctx.train_loader)
     for ctx.step_in_epoch in range(len(ctx.train_loader)):
-        batch = clock.timed_fetch(iterator).to(ctx.device)
-        started = clock.start()
-        loss, out = balancer.train_step(ctx, batch)
-        clock.stop(started, batch_size=len(batch.label))
-        loss_sum += loss.float()
-        logits.append(balancer.eval_logits(ctx, out).detach().float())
-        labels.append(batch.label)
+        step(ctx, balancer, clock.timed_fetch(iterator), clock, totals)
         ctx.step += 1
     clock.finish()
-    return loss_sum, torch.cat(logits), torch.cat(labels)
+    return totals.loss, torch.cat(totals.logits), torch.cat(totals.labels)
 
 
 def _make_loaders(task: Task, splits: dict[str, Dataset], recipe: TrainRecipe, generator: torch.Generator,
-                  augmented: bool, seed: int) -> dict[str, DataLoader]:
+                  augmented: bool, seed: int, device: torch.device) -> dict[str, DataLoader]:
     train_set = AugmentedViews(splits["train"], task, seed) if augmented else splits["train"]
     eval_bs = recipe.eval_batch_size or recipe.batch_size
-    common = {"num_workers": recipe.num_workers, "pin_memory": False, "collate_fn": collate}
+    common = {"collate_fn": collate, **acceleration.loader_options(device, recipe, splits["train"])}
     return {
-        "train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator, **common),
+        "train": DataLoader(train_set, batch_size=recipe.batch_size, sampler=Shuffle(len(train_set), generator),
+                            generator=generator, **common),
         "val": DataLoader(splits["val"], batch_size=eval_bs, shuffle=False, **common),
         "test": DataLoader(splits["test"], batch_size=eval_bs, shuffle=False, **common),
     }
@@ -204,9 +254,7 @@ def train(
     metric_lib.load()  # import the metric library before any timing starts
     generator = seed_everything(seed)
     device = resolve_device(recipe.device)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.set_num_threads(recipe.cpu_threads)
+    acceleration.configure_backends(device, recipe)
     task = components.task
     balancer_cls, balancer_params = components.balancer
     problems = balancer_cls.check(balancer_params, task)
@@ -216,8 +264,10 @@ def train(
     requires = balancer_cls.requires
 
     splits = fake_splits(task, seed) if components.fake_data else task.splits()
-    loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed)
-    model = build_model(components, balancer).to(device)
+    loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed, device)
+    model = build_model(components, balancer)
+    model = model.to(device, memory_format=acceleration.memory_format(model, device, recipe))
+    acceleration.compile_model(model, recipe)
     optimizer = build_optimizer(recipe.optimizer, model.parameter_groups())
     scheduler = build_scheduler(recipe.scheduler, optimizer, recipe.epochs)
     ctx = TrainContext(

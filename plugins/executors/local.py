@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from mmbench.hookspecs import hookimpl
 from mmbench.registry import Registry
@@ -16,7 +17,8 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def run(self, cells: Sequence[Cell], report: Callable[[Event], None], registry: Registry) -> None:
+    def run(self, cells: Sequence[Cell], report: Callable[[Event], None], registry: Registry,
+            run_dir: Path) -> None:
         for cell in cells:
             report(CellStarted(cell))
             result = run_cell(cell, registry, on_epoch=lambda stats, cell=cell: report(EpochEnded(cell, stats)))
