@@ -144,7 +144,13 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_roo
     grid = _load_grid(matrix, registry)
     cells = _expand(grid, registry, data_root)
     skipped = {c.entry_id: c for c in cells if c.skip_reason}
-    typer.echo(f"{matrix}: valid; {len(cells)} cells ({len(cells) - len(skipped) * len(grid.seeds)} to train)")
+    if grid.search is not None:  # each configuration: its trials, then the chosen one on every seed
+        tuned = len(cells) // len(grid.seeds) - len(skipped)
+        typer.echo(f"{matrix}: valid; {tuned} configurations tuned with {grid.search.trials} trials each, then "
+                   f"re-run on {len(grid.seeds)} seed(s): {tuned * (grid.search.trials + len(grid.seeds))} cells "
+                   "to train")
+    else:
+        typer.echo(f"{matrix}: valid; {len(cells)} cells ({len(cells) - len(skipped) * len(grid.seeds)} to train)")
     for cell in skipped.values():
         typer.echo(f"  skipped: {cell.label().rsplit(' seed=', 1)[0]}: {cell.skip_reason}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from mmbench.reporting import confidence, tuning
 from mmbench.reporting.anomalies import BELOW_BASELINE, SEED_SPREAD, anomalies
 from mmbench.schema.leaderboard import Entry, Leaderboard, Stat
 
@@ -32,6 +33,10 @@ def _fusion_label(entry: Entry) -> str:
     return entry.fusion.name if entry.fusion else NONE
 
 
+def _label(entry: Entry) -> list[str]:
+    return [entry.balancer.name, _encoders_label(entry), _fusion_label(entry)]
+
+
 def _bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -55,13 +60,13 @@ def ranked(board: Leaderboard) -> list[Entry]:
 def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
     primary = board.primary_metric
     base = baseline.get((_encoders_label(e), _fusion_label(e)))
-    gain = NONE if base is None else f"{(e.metrics[primary].mean - base) * 100:+.2f}"
+    gain = NONE if base is None else f"{(e.metrics[primary].mean - base) * 100:+.2f}{confidence.noise_mark(e)}"
     prof = e.profile
     memory = NONE
     if prof:
         memory = _bytes(prof.peak_accelerator_memory_bytes) if prof.peak_accelerator_memory_bytes \
             else _bytes(prof.peak_host_rss_bytes) + " (host)"
-    return [e.balancer.name, _encoders_label(e), _fusion_label(e), _fmt(e.metrics[primary]),
+    return [*_label(e), _fmt(e.metrics[primary]),
             *[_fmt(e.metrics.get(m)) for m in board.metrics if m != primary],
             *[_fmt(e.unimodal.get(m, {}).get(primary)) for m in board.modalities],
             gain, f"{prof.seconds_per_epoch:.2f}" if prof else NONE, memory]
@@ -99,8 +104,11 @@ def render_markdown(board: Leaderboard) -> str:
         f"`{board.baseline or 'no baseline'}` with the same encoders and fusion ({NONE}: a method that forms its "
         "own predictions, without the cell's fusion).",
         "",
+        tuning.protocol_line(board),
+        "",
         table(methods, numbered=True) if methods else "_No successful entries._",
     ]
+    lines += confidence.markdown_section(board, _label) + tuning.markdown_section(board, _label)
     references = [e for e in finished if e.reference]
     if references:
         lines += ["", "## References (not ranked)", "",

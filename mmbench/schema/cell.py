@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, computed_field
 
@@ -50,6 +50,24 @@ class Scoring(Record):
     multilabel: bool = False
 
 
+class Tuning(Record):
+    """How a tuned cell's hyper-parameters were chosen: one trial of a search, or the configuration it selected.
+
+    `search` identifies the search (its group of cells and its settings); `params` are the searched values,
+    keyed `balancer.<name>` / `optimizer.<name>`; a trial never evaluates the test split.
+    """
+
+    search: str
+    stage: Literal["trial", "selected"]
+    trial: int | None = Field(None, description="this trial's number (from 0), or the selected trial's")
+    trials: int = Field(description="the budget: trials per configuration")
+    sampler: str
+    seed: int
+    metric: str = Field(description="validation metric the trials are compared on")
+    space: dict[str, dict[str, list]] = Field(description="searched parameter -> its distribution")
+    params: dict[str, Any] = Field(description="searched parameter -> this cell's value")
+
+
 class CellSpec(Record):
     """What a cell is; shared by the cell a worker receives and the result it returns."""
 
@@ -65,6 +83,7 @@ class CellSpec(Record):
     baseline: str | None = None
     reference: bool = Field(False, description="a reference point (e.g. each modality trained alone), not a "
                                                "method: shown apart from the ranking")
+    tuning: Tuning | None = Field(None, description="None: the grid's parameters; else the search it belongs to")
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result except the seed. Unset optional fields (no data
@@ -72,7 +91,14 @@ class CellSpec(Record):
         parts = {"task": self.task, "encoders": self.encoders, "fusion": self.fusion, "balancer": self.balancer}
         out = {k: _dump(v) for k, v in parts.items()}
         out["train"] = self.train.identity()
+        if self.tuning is not None:
+            out["tuning"] = _dump(self.tuning)
         return out
+
+    @property
+    def is_trial(self) -> bool:
+        """A search trial: trained and scored on validation only, its test split never read."""
+        return self.tuning is not None and self.tuning.stage == "trial"
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -187,7 +187,8 @@ def _make_loaders(task: Task, splits: dict[str, Dataset], recipe: TrainRecipe, g
     return {
         "train": DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator, **common),
         "val": DataLoader(splits["val"], batch_size=eval_bs, shuffle=False, **common),
-        "test": DataLoader(splits["test"], batch_size=eval_bs, shuffle=False, **common),
+        **({"test": DataLoader(splits["test"], batch_size=eval_bs, shuffle=False, **common)} if "test" in splits
+           else {}),
     }
 
 
@@ -196,8 +197,11 @@ def train(
     recipe: TrainRecipe,
     seed: int,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    evaluate_test: bool = True,
 ) -> TrainOutcome:
-    """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them."""
+    """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them.
+
+    With `evaluate_test=False` (a search trial) the test split is dropped unread: no loader, no evaluation."""
     generator = seed_everything(seed)
     device = resolve_device(recipe.device)
     if device.type == "cpu":
@@ -212,6 +216,8 @@ def train(
     requires = balancer_cls.requires
 
     splits = task.splits()
+    if not evaluate_test:
+        del splits["test"]
     loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed)
     model = build_model(components, balancer).to(device)
     optimizer = build_optimizer(recipe.optimizer, model.parameter_groups())
@@ -267,7 +273,7 @@ def train(
     if outcome.status == "ok" and best_state is not None:
         model.load_state_dict(best_state)
         outcome.val = evaluate(ctx, balancer, loaders["val"])
-        outcome.test = evaluate(ctx, balancer, loaders["test"])
+        outcome.test = evaluate(ctx, balancer, loaders["test"]) if evaluate_test else None
     outcome.profile = _profile(ctx, clock, device, train_seconds, len(ctx.history))
     return outcome
 
