@@ -58,8 +58,8 @@ class Study:
         self.base, self.search, self.registry = base, search, registry
         self.space = group_space(search, registry.get("balancers", base.balancer.name).cls, fixed)
         self.metric = search.metric or base.scoring.primary_metric
-        self.id = content_hash({"configuration": base.identity(), "search": search.model_dump(mode="json"),
-                                "space": self._space_json()})
+        self.id = content_hash({"configuration": base.identity(), "space": self._space_json(),
+                                "search": search.model_dump(mode="json", exclude={"space"})})
         lower = self.metric in base.scoring.lower_is_better
         self.study = optuna.create_study(direction="minimize" if lower else "maximize", sampler=_sampler(search))
         self.trials: list[tuple[optuna.trial.Trial, Cell]] = []
