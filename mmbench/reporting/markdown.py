@@ -108,12 +108,12 @@ def render_markdown(board: Leaderboard) -> str:
         "",
         table(methods, numbered=True) if methods else "_No successful entries._",
     ]
-    lines += confidence.markdown_section(board, _label) + tuning.markdown_section(board, _label)
     references = [e for e in finished if e.reference]
     if references:
         lines += ["", "## References (not ranked)", "",
                   "Points of comparison rather than methods, e.g. `unimodal`: each modality's encoder trained alone.",
                   "", table(references, numbered=False)]
+    lines += confidence.markdown_section(board, _label) + tuning.markdown_section(board, _label)
     flagged = anomalies(board)
     if flagged:
         lines += ["", "## To explain", "",
