@@ -181,3 +181,12 @@ def test_sampled_values_stay_inside_the_space(registry, sampler):
     for cell in (c for r in stages[:-1] for c in r):
         assert 0.2 <= cell.balancer.params["alpha"] <= 0.4 and 0.01 <= cell.train.optimizer.lr <= 0.1
         assert 1e-6 <= cell.train.optimizer.weight_decay <= 1e-2
+
+
+def test_configurations_with_spaces_of_one_shape_draw_the_same_points(registry):
+    stages, _ = drive(tuned(registry, "search: {trials: 3}\n", balancers="[ogm, agm]"), by_lr)
+    for ogm, agm in stages[:-1]:
+        assert ogm.train.optimizer == agm.train.optimizer  # the same learning rate and weight decay
+        position = [math.log(a / low) / math.log(high / low) for a, low, high in
+                    ((ogm.balancer.params["alpha"], 0.05, 3.0), (agm.balancer.params["alpha"], 0.25, 5.0))]
+        assert position[0] == pytest.approx(position[1])  # alpha at the same place of each one's range

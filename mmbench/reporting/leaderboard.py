@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mmbench.files import atomic_write_json, atomic_write_text
+from mmbench.reporting import confidence, tuning
 from mmbench.schema.leaderboard import (
     SCHEMA,
     CoefficientSummary,
@@ -25,7 +26,6 @@ from mmbench.schema.leaderboard import (
     Stat,
     TaskInfo,
 )
-from mmbench.reporting import confidence, tuning
 from mmbench.schema.results import STATUS_ORDER, CellResult
 
 

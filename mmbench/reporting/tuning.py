@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from tabulate import tabulate
@@ -65,16 +66,15 @@ def protocol_line(board: Leaderboard) -> str:
         return "Hyper-parameters: **defaults** (each method's own, on the shared recipe; nothing tuned)."
     labels = sorted({e.hyperparameters for e in board.entries})
     return (f"Hyper-parameters: **{', '.join(labels)}** per method: an equal budget of {search.sampler} search "
-            f"over each method's declared space and the learning rate and weight decay, selected on validation "
-            f"{search.metric} (the test split is never read by a trial); the chosen configuration re-run on "
-            f"every seed.")
+            f"over the searched parameters (see Tuning), selected on validation {search.metric} (a trial never reads "
+            "the test split); the chosen configuration re-run on every seed.")
 
 
-def markdown_section(board: Leaderboard, label: Any) -> list[str]:
+def markdown_section(board: Leaderboard, label: Callable[[Entry], list[str]]) -> list[str]:
     """The tuned entries' chosen parameters and trial spread (nothing for a board of defaults).
 
     `label(entry)` gives the (balancer, encoders, fusion) cells the board's tables use."""
-    tuned = [e for e in board.entries if e.search is not None]
+    tuned = [e for e in board.entries if e.search is not None and e.search.trial_scores]  # skipped ones had none
     if not tuned:
         return []
     metric = tuned[0].search.metric

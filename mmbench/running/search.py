@@ -40,6 +40,8 @@ def _optuna(dist: Distribution) -> optuna.distributions.BaseDistribution:
 
 
 def _sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+    """A fresh sampler per configuration, seeded with the search's seed: configurations whose spaces have the same
+    shape draw the same points (common random numbers), so their trials differ by method rather than by luck."""
     if search.sampler == "tpe":
         # TPE starts modelling after its random start-up trials; Optuna's default of 10 would leave a small budget
         # pure random search, so half the budget (at most 10) is random
