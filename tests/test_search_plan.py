@@ -1,5 +1,6 @@
 """The search plan driven with hand-made results (nothing trains): budget, selection, failures, replay."""
 
+import json
 import math
 
 import pytest
@@ -190,3 +191,12 @@ def test_configurations_with_spaces_of_one_shape_draw_the_same_points(registry):
         position = [math.log(a / low) / math.log(high / low) for a, low, high in
                     ((ogm.balancer.params["alpha"], 0.05, 3.0), (agm.balancer.params["alpha"], 0.25, 5.0))]
         assert position[0] == pytest.approx(position[1])  # alpha at the same place of each one's range
+
+
+def test_a_trial_travels_to_a_worker_as_json_and_stays_a_trial(registry):
+    from mmbench.schema.cell import Cell
+
+    plan = tuned(registry, "search: {trials: 1}\n", balancers="[ogm]")
+    trial = next(plan.stages(lambda cell_id: None))[0]
+    received = Cell.model_validate_json(json.dumps(trial.to_json()))
+    assert received.is_trial and received.cell_id == trial.cell_id and received.tuning == trial.tuning

@@ -1,8 +1,10 @@
 """A tuned grid end to end (tiny, CPU): trials are ordinary cells that never read the test split; resume; boards."""
 
+import io
 import json
 
 import pytest
+from rich.console import Console
 from torch.utils.data import Dataset
 
 from mmbench import registry as registry_lib
@@ -69,19 +71,27 @@ def tuned_run(registry, tmp_path_factory):
     READS.clear()
     FINISHED.clear()
     out = tmp_path_factory.mktemp("tuned")
-    summary = run_grid(grid_lib.parse(TUNED, registry), registry, out, grid_text=TUNED)
-    return out, summary, list(FINISHED)
+    log = io.StringIO()
+    summary = run_grid(grid_lib.parse(TUNED, registry), registry, out, grid_text=TUNED,
+                       console=Console(file=log, width=200))
+    return out, summary, list(FINISHED), log.getvalue()
 
 
 def test_no_trial_reads_the_test_split_and_the_chosen_runs_do(tuned_run):
-    _, _, finished = tuned_run
+    _, _, finished, _ = tuned_run
     trials = [reads for is_trial, reads in finished if is_trial]
     assert len(trials) == 4 and trials[-1] == 0  # two configurations x two trials, all before any test read
     assert len(finished) == 8 and finished[-1][1] > 0  # the four re-runs evaluated the test split
 
 
+def test_the_log_shows_a_trials_validation_scores(tuned_run):
+    log = tuned_run[3]
+    trial_lines = [line for line in log.splitlines() if "seed=3:" in line]
+    assert len(trial_lines) == 4 and all(" val accuracy=" in line for line in trial_lines)
+
+
 def test_every_trial_is_an_ordinary_stored_cell_with_validation_scores_only(tuned_run):
-    out, summary, _ = tuned_run
+    out, summary, _, _ = tuned_run
     results = RunStore(out).results()
     assert summary.counts == {"ok": 8} and len(results) == 8
     assert all((out / "cells" / f"{r.cell_id}.json").exists() for r in results)
@@ -91,7 +101,7 @@ def test_every_trial_is_an_ordinary_stored_cell_with_validation_scores_only(tune
 
 
 def test_a_second_run_resumes_every_cell_and_trains_nothing(tuned_run, registry):
-    out, first, _ = tuned_run
+    out, first, _, _ = tuned_run
     before = json.loads((out / "leaderboard.json").read_text())
     again = run_grid(grid_lib.parse(TUNED, registry), registry, out, grid_text=TUNED)
     assert again.resumed == 8 and again.counts == first.counts
@@ -99,7 +109,7 @@ def test_a_second_run_resumes_every_cell_and_trains_nothing(tuned_run, registry)
 
 
 def test_the_board_says_tuned_and_shows_the_choice_and_the_trials(tuned_run):
-    out, _, _ = tuned_run
+    out, _, _, _ = tuned_run
     board = lb.read(out / "leaderboard.json")
     assert board.benchmark == "watched-tuned" and len(board.entries) == 2
     results = RunStore(out).results()
@@ -116,7 +126,7 @@ def test_the_board_says_tuned_and_shows_the_choice_and_the_trials(tuned_run):
 
 
 def test_defaults_and_tuned_runs_publish_to_separate_boards(tuned_run, registry, tmp_path):
-    out, _, _ = tuned_run
+    out, _, _, _ = tuned_run
     plain = tmp_path / "plain"
     run_grid(grid_lib.parse(PLAIN, registry), registry, plain, grid_text=PLAIN)
     boards = tmp_path / "boards"
