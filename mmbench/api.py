@@ -24,6 +24,7 @@ from mmbench.protocols import (
 from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor, ExecutorError, Relay
 from mmbench.running.worker import run_cell
 from mmbench.schema.cell import Cell
+from mmbench.schema import search_space as search
 from mmbench.schema.params import EpochWindowParams, NoParams, Params
 from mmbench.schema.results import EpochRecord, SplitScores
 from mmbench.training import late_fusion, metrics
@@ -35,5 +36,5 @@ __all__ = [
     "Balancer", "Batch", "CellFinished", "CellStarted", "DataError", "EpochEnded", "EpochMeans", "EpochRecord",
     "EpochWindowParams", "Encoder", "Event", "Executor", "Fusion", "FusionOutput", "Incompatible", "Inputs",
     "Manifest", "ModalitySpec", "ModelOutput", "NoParams", "Params", "Requirements", "SplitScores", "Task",
-    "TensorDictDataset", "TrainContext", "hookimpl", "late_fusion", "metrics", "unknown_names",
+    "TensorDictDataset", "TrainContext", "hookimpl", "late_fusion", "metrics", "search", "unknown_names",
 ]

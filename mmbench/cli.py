@@ -190,7 +190,14 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_roo
     grid = _load_grid(matrix, registry)
     cells = _expand(grid, registry, data_root, fake_data)
     skipped = {c.entry_id: c for c in cells if c.skip_reason}
-    typer.echo(f"{matrix}: valid; {len(cells)} cells ({sum(1 for c in cells if not c.skip_reason)} to train)")
+    if grid.search is not None:  # each configuration: its trials, then the chosen one on every seed
+        seeds, trials = (1, 1) if fake_data else (len(grid.seeds), grid.search.trials)
+        tuned = len(cells) // seeds - len(skipped)
+        typer.echo(f"{matrix}: valid; {tuned} configurations tuned with {trials} trial(s) each, then "
+                   f"re-run on {seeds} seed(s): {tuned * (trials + seeds)} cells "
+                   "to train")
+    else:
+        typer.echo(f"{matrix}: valid; {len(cells)} cells ({sum(1 for c in cells if not c.skip_reason)} to train)")
     for cell in skipped.values():
         typer.echo(f"  skipped: {cell.label().rsplit(' seed=', 1)[0]}: {cell.skip_reason}")
 

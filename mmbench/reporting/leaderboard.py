@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mmbench.files import atomic_write_json, atomic_write_text
+from mmbench.reporting import confidence, tuning
 from mmbench.schema.leaderboard import (
     SCHEMA,
     CoefficientSummary,
@@ -102,8 +103,8 @@ def _imbalance(unimodal: dict[str, dict[str, Stat]], primary: str, lower_is_bett
     return Imbalance(weakest=weakest, strongest=strongest, ratio=ratio)
 
 
-def aggregate_entry(results: list[CellResult]) -> Entry:
-    """One entry from the per-seed results of one grid cell."""
+def aggregate_entry(results: list[CellResult], trials: dict[str, list[CellResult]] | None = None) -> Entry:
+    """One entry from the per-seed results of one grid cell (and, for a tuned one, its search's trials)."""
     results = sorted(results, key=lambda r: r.seed)
     first = results[0]
     primary = first.scoring.primary_metric
@@ -142,6 +143,7 @@ def aggregate_entry(results: list[CellResult]) -> Entry:
         commit=env.get("commit"),
         created_at=max(r.created_at for r in results),
         seeds=[r.seed for r in results],
+        **tuning.entry_fields(first, trials or {}),
     )
 
 
@@ -152,6 +154,7 @@ def _entry_order(entry: Entry) -> tuple:
 
 def aggregate(results: list[CellResult]) -> list[Leaderboard]:
     """Group per-seed results into entries, and entries into one leaderboard per benchmark version."""
+    results, trials = tuning.split_trials(results)
     by_board: dict[tuple[str, str], dict[str, list[CellResult]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         by_board[(r.benchmark, r.benchmark_version)][r.entry_id].append(r)
@@ -163,8 +166,9 @@ def aggregate(results: list[CellResult]) -> list[Leaderboard]:
             benchmark=benchmark, benchmark_version=version, primary_metric=scoring.primary_metric,
             metrics=scoring.metrics, lower_is_better=scoring.lower_is_better, modalities=sorted(scoring.modalities),
             baseline=sample.baseline,
-            entries=sorted((aggregate_entry(rs) for rs in entries.values()), key=_entry_order),
+            entries=sorted((aggregate_entry(rs, trials) for rs in entries.values()), key=_entry_order),
         ))
+        confidence.annotate(boards[-1])
     return boards
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from mmbench.reporting import confidence, tuning
 from mmbench.reporting.anomalies import BELOW_BASELINE, SEED_SPREAD, anomalies
 from mmbench.schema.leaderboard import Entry, Leaderboard, Stat
 
@@ -50,6 +51,10 @@ def _fusion_label(entry: Entry) -> str:
     return entry.fusion.name if entry.fusion else NONE
 
 
+def _label(entry: Entry) -> list[str]:
+    return [_balancer_label(entry), _encoders_label(entry), _fusion_label(entry)]
+
+
 def _bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -73,7 +78,7 @@ def ranked(board: Leaderboard) -> list[Entry]:
 def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
     primary = board.primary_metric
     base = baseline.get((_encoders_label(e), _fusion_label(e)))
-    gain = NONE if base is None else f"{(e.metrics[primary].mean - base) * 100:+.2f}"
+    gain = NONE if base is None else f"{(e.metrics[primary].mean - base) * 100:+.2f}{confidence.noise_mark(e)}"
     prof = e.profile
     memory = NONE
     if prof:
@@ -82,7 +87,7 @@ def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
     paper = e.published.get(primary)
     published = [f"{paper * 100:.2f}", f"{(e.metrics[primary].mean - paper) * 100:+.2f}"] if paper is not None \
         else [NONE, NONE]
-    return [_balancer_label(e), _encoders_label(e), _fusion_label(e), _fmt(e.metrics[primary]),
+    return [*_label(e), _fmt(e.metrics[primary]),
             *(published if any(x.published for x in board.entries) else []),
             *[_fmt(e.metrics.get(m)) for m in board.metrics if m != primary],
             *[_fmt(e.unimodal.get(m, {}).get(primary)) for m in board.modalities],
@@ -139,7 +144,10 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
         f"`{board.baseline or 'no baseline'}` with the same encoders and fusion ({NONE}: a method that forms its "
         "own predictions, without the cell's fusion).",
         *([f"'paper': the {primary} the reproduced paper reports for that method ({'; '.join(sources)}); "
-           "'vs paper': ours minus the paper's, in points.", ""] if sources else []),
+           "'vs paper': ours minus the paper's, in points."] if sources else []),
+        "",
+        tuning.protocol_line(board),
+        "",
         table(methods, numbered=True) if methods else "_No successful entries._",
     ]
     if "" in plots:
@@ -149,6 +157,7 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
         lines += ["", "## References (not ranked)", "",
                   "Points of comparison rather than methods, e.g. `unimodal`: each modality's encoder trained alone.",
                   "", table(references, numbered=False)]
+    lines += confidence.markdown_section(board, _label) + tuning.markdown_section(board, _label)
     flagged = anomalies(board)
     if flagged:
         lines += ["", "## To explain", "",

@@ -56,7 +56,7 @@ def _read_cells(path: Path) -> dict[str, CellResult]:
 
 
 def _same_outcome(a: CellResult, b: CellResult) -> bool:
-    return a.status == b.status and a.test == b.test and a.reason == b.reason
+    return a.status == b.status and a.test == b.test and a.reason == b.reason and a.val == b.val  # trials: val only
 
 
 def publish(run_dir: Path, target_dir: Path, plots: bool = False) -> list[Published]:

@@ -11,7 +11,7 @@ from mmbench.data.roots import resolve_data_root
 from mmbench.protocols import Balancer, Encoder, Fusion, Task
 from mmbench.registry import Registry
 from mmbench.schema.cell import Cell, ComponentSpec, EncoderSpec, Scoring, TaskSpec, content_hash
-from mmbench.schema.grid import ALL_MODALITIES, Grid
+from mmbench.schema.grid import ALL_MODALITIES, ComponentRef, Grid
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.training import metrics
 from mmbench.training.engine import evaluate
@@ -73,7 +73,14 @@ def benchmark_version(grid: Grid, task: TaskSpec, recipe: TrainRecipe) -> str:
         return grid.benchmark_version
     protocol = {"task": task.model_dump(mode="json", exclude_none=True), "train": recipe.identity(),
                 "evaluation": evaluation_protocol()}
+    if grid.search is not None:  # a tuning budget is part of the protocol: different budgets never rank together
+        protocol["search"] = grid.search.identity()
     return f"{task.version}-{content_hash(protocol, 8)}"
+
+
+def benchmark_name(grid: Grid, task: Task) -> str:
+    """The task's name; a tuned grid's results form their own benchmark, so they never rank with defaults."""
+    return f"{task.name}-tuned" if grid.search is not None else task.name
 
 
 def baseline_of(grid: Grid, registry: Registry) -> str | None:
@@ -89,9 +96,18 @@ def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None, 
     `data_root` (e.g. from the command line) overrides where prepared datasets are looked for. `fake_data`
     expands the smoke-test version (`mmbench.data.fake`): no data is read, one short epoch, the first seed.
     """
+    seeds = grid.seeds[:1] if fake_data else grid.seeds
+    return [cell.model_copy(update={"seed": seed}) for cell, _ in configurations(grid, registry, data_root, fake_data)
+            for seed in seeds]
+
+
+def configurations(grid: Grid, registry: Registry, data_root: str | Path | None = None,
+                   fake_data: bool = False) -> list[tuple[Cell, ComponentRef]]:
+    """One cell per (task, encoder set, fusion, balancer) with the grid's parameters, on the grid's first seed,
+    each with its balancer's grid entry (a search leaves the parameters written there fixed)."""
     cells = []
     baseline = baseline_of(grid, registry)
-    recipe, seeds = (fake_recipe(grid.train), grid.seeds[:1]) if fake_data else (grid.train, grid.seeds)
+    recipe = fake_recipe(grid.train) if fake_data else grid.train
     for task_ref in grid.tasks:
         resolved_task = registry.resolve("tasks", task_ref.name, task_ref.params)
         task_cls = resolved_task.cls
@@ -116,15 +132,15 @@ def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None, 
                                         {**bal_cls.task_defaults.get(task.name, {}), **bal_ref.params})
             reason = incompatibility(bal_cls, task, {m: r.cls for m, r in encoders.items()},
                                      fusion.cls if fusion else None)
-            for seed in seeds:
-                cells.append(Cell(
-                    task=task_spec,
-                    encoders={m: EncoderSpec(**r.spec(), weights=r.cls.weights_identity(r.params))
-                              for m, r in encoders.items()},
-                    fusion=ComponentSpec(**fusion.spec()) if fusion else None,
-                    balancer=ComponentSpec(**balancer.spec()), reference=bal_cls.is_reference,
-                    published=grid.published.results.get(bal_ref.name, {}) if grid.published else {},
-                    published_source=grid.published.source if grid.published else None,
-                    train=recipe, seed=seed, benchmark=task.name, benchmark_version=version, scoring=scoring,
-                    baseline=baseline, data_root=str(root) if root else None, skip_reason=reason))
+            cells.append((Cell(
+                task=task_spec,
+                encoders={m: EncoderSpec(**r.spec(), weights=r.cls.weights_identity(r.params))
+                          for m, r in encoders.items()},
+                fusion=ComponentSpec(**fusion.spec()) if fusion else None,
+                balancer=ComponentSpec(**balancer.spec()), reference=bal_cls.is_reference,
+                published=grid.published.results.get(bal_ref.name, {}) if grid.published else {},
+                published_source=grid.published.source if grid.published else None,
+                train=recipe, seed=grid.seeds[0], benchmark=benchmark_name(grid, task), benchmark_version=version,
+                scoring=scoring, baseline=baseline, data_root=str(root) if root else None, skip_reason=reason),
+                bal_ref))
     return cells

@@ -31,7 +31,8 @@ def finished_line(result: CellResult, done: int, total: int) -> str:
     head = f"[{done}/{total}] {result.status:<8} {result.label()}"
     if result.status != "ok":
         return f"{head}: {result.reason}"
-    scores = " ".join(f"{k}={v:.4f}" for k, v in result.test.metrics.items() if v is not None)
+    split, scores = ("val ", result.val) if result.is_trial else ("", result.test)  # a trial never sees the test
+    scores = split + " ".join(f"{k}={v:.4f}" for k, v in scores.metrics.items() if v is not None)
     return f"{head}: {scores} ({result.profile.train_seconds:.1f} s)"
 
 
@@ -53,11 +54,17 @@ class RunSummary:
 class _Progress:
     """The runner's side of an executor's events: observer hooks, saving, the progress display."""
 
-    def __init__(self, store: RunStore, registry: Registry, progress: Progress, total: int, done: int) -> None:
+    def __init__(self, store: RunStore, registry: Registry, progress: Progress, total: int) -> None:
         self.store, self.registry, self.progress = store, registry, progress
-        self.total, self.done = total, done
-        self.grid_bar = progress.add_task("cells", total=total, completed=done)
+        self.total, self.done, self.resumed = total, 0, 0
+        self.grid_bar = progress.add_task("cells", total=total)
         self.epoch_bars: dict[str, TaskID] = {}
+
+    def skip(self, finished: int) -> None:
+        """Count cells finished by an earlier run."""
+        self.done += finished
+        self.resumed += finished
+        self.progress.advance(self.grid_bar, finished)
 
     def __call__(self, event: Event) -> None:
         cell = event.cell
@@ -96,24 +103,37 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor |
     """
     console = console or Console(stderr=True)
     executor = executor or build_executor(registry)
-    cells = expand(grid, registry, data_root, fake_data)
     store = RunStore(out_dir)
+    if grid.search is None:
+        cells = expand(grid, registry, data_root, fake_data)
+        stages, total = iter([cells]), len(cells)
+    else:
+        from mmbench.running.search import Plan  # Optuna is imported by tuned grids only
+
+        plan = Plan(grid, registry, data_root, fake_data)
+        stages, total = plan.stages(store.load), plan.total
     with store.lock():
         if grid_text is not None:
             atomic_write_text(Path(out_dir) / "grid.yaml", grid_text)
-        todo = []
-        for cell in cells:
-            previous = store.load(cell.cell_id)
-            if previous is None or (retry_failed and previous.status == "failed"):
-                todo.append(cell)
-        resumed = len(cells) - len(todo)
-        if resumed:
-            console.print(f"resuming: {resumed} of {len(cells)} cells already finished in {out_dir}")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        ran: list = []
         started = time.perf_counter()
         with Progress(*columns, console=console, transient=False) as progress:
-            executor.run(todo, _Progress(store, registry, progress, len(cells), resumed), registry, Path(out_dir))
+            tracker = _Progress(store, registry, progress, total)
+            for cells in stages:  # one stage, or a search's rounds of trials and then its selected configurations
+                todo = []
+                for cell in cells:
+                    previous = store.load(cell.cell_id)
+                    if previous is None or (retry_failed and previous.status == "failed"):
+                        todo.append(cell)
+                resumed = len(cells) - len(todo)
+                if resumed:
+                    progress.console.print(f"resuming: {resumed} of {len(cells)} cells already finished in {out_dir}")
+                    tracker.skip(resumed)
+                executor.run(todo, tracker, registry, Path(out_dir))
+                ran += cells
         seconds = time.perf_counter() - started
-        results = [r for r in map(store.load, (c.cell_id for c in cells)) if r is not None]
+        results = [r for r in map(store.load, (c.cell_id for c in ran)) if r is not None]
         written = leaderboard.write_run_leaderboards(results, Path(out_dir), plots)
-    return RunSummary(Path(out_dir), dict(Counter(r.status for r in results)), resumed, written, len(todo), seconds)
+    return RunSummary(Path(out_dir), dict(Counter(r.status for r in results)), tracker.resumed, written,
+                      len(ran) - tracker.resumed, seconds)

@@ -68,7 +68,8 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
     if cell.skip_reason:
         return CellResult(**base, status="skipped", reason=cell.skip_reason)
     try:
-        outcome = train(components_of(cell, registry), cell.train, cell.seed, on_epoch_end=on_epoch)
+        outcome = train(components_of(cell, registry), cell.train, cell.seed, on_epoch_end=on_epoch,
+                        evaluate_test=not cell.is_trial)
     except Incompatible as exc:
         return CellResult(**base, status="skipped", reason=str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:

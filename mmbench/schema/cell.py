@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, computed_field
 
@@ -58,6 +58,24 @@ class Scoring(Record):
     multilabel: bool = False
 
 
+class Tuning(Record):
+    """How a tuned cell's hyper-parameters were chosen: one trial of a search, or the configuration it selected.
+
+    `search` identifies the search (its group of cells and its settings); `params` are the searched values,
+    keyed `balancer.<name>` / `optimizer.<name>`; a trial never evaluates the test split.
+    """
+
+    search: str
+    stage: Literal["trial", "selected"]
+    trial: int | None = Field(None, description="this trial's number (from 0), or the selected trial's")
+    trials: int = Field(description="the budget: trials per configuration")
+    sampler: str
+    seed: int
+    metric: str = Field(description="validation metric the trials are compared on")
+    space: dict[str, dict[str, list]] = Field(description="searched parameter -> its distribution")
+    params: dict[str, Any] = Field(description="searched parameter -> this cell's value")
+
+
 class CellSpec(Record):
     """What a cell is; shared by the cell a worker receives and the result it returns."""
 
@@ -76,6 +94,7 @@ class CellSpec(Record):
     published: dict[str, float] = Field(default_factory=dict, description="the reproduced paper's numbers for "
                                                                            "this balancer (not part of the identity)")
     published_source: str | None = None
+    tuning: Tuning | None = Field(None, description="None: the grid's parameters; else the search it belongs to")
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result except the seed. Unset optional fields (no data
@@ -83,7 +102,14 @@ class CellSpec(Record):
         parts = {"task": self.task, "encoders": self.encoders, "fusion": self.fusion, "balancer": self.balancer}
         out = {k: _dump(v) for k, v in parts.items()}
         out["train"] = self.train.identity()
+        if self.tuning is not None:
+            out["tuning"] = _dump(self.tuning)
         return out
+
+    @property
+    def is_trial(self) -> bool:
+        """A search trial: trained and scored on validation only, its test split never read."""
+        return self.tuning is not None and self.tuning.stage == "trial"
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mmbench.registry import Registry, UnknownComponent
 from mmbench.schema.recipe import TrainRecipe
+from mmbench.schema.search import SearchConfig, search_problems
 from mmbench.schema.yaml_text import YamlProblem, decode, load_yaml
 
 ALL_MODALITIES = "*"
@@ -72,6 +73,9 @@ class Grid(BaseModel):
     data_root: str | None = Field(
         None, description="folder holding every prepared dataset as <data_root>/<task>/ (default: "
                           "$MMBENCH_DATA, else the per-user cache)")
+    search: SearchConfig | None = Field(
+        None, description="tune every method with the same budget on validation, then run the chosen "
+                          "configuration on every seed (default: each method's own defaults)")
 
     @field_validator("seeds")
     @classmethod
@@ -235,6 +239,7 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
         hint = f"; did you mean {match[0]!r}?" if match else ""
         problems.append((("baseline",), f"the baseline must be one of the grid's balancers{hint} "
                                          f"(balancers: {', '.join(names)})"))
+    problems += search_problems(grid, registry, tasks)
     return problems
 
 

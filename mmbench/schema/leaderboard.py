@@ -52,6 +52,40 @@ class EntryError(Record):
     epoch: int | None = None
 
 
+class SearchSummary(Record):
+    """How a tuned entry's configuration was chosen: its trials, scored on validation only."""
+
+    trials: int = Field(description="the budget")
+    finished: int = Field(description="trials that gave a validation score")
+    sampler: str
+    metric: str = Field(description="validation metric the trials were compared on")
+    space: dict[str, dict[str, list]] = Field(description="searched parameter -> its distribution")
+    chosen: dict[str, Any] = Field(description="searched parameter -> the selected value")
+    selected_trial: int | None
+    trial_scores: list[float | None] = Field(description="each trial's validation score, in trial order")
+
+
+class Comparison(Record):
+    """A method against the baseline on the same seeds: the mean per-seed difference and its 95 % interval."""
+
+    baseline: str
+    seeds: list[int]
+    delta: float = Field(description="mean over the seeds of (method - baseline), primary metric")
+    low: float | None = Field(description="95 % paired-t interval of delta (None with a single seed)")
+    high: float | None
+    within_noise: bool | None = Field(description="the interval contains 0 (None with a single seed)")
+
+
+class RankStability(Record):
+    """How much the ranking depends on the seed: the ranked entries ordered on each seed alone."""
+
+    seeds: list[int]
+    kendall_tau: float | None = Field(description="mean over pairs of seeds of Kendall's tau-b between their "
+                                                  "rankings (1: the same order on every seed)")
+    ranks: dict[str, list[float]] = Field(description="entry id -> its rank on each seed (1 = best; ties share "
+                                                      "their mean rank)")
+
+
 class Entry(Record):
     id: str
     task: TaskSpec
@@ -79,6 +113,10 @@ class Entry(Record):
     commit: str | None = None
     created_at: str
     seeds: list[int]
+    hyperparameters: str = Field("defaults", description="'defaults' (the grid's parameters) or 'tuned (N "
+                                                         "trials)'; the two never share a leaderboard")
+    search: SearchSummary | None = None
+    vs_baseline: Comparison | None = None
 
 
 class Leaderboard(Record):
@@ -91,6 +129,7 @@ class Leaderboard(Record):
     modalities: list[str]
     baseline: str | None = Field(None, description="the balancer gains are measured against")
     entries: list[Entry]
+    rank_stability: RankStability | None = None
 
     @field_validator("schema_")
     @classmethod

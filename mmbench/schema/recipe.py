@@ -21,9 +21,11 @@ EXECUTION_ONLY = frozenset({"device", "num_workers", "channels_last", "determini
 
 class OptimizerConfig(Params):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: PositiveFloat = 1e-2
+    lr: PositiveFloat = Field(1e-2, json_schema_extra={"search": {"log_uniform": [1e-5, 1.0]}},
+                              description="learning rate (searched: SGD typically 1e-3-0.3, Adam 1e-5-1e-2)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, json_schema_extra={"search": {"log_uniform": [1e-6, 1e-2]}},
+                                description="L2 weight decay (searched on a log scale, so never exactly 0)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW only")
 
 

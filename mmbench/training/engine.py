@@ -240,7 +240,8 @@ def _make_loaders(task: Task, splits: dict[str, Dataset], recipe: TrainRecipe, g
         "train": DataLoader(train_set, batch_size=recipe.batch_size, sampler=Shuffle(len(train_set), generator),
                             generator=generator, **common),
         "val": DataLoader(splits["val"], batch_size=eval_bs, shuffle=False, **common),
-        "test": DataLoader(splits["test"], batch_size=eval_bs, shuffle=False, **common),
+        **({"test": DataLoader(splits["test"], batch_size=eval_bs, shuffle=False, **common)} if "test" in splits
+           else {}),
     }
 
 
@@ -249,8 +250,11 @@ def train(
     recipe: TrainRecipe,
     seed: int,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    evaluate_test: bool = True,
 ) -> TrainOutcome:
-    """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them."""
+    """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them.
+
+    With `evaluate_test=False` (a search trial) the test split is dropped unread: no loader, no evaluation."""
     metric_lib.load()  # import the metric library before any timing starts
     generator = seed_everything(seed)
     device = resolve_device(recipe.device)
@@ -264,6 +268,8 @@ def train(
     requires = balancer_cls.requires
 
     splits = fake_splits(task, seed) if components.fake_data else task.splits()
+    if not evaluate_test:
+        del splits["test"]
     loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed, device)
     model = build_model(components, balancer)
     model = model.to(device, memory_format=acceleration.memory_format(model, device, recipe))
@@ -326,7 +332,7 @@ def train(
     if outcome.status == "ok" and best_state is not None:
         model.load_state_dict(best_state)
         outcome.val = evaluate(ctx, balancer, loaders["val"])
-        outcome.test = evaluate(ctx, balancer, loaders["test"])
+        outcome.test = evaluate(ctx, balancer, loaders["test"]) if evaluate_test else None
     outcome.profile = _profile(ctx, clock, timer, device, train_seconds, len(ctx.history), rss_scope)
     return outcome
 

@@ -78,7 +78,7 @@ PROB_FLOOR = 1e-8
 
 class AGMParams(EpochWindowParams):
     alpha: float = Field(
-        1.0, ge=0.0, le=100.0,
+        1.0, ge=0.0, le=100.0, json_schema_extra={"search": {"log_uniform": [0.25, 5.0]}},
         description="α in k = exp(α·min(r̄ − r, clip)). argparse default 1.0; author-stated (lihongcs/AGM "
                     "issues #3/#5/#10): CREMA-D 1.5, AV-MNIST 2.5, UR-Funny 4.0",
     )

@@ -101,7 +101,7 @@ def dynamic_lambda(lam: float, val_losses: list[float], train_metrics: list[floa
 
 
 class UDAParams(Params):
-    lam: float = Field(1.0, ge=0.0, le=1e4,
+    lam: float = Field(1.0, ge=0.0, le=1e4, json_schema_extra={"search": {"log_uniform": [0.1, 10.0]}},
                        description="λ, weight of the consistency loss (notebook: 1.0 on a sum over 4 samples, "
                                    "i.e. 4.0 on the mean)")
     augment: tuple[str, ...] | None = Field(
@@ -195,8 +195,8 @@ class UDA(Balancer):
 
 
 class DynamicUDAParams(UDAParams):
-    n: int = Field(4, ge=0, le=64, description="N, exponent of the validation-loss quotient (N ≫ K; unpublished)")
-    k: int = Field(1, ge=0, le=64, description="K, exponent of the training-metric quotient (unpublished)")
+    n: int = Field(4, ge=0, le=64, json_schema_extra={"search": {"int": [1, 8]}}, description="N, exponent of the validation-loss quotient (N ≫ K; unpublished)")
+    k: int = Field(1, ge=0, le=64, json_schema_extra={"search": {"int": [0, 2]}}, description="K, exponent of the training-metric quotient (unpublished)")
     train_metric: str | None = Field(
         None, description="training metric M^T (a metric of the task, higher is better); null: the primary metric")
 

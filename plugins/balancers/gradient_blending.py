@@ -80,7 +80,7 @@ def blend_weights(losses: dict[str, Losses], min_delta_o_sq: float = 1e-8,
 
 class OGRGBParams(Params):
     super_epoch: int | None = Field(
-        None, ge=1, le=1000,
+        None, ge=1, le=1000, json_schema_extra={"search": {"log_int": [1, 20]}},
         description="n: epochs per super-epoch and per estimation run; null = a fifth of the run, at least 1 "
                     "(BalanceBenchmark 10)")
     mode: Literal["online", "offline"] = Field(

@@ -136,10 +136,10 @@ def random_step(state: GreedyState, grad_sq: Tensor, weight_sq: Tensor, choice: 
 
 
 class GreedyParams(Params):
-    epsilon: float = Field(0.01, ge=0.0, le=100.0,
+    epsilon: float = Field(0.01, ge=0.0, le=100.0, json_schema_extra={"search": {"log_uniform": [0.001, 0.1]}},
                            description="threshold ε on |d| = |BDR_0 − BDR_1| that starts re-balancing "
                                        "(official 0.01)")
-    window: int = Field(5, ge=1, le=100000,
+    window: int = Field(5, ge=1, le=100000, json_schema_extra={"search": {"log_int": [1, 20]}},
                         description="Q, number of steps a re-balancing (curation) window lasts (official 5)")
     starting_epoch: int = Field(2, ge=1, le=100000,
                                 description="1-indexed epoch from which re-balancing may start (official 2: "

@@ -154,11 +154,11 @@ def phase_of(epoch: int, phase_epochs: Sequence[int]) -> int:
 
 
 class MIEParams(Params):
-    rho: float = Field(0.05, ge=0.0, le=10.0,
+    rho: float = Field(0.05, ge=0.0, le=10.0, json_schema_extra={"search": {"log_uniform": [0.01, 0.5]}},
                        description="SAM radius ρ (paper values stripped; 0.05 = Foret et al.); 0 disables SAM")
     rho_per_modality: dict[str, float] = Field(
         default_factory=dict, description="ρ overrides by modality name (the paper uses one per modality kind)")
-    tau: float = Field(0.4, gt=0.0, le=100.0,
+    tau: float = Field(0.4, gt=0.0, le=100.0, json_schema_extra={"search": {"log_uniform": [0.1, 2.0]}},
                        description="scaling factor τ of λ = exp(−τ·normalised σ); IGM temperature1 = 0.4")
     gm: bool = Field(True, description="apply the gradient modification (false: SAM + alternation only)")
     gm_depth: int | None = Field(

@@ -105,7 +105,8 @@ class MLAParams(Params):
         description="'replace': grad ← grad·Pᵀ (paper/official); 'additive': grad ← grad + grad·Pᵀ "
                     "(BalanceBenchmark's variant)",
     )
-    alpha0: float = Field(0.1, gt=0.0, lt=1.0, description="α = alpha0^(1 + b/N_b); official 0.1")
+    alpha0: float = Field(0.1, gt=0.0, lt=1.0, json_schema_extra={"search": {"log_uniform": [0.01, 0.5]}},
+                          description="α = alpha0^(1 + b/N_b); official 0.1")
     fusion: Literal["entropy", "entropy_batch", "fixed"] = Field(
         "entropy",
         description="test-time fusion: 'entropy' = per-sample class-entropy gating (paper; default), "

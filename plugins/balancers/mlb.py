@@ -116,7 +116,7 @@ def grad_block(param: nn.Parameter, size: tuple[int, ...], stride: tuple[int, ..
 
 class MultiLossParams(Params):
     fused_weight: float = Field(1.0, ge=0.0, description="w_f, weight of the fused-logits loss (1 in all configs)")
-    unimodal_weight: float = Field(1.0, ge=0.0,
+    unimodal_weight: float = Field(1.0, ge=0.0, json_schema_extra={"search": {"log_uniform": [0.1, 3.0]}},
                                    description="w_i, weight of every unimodal-head loss (1 in all configs)")
 
 
@@ -146,9 +146,9 @@ class MultiLoss(Balancer):
 
 
 class MLBParams(MultiLossParams):
-    alpha: float = Field(0.8, gt=0.0, le=100.0,
+    alpha: float = Field(0.8, gt=0.0, le=100.0, json_schema_extra={"search": {"log_uniform": [0.2, 3.0]}},
                          description="α, slope of tanh (configs: 0.8 CREMA-D/AVE, 1.0 UCF101)")
-    beta_max: float = Field(2.0, ge=1.0, le=100.0,
+    beta_max: float = Field(2.0, ge=1.0, le=100.0, json_schema_extra={"search": {"log_uniform": [1.0, 10.0]}},
                             description="β_max, largest acceleration of a lagging modality: 2 = the released "
                                         "configs' symmetric form k = 1 + tanh(α(r−1)); the paper's example 10 "
                                         "may diverge (it says so), e.g. with SGD")

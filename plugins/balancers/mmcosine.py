@@ -41,7 +41,7 @@ from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requir
 
 class MMCosineParams(Params):
     scaling: float = Field(
-        10.0, gt=0.0, le=1000.0,
+        10.0, gt=0.0, le=1000.0, json_schema_extra={"search": {"log_uniform": [5.0, 60.0]}},
         description="scale s of the cosine logits; official default 10 (README); the maintainers suggest "
                     "≈50 for FiLM/gated fusions (issue #1); BalanceBenchmark uses 15",
     )

@@ -46,7 +46,7 @@ class MSLRParams(Params):
     init_scale: dict[str, float] = Field(
         default_factory=dict,
         description="c_m per modality name (missing modalities: 1.0); CREMA-D reference audio 0.9, visual 1.1")
-    memory: int = Field(5, ge=1, le=100, description="length of the validation-accuracy history H_m")
+    memory: int = Field(5, ge=1, le=100, json_schema_extra={"search": {"int": [1, 10]}}, description="length of the validation-accuracy history H_m")
     compound: bool = Field(False, description="multiply the scale by q every `update_every` epochs (variant B) "
                                               "instead of using c_m·q_m with q recomputed each epoch (reference)")
     update_every: int = Field(1, ge=1, le=100, description="epochs between ratio updates (variant B uses 5)")

@@ -54,7 +54,7 @@ _NOISE_SEED_OFFSET = 0x0C3A
 
 class OGMParams(EpochWindowParams):
     alpha: float = Field(
-        0.1, gt=0.0, le=100.0,
+        0.1, gt=0.0, le=100.0, json_schema_extra={"search": {"log_uniform": [0.05, 3.0]}},
         description="α in k = 1 − tanh(α·ρ). README: 0.8 for CREMA-D, 0.1 for VGGSound and as the general "
                     "default; no official value for AVE/Kinetics-Sounds.",
     )

@@ -96,7 +96,8 @@ EXTRAS_KEY = "pm_mo_posterior"
 class PMMOParams(Params):
     elbo: Literal["trace", "tracegraph"] = Field(
         "trace", description="Pyro ELBO estimator: trace (ELBOv1, λKL) or tracegraph (ELBOv2)")
-    kl_scale: float = Field(0.2, gt=0.0, le=1.0, description="λ on the KL terms (λKL 0.2; 1 = plain ELBO)")
+    kl_scale: float = Field(0.2, gt=0.0, le=1.0, json_schema_extra={"search": {"uniform": [0.1, 1.0]}},
+                            description="λ on the KL terms (λKL 0.2; 1 = plain ELBO)")
     kl_anneal_epochs: int = Field(0, ge=0, description="ramp λ linearly to 1 over this many epochs (0: constant)")
     prior_loc: float = Field(1.0, description="Laplace prior location (code 1; the paper's 0.1 is the guide's init)")
     prior_scale: float = Field(1.0, gt=0.0, description="Laplace prior scale (code 1; the paper's 0.01 is the "
@@ -108,7 +109,8 @@ class PMMOParams(Params):
         "bernoulli", description="bernoulli: labels through the classifier (fix); code: the released Categorical")
     regularizer: Literal["none", "l1", "l2"] = Field("l2", description="penalty on A's parameters in the SVI loss")
     reg_param: float = Field(0.1, ge=0.0, description="weight of the L1/L2 penalty (paper and code 0.1)")
-    svi_lr: float = Field(0.005, gt=0.0, description="ClippedAdam learning rate of the SVI step (code 0.005)")
+    svi_lr: float = Field(0.005, gt=0.0, json_schema_extra={"search": {"log_uniform": [0.001, 0.02]}},
+                          description="ClippedAdam learning rate of the SVI step (code 0.005)")
     svi_clip: float = Field(10.0, gt=0.0, description="ClippedAdam element-wise gradient clip (Pyro default 10)")
     loc_init_std: float = Field(0.001, ge=0.0, description="std of the normal init of the posterior locations")
     scale_init_std: float = Field(0.01, ge=0.0, description="std of the normal init of the raw posterior scales")

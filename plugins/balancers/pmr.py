@@ -57,12 +57,12 @@ from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOut
 
 class PMRParams(EpochWindowParams):
     alpha: float = Field(
-        1.0, ge=0.0, le=100.0,
+        1.0, ge=0.0, le=100.0, json_schema_extra={"search": {"log_uniform": [0.25, 5.0]}},
         description="α, weight of the slower modality's PCE term. argparse default 1.0; bash.sh: CREMA-D concat "
                     "2.0 (sum 5.0, film/gated 3.0), AVE 2.0, CG-MNIST 1.0",
     )
     momentum: float = Field(
-        0.2, ge=0.0, lt=1.0,
+        0.2, ge=0.0, lt=1.0, json_schema_extra={"search": {"uniform": [0.0, 0.5]}},
         description="μ in c ← (1−μ)·c_fresh + μ·c_old (argparse `momentum_coef` 0.2; every bash.sh run uses "
                     "0.0)",
     )
