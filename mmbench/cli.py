@@ -193,7 +193,7 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_roo
     if grid.search is not None:  # each configuration: its trials, then the chosen one on every seed
         seeds, trials = (1, 1) if fake_data else (len(grid.seeds), grid.search.trials)
         tuned = len(cells) // seeds - len(skipped)
-        typer.echo(f"{matrix}: valid; {tuned} configurations tuned with {trials} trial(s) each, then "
+        typer.echo(f"{matrix}: valid; {tuned} configurations tuned with {trials} trials each, then "
                    f"re-run on {seeds} seed(s): {tuned * (trials + seeds)} cells "
                    "to train")
     else:

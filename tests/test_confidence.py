@@ -86,10 +86,13 @@ def test_the_markdown_marks_a_gain_within_noise_and_explains_it():
     board = board_of(three_seeds("joint", [0.80, 0.82, 0.81]) + three_seeds("noisy", [0.83, 0.80, 0.82])
                      + three_seeds("clear", [0.90, 0.91, 0.92]))
     text = md.render_markdown(board)
-    table = {row.split("|")[2].strip(): row for row in text.split("## Confidence")[0].splitlines()
+    ranking = text.split("## Confidence")[0].splitlines()
+    header = next(row.split("|") for row in ranking if row.startswith("| #"))
+    gain = next(i for i, name in enumerate(header) if name.strip().startswith("gain vs"))
+    table = {row.split("|")[2].strip(): row.split("|") for row in ranking
              if row.startswith("| ") and row.split("|")[1].strip().isdigit()}
-    assert table["noisy"].split("|")[-4].strip() == "+0.67 ≈"
-    assert table["clear"].split("|")[-4].strip() == "+10.00"
+    assert table["noisy"][gain].strip() == "+0.67 ≈"
+    assert table["clear"][gain].strip() == "+10.00"
     section = text.split("## Confidence")[1]
     rows = {row.split("|")[1].strip(): [c.strip() for c in row.split("|")[4:-1]] for row in section.splitlines()
             if row.startswith("| ") and not row.startswith("| balancer")}

@@ -5,7 +5,7 @@ import torch
 
 from mmbench import registry as registry_lib
 from mmbench.protocols import Balancer, Params
-from mmbench.testing import check_balancer, forbid_host_sync
+from mmbench.testing import check_balancer, forbid_host_sync, train_tiny
 from mmbench.training import engine
 
 REGISTRY = registry_lib.default()
