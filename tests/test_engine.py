@@ -57,6 +57,57 @@ def test_non_finite_loss_stops_the_cell_as_diverged():
     assert len(out.history) == 1 and out.test is None
 
 
+class NaNWeightsAfterSecondEpoch(Balancer):
+    """Finite losses throughout epoch 1, but its last step leaves non-finite weights."""
+
+    name = "nan_weights_after_second_epoch"
+
+    def optimizer_step(self, ctx):
+        super().optimizer_step(ctx)
+        if ctx.epoch == 1 and ctx.step_in_epoch == len(ctx.train_loader) - 1:
+            with torch.no_grad():
+                next(ctx.model.parameters()).fill_(float("nan"))
+
+
+def test_non_finite_weights_with_a_finite_loss_stop_the_cell_and_its_result_is_valid_json():
+    import json
+
+    from mmbench.api import hookimpl
+    from mmbench.running.worker import run_cell
+
+    out = train_tiny(NaNWeightsAfterSecondEpoch, epochs=4)
+    assert out.status == "diverged" and out.diverged_epoch == 1 and out.divergence == "validation loss"
+    assert len(out.history) == 1 and out.best_epoch == 0
+    # the run records it (no NaN reaches the result file, which JSON could not hold) and goes on
+    from mmbench import registry as registry_lib
+    from mmbench.schema import grid as grid_lib
+    from mmbench.running.cells import expand
+
+    class Plugin:
+        @hookimpl
+        def mmbench_balancers(self):
+            return [NaNWeightsAfterSecondEpoch]
+
+    registry = registry_lib.load(extra_plugins=[Plugin()])
+    grid = grid_lib.parse("name: g\ntasks: [synthetic]\nencoders: [{'*': mlp}]\nfusions: [concat]\n"
+                          "balancers: [nan_weights_after_second_epoch]\ntrain: {epochs: 3, device: cpu}\n"
+                          "seeds: [0]\n", registry)
+    result = run_cell(expand(grid, registry)[0], registry)
+    assert result.status == "diverged" and result.reason == "non-finite validation loss in epoch 1"
+    json.dumps(result.to_json(), allow_nan=False)
+
+
+def test_finite_records_non_finite_numbers_as_missing():
+    from mmbench.schema.results import SplitScores
+    from mmbench.training.engine import finite
+
+    scores = SplitScores(loss=float("nan"), metrics={"accuracy": 0.5, "ece": float("inf")},
+                         unimodal={"a": {"accuracy": float("-inf")}}, unimodal_loss={"a": 1.0})
+    assert finite(scores) == SplitScores(loss=None, metrics={"accuracy": 0.5, "ece": None},
+                                         unimodal={"a": {"accuracy": None}}, unimodal_loss={"a": 1.0})
+    assert finite({"k": float("nan"), "lam": 2.0}) == {"k": None, "lam": 2.0}
+
+
 class Recorder(Balancer):
     name = "recorder"
     calls: list[str] = []

@@ -82,8 +82,8 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
     return CellResult(
         **base,
         status=outcome.status,
-        reason=f"non-finite training loss in epoch {outcome.diverged_epoch}" if diverged else None,
-        error=ErrorInfo(type="NonFiniteLoss", message="non-finite training loss",
+        reason=f"non-finite {outcome.divergence} in epoch {outcome.diverged_epoch}" if diverged else None,
+        error=ErrorInfo(type="NonFiniteLoss", message=f"non-finite {outcome.divergence}",
                         epoch=outcome.diverged_epoch) if diverged else None,
         best_epoch=outcome.best_epoch,
         selection=f"best validation {cell.scoring.primary_metric} over epochs",

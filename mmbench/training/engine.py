@@ -7,6 +7,7 @@ Reading order: `train()` at the bottom is the whole life of a cell; `_run_epoch`
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -46,6 +47,8 @@ class TrainOutcome:
     status: str  # "ok" | "diverged"
     best_epoch: int | None = None
     diverged_epoch: int | None = None
+    #: what was non-finite when the cell diverged: the training loss, or the validation loss (non-finite weights)
+    divergence: str | None = None
     test: SplitScores | None = None
     val: SplitScores | None = None
     history: list[EpochRecord] = field(default_factory=list)
@@ -195,6 +198,17 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     )
 
 
+def finite(scores):
+    """`scores` (a SplitScores or a name -> value mapping) with every non-finite number as None: JSON has no
+    NaN, and a value that is not a number (a metric undefined on the split, a loss of non-finite logits) is
+    recorded as missing rather than breaking the result file."""
+    if isinstance(scores, SplitScores):
+        return SplitScores.model_validate(finite(scores.model_dump()))
+    if isinstance(scores, dict):
+        return {key: finite(value) for key, value in scores.items()}
+    return scores if not isinstance(scores, float) or math.isfinite(scores) else None
+
+
 @dataclass
 class EpochTotals:
     """What an epoch's steps accumulate, on the device: the summed loss, the train logits and labels."""
@@ -302,15 +316,18 @@ def train(
         loss_sum, train_logits, train_labels = _run_epoch(ctx, balancer, clock)
         train_loss = float(loss_sum) / max(1, len(ctx.train_loader))
         if not np.isfinite(train_loss):
-            outcome.status, outcome.diverged_epoch = "diverged", ctx.epoch
+            outcome.status, outcome.diverged_epoch, outcome.divergence = "diverged", ctx.epoch, "training loss"
             break
         with timer("validation"):
-            val = evaluate(ctx, balancer, loaders["val"])
+            val = finite(evaluate(ctx, balancer, loaders["val"]))
+        if val.loss is None:  # a finite mean over the epoch's steps, but the last ones left non-finite weights
+            outcome.status, outcome.diverged_epoch, outcome.divergence = "diverged", ctx.epoch, "validation loss"
+            break
         stats = EpochRecord(
             epoch=ctx.epoch,
             train_loss=train_loss,
-            train_metrics=metric_lib.compute(task.metrics, train_logits, train_labels, task.num_classes,
-                                             task.multilabel),
+            train_metrics=finite(metric_lib.compute(task.metrics, train_logits, train_labels, task.num_classes,
+                                                    task.multilabel)),
             val=val,
             lr=optimizer.param_groups[0]["lr"],
         )
@@ -318,10 +335,10 @@ def train(
             scheduler.step()
         with timer("balancer"):
             balancer.on_epoch_end(ctx, stats)
-            stats.coefficients = balancer.coefficients()
+            stats.coefficients = finite(balancer.coefficients())
         ctx.history.append(stats)
         score = val.metrics[primary]
-        if best_score is None or metric_lib.better(primary, score, best_score):
+        if score is not None and (best_score is None or metric_lib.better(primary, score, best_score)):
             best_score, outcome.best_epoch = score, ctx.epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch_end is not None:
@@ -331,8 +348,8 @@ def train(
     outcome.history = ctx.history
     if outcome.status == "ok" and best_state is not None:
         model.load_state_dict(best_state)
-        outcome.val = evaluate(ctx, balancer, loaders["val"])
-        outcome.test = evaluate(ctx, balancer, loaders["test"]) if evaluate_test else None
+        outcome.val = finite(evaluate(ctx, balancer, loaders["val"]))
+        outcome.test = finite(evaluate(ctx, balancer, loaders["test"])) if evaluate_test else None
     outcome.profile = _profile(ctx, clock, timer, device, train_seconds, len(ctx.history), rss_scope)
     return outcome
 
