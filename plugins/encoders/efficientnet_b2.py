@@ -73,7 +73,7 @@ class EfficientNetB2Conformer(FrontEndConformer):
 
     name = "efficientnet_b2"
     Params = EfficientNetB2Params
-    accepts = frozenset({"visual"})
+    accepts = frozenset({"visual", "frames"})
 
     def __init__(self, modality: ModalitySpec, params: EfficientNetB2Params) -> None:
         shape = modality.shape
