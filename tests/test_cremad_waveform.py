@@ -98,6 +98,9 @@ def test_each_representation_has_its_own_fingerprint(prepared):
     assert spectrogram == manifest.fingerprint_of(["audio", "frames_per_second", "frame_size"])
     assert waveform == manifest.fingerprint_of(["waveform", "frames_per_second", "frame_size"])
     assert manifest.preprocessing["waveform"] == {"sample_rate": 16000, "seconds": 5.005}
+    # adding the waveform left the spectrogram's fingerprint what a root without it has
+    without = {k: v for k, v in manifest.preprocessing.items() if k != "waveform"}
+    assert manifest.model_copy(update={"preprocessing": without}).fingerprint == spectrogram
 
 
 def test_a_root_prepared_without_the_waveform_says_to_prepare_again(prepared, tmp_path):

@@ -203,7 +203,8 @@ class AudioVisualTask(Task):
     def augment(self, modality: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A label-preserving view for consistency balancers (UDA): the spectrogram with one frequency band
         and one time span (each up to `MASK_SHARE` of its axis) set to the spectrogram's mean (SpecAugment's
-        masks; on a waveform, one span of samples set to 0), or the clip mirrored with probability 1/2 and its brightness scaled by U(0.8, 1.2)."""
+        masks; on a waveform, one span of samples set to 0), or the clip mirrored with probability 1/2 and its
+        brightness scaled by U(0.8, 1.2)."""
         if modality == "audio" and isinstance(x, Mapping):
             return wave.mask_span(x, MASK_SHARE, generator)
         if modality == "audio":

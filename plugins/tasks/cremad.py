@@ -70,7 +70,7 @@ class CremadTask(AudioVisualTask):
     """CREMA-D (6 emotions), audio spectrogram + face video frames; OGM-GE split or MLB's actor folds."""
 
     name = "cremad"
-    version = "2"
+    version = "1"
     Params = CremadParams
     source = "github.com/CheyneyComputerScience/CREMA-D (AudioWAV/ and VideoFlash/, via Git LFS)"
     classes = CLASSES
