@@ -156,6 +156,13 @@ class Encoder(nn.Module):
         a local file); None for random initialisation. Part of a cell's identity."""
         return None
 
+    @classmethod
+    def fake_params(cls, params: Params) -> Params:
+        """The parameters a `--fake-data` smoke run builds this encoder with (default: the grid's own). An
+        encoder that loads pretrained weights, or is too large for a CPU smoke run, returns a small randomly
+        initialised configuration that reads the same inputs: a fake run checks the wiring, never the model."""
+        return params
+
     def absent_input(self, x: Inputs) -> Inputs:
         """The input that stands for a missing modality, shaped like the batch `x` (default: zeros). A text
         encoder, say, returns only the special tokens."""

@@ -2,7 +2,9 @@
 
 A fake run is a smoke test of the whole path (plugins, shapes, the engine, every balancer's hooks) and never a
 result, so it does the least the engine allows: each cell of the grid's first seed trains one epoch of one
-step on `FAKE_SIZES` samples drawn by `Task.fake_sample` (batches of `FAKE_BATCH`).
+step on `FAKE_SIZES` samples drawn by `Task.fake_sample` (batches of `FAKE_BATCH`), with every encoder built
+from its `Encoder.fake_params` (small and randomly initialised where the grid's would download weights or be
+too large for a CPU smoke run).
 Cells carry `task.fake = true`, so their ids and benchmark versions differ from real ones; leaderboards say so
 and `mmbench publish` refuses them.
 """

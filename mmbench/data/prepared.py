@@ -8,6 +8,7 @@ so results on differently prepared data never rank together; a partial copy is m
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,19 @@ class Manifest(Record):
 
     @property
     def fingerprint(self) -> str:
+        return self.fingerprint_of(self.preprocessing)
+
+    def fingerprint_of(self, sections: Iterable[str]) -> str:
+        """The fingerprint of the data a reader takes from a root that holds several representations of the
+        same samples (e.g. a spectrogram and a waveform): only the named preprocessing sections enter it, so
+        readers of different representations get different fingerprints and a reader's fingerprint does not
+        change when a representation it does not read is added."""
+        unknown = sorted(set(sections) - set(self.preprocessing))
+        if unknown:
+            raise DataError(f"the prepared {self.task!r} root holds no {', '.join(unknown)} (it has "
+                            f"{', '.join(sorted(self.preprocessing))}); prepare it again with this mmbench")
         core = {"task": self.task, "version": self.version, "split_hashes": self.split_hashes,
-                "preprocessing": self.preprocessing, "partial": self.partial}
+                "preprocessing": {k: self.preprocessing[k] for k in sorted(sections)}, "partial": self.partial}
         if self.kept is not None:
             core["kept"] = self.kept
         return ("partial-" if self.partial else "") + content_hash(core)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -117,6 +117,14 @@ class FrontEndConformer(Encoder):
         super().__init__(modality, params)
         self.stack = ConformerStack(frame_dim, params, params.bottleneck, params.layout == "seq_first")
         self.out_dim = params.width
+
+    #: what a `--fake-data` smoke run changes (`fake_params`): a one-block stack a few thousand parameters big
+    smoke: ClassVar[dict] = {"width": 16, "layers": 1, "heads": 2, "ffn": 32, "kernel": 3, "bottleneck": 8}
+
+    @classmethod
+    def fake_params(cls, params: FrontEndParams) -> FrontEndParams:
+        """Small and randomly initialised: MLB's sizes and pretrained weights are for real runs."""
+        return cls.Params(**{**params.model_dump(), **cls.smoke})
 
     def front_end(self, x: Inputs) -> Tensor:
         raise NotImplementedError
@@ -213,6 +221,10 @@ class Wav2Vec2Conformer(FrontEndConformer):
     name = "conformer"
     Params = ConformerEncoderParams
     accepts = frozenset({"audio"})
+    smoke = {**FrontEndConformer.smoke, "pretrained": None, "revision": None, "keep_layers": 1,
+             "front_end": {"hidden_size": 16, "heads": 2, "intermediate_size": 32, "conv_dim": (8, 8, 8),
+                           "conv_kernel": (10, 8, 8), "conv_stride": (5, 8, 8), "position_kernel": 4,
+                           "position_groups": 2}}
 
     def __init__(self, modality: ModalitySpec, params: ConformerEncoderParams) -> None:
         if len(modality.shape) != 1:

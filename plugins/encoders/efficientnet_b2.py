@@ -73,7 +73,9 @@ class EfficientNetB2Conformer(FrontEndConformer):
 
     name = "efficientnet_b2"
     Params = EfficientNetB2Params
-    accepts = frozenset({"visual"})
+    accepts = frozenset({"visual", "frames"})
+    #: timm's CNN has no smaller size: a smoke run keeps it fixed (no backward through it), as MLB's descriptor is
+    smoke = {**FrontEndConformer.smoke, "pretrained": None, "freeze": True}
 
     def __init__(self, modality: ModalitySpec, params: EfficientNetB2Params) -> None:
         shape = modality.shape

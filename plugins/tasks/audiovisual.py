@@ -3,7 +3,10 @@
 prepared root of memory-mapped arrays, and the OGM-GE frame transforms.
 
 Prepared fields per clip: `audio` (F, T) float32, `frames` (n, 3, S, S) uint8 (every second's first frame,
-resized to S x S as OGM-GE's evaluation `Resize((224, 224))` does), `source_size` (width, height) of the video.
+resized to S x S as OGM-GE's evaluation `Resize((224, 224))` does), `source_size` (width, height) of the video;
+a task with a `waveform` preprocessing also prepares the raw waveform (`waveform.py`). One root holds every
+representation; the `audio` parameter (`spectrogram` or, where prepared, `waveform`: `(S,)`, kind `audio`)
+selects the one a cell reads, and only that one's preprocessing enters the cell's data fingerprint.
 
 Frames given to the model (OGM-GE `CramedDataset`, MLB): `frames` of the clip's frames — training picks them
 at random (sorted), evaluation takes the first ones; a clip with fewer frames repeats them. Training applies
@@ -35,6 +38,7 @@ from mmbench.data.prepare import ARRAYS, Item, kept_hash, prepare_samples, read_
 from mmbench.data.prepared import read_manifest, write_manifest
 from mmbench.data.splits import SplitFiles, stratified_holdout
 from mmbench.data.store import PreparedArrays
+from mmbench_plugins.tasks import waveform as wave
 
 SPLITS_DIR = Path(__file__).parent / "splits"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
@@ -116,20 +120,26 @@ def clip_fields(audio: np.ndarray, video: Path, frame_size: int, start: float = 
     return {"audio": audio, "frames": frames, "source_size": np.array(source, dtype=np.int32)}
 
 
+def spectrogram_input(arrays: PreparedArrays, row: int) -> torch.Tensor:
+    return torch.from_numpy(np.array(arrays.get("audio", row)))[None]
+
+
 class ClipDataset(Dataset):
-    """Samples `{"audio": (1, F, T), "visual": (3, T, 224, 224), "label": ()}` of some prepared rows."""
+    """Samples `{"audio": (1, F, T) or the waveform input, "visual": (3, T, 224, 224), "label": ()}` of some
+    prepared rows; `audio_input(row)` makes the audio input."""
 
     def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[int], frames: int, train: bool,
-                 random_pick: bool) -> None:
+                 random_pick: bool, audio_input: Callable[[int], Any]) -> None:
         self.arrays, self.rows, self.labels = arrays, rows, labels
         self.frames, self.train, self.random_pick = frames, train, random_pick
+        self.audio_input = audio_input
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         row = self.rows[index]
-        audio = torch.from_numpy(np.array(self.arrays.get("audio", row)))[None]
+        audio = self.audio_input(row)
         stored = self.arrays.get("frames", row)
         chosen = pick_frames(len(stored), self.frames, self.train and self.random_pick)
         clip = torch.from_numpy(np.ascontiguousarray(stored[chosen]))
@@ -160,6 +170,8 @@ class AudioVisualTask(Task):
     audio_shape: ClassVar[tuple[int, int]]
     #: the audio preprocessing parameters (they enter the fingerprint)
     audio_preprocessing: ClassVar[dict[str, Any]]
+    #: the raw-waveform preprocessing (`sample_rate`, `seconds` padded to), for a task that also prepares it
+    waveform: ClassVar[dict[str, Any] | None] = None
     #: side of the stored square frames
     frame_size: ClassVar[int] = CROP
     #: the raw layout prepare reads, shown when the raw folder is wrong
@@ -170,9 +182,19 @@ class AudioVisualTask(Task):
     process: ClassVar[Callable[..., Mapping[str, np.ndarray]]]
 
     @property
+    def reads_waveform(self) -> bool:
+        """The cell reads the raw waveform (the `audio` parameter, on tasks that prepare one)."""
+        return getattr(self.params, "audio", "spectrogram") == "waveform"
+
+    @property
+    def waveform_length(self) -> int:
+        return round(self.waveform["sample_rate"] * self.waveform["seconds"])
+
+    @property
     def modalities(self) -> dict[str, ModalitySpec]:
-        return {"audio": ModalitySpec("audio", "spectrogram", (1, *self.audio_shape)),
-                "visual": ModalitySpec("visual", "frames", (3, self.params.frames, CROP, CROP))}
+        audio = ModalitySpec("audio", "audio", (self.waveform_length,)) if self.reads_waveform \
+            else ModalitySpec("audio", "spectrogram", (1, *self.audio_shape))
+        return {"audio": audio, "visual": ModalitySpec("visual", "frames", (3, self.params.frames, CROP, CROP))}
 
     @property
     def num_classes(self) -> int:
@@ -181,7 +203,10 @@ class AudioVisualTask(Task):
     def augment(self, modality: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A label-preserving view for consistency balancers (UDA): the spectrogram with one frequency band
         and one time span (each up to `MASK_SHARE` of its axis) set to the spectrogram's mean (SpecAugment's
-        masks), or the clip mirrored with probability 1/2 and its brightness scaled by U(0.8, 1.2)."""
+        masks; on a waveform, one span of samples set to 0), or the clip mirrored with probability 1/2 and its
+        brightness scaled by U(0.8, 1.2)."""
+        if modality == "audio" and isinstance(x, Mapping):
+            return wave.mask_span(x, MASK_SHARE, generator)
         if modality == "audio":
             out = x.clone()
             for axis in (-2, -1):
@@ -196,14 +221,30 @@ class AudioVisualTask(Task):
         pixels = (pixels * (0.8 + 0.4 * torch.rand((), generator=generator))).clamp(0.0, 1.0)
         return (pixels - IMAGENET_MEAN) / IMAGENET_STD
 
+    def fake_sample(self, generator: torch.Generator) -> dict[str, Any]:
+        sample = super().fake_sample(generator)
+        if self.reads_waveform:
+            sample["audio"] = wave.fake_waveform(self.waveform_length, generator)
+        return sample
+
     # ----------------------------------------------------------------------- what subclasses provide
 
     def split_files(self) -> SplitFiles:
         return SplitFiles(SPLITS_DIR / self.split_folder)
 
     def preprocessing(self) -> dict[str, Any]:
-        """The preprocessing parameters; they enter the fingerprint."""
-        return {"audio": self.audio_preprocessing, "frames_per_second": 1, "frame_size": self.frame_size}
+        """The preprocessing parameters of every representation the root holds (see `read_sections`)."""
+        sections = {"audio": self.audio_preprocessing, "frames_per_second": 1, "frame_size": self.frame_size}
+        return sections | ({"waveform": self.waveform} if self.waveform else {})
+
+    def read_sections(self) -> list[str]:
+        """The preprocessing sections of what this cell reads; only they enter its fingerprint."""
+        unread = "audio" if self.reads_waveform else "waveform"
+        return [k for k in self.preprocessing() if k != unread]
+
+    def fields(self) -> set[str]:
+        """The prepared fields every clip has."""
+        return {"audio", "frames", "source_size"} | (set(wave.FIELDS) if self.waveform else set())
 
     def items(self, raw: Path) -> list[Item]:
         """Every sample the shipped lists name, with the raw files it is made from."""
@@ -240,7 +281,7 @@ class AudioVisualTask(Task):
         items = self.items(raw)
         settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": self.preprocessing()}
         outcome = prepare_samples(Path(self.root), self.name, items, self.processor(), settings, partial=partial,
-                                  workers=workers, ragged=frozenset({"frames"}),
+                                  workers=workers, ragged=frozenset({"frames", "waveform"} & self.fields()),
                                   annotations=self.annotation_problems(raw))
         kept = {i.id for i in outcome.kept}
         counts = {split: sum(1 for i, _ in pairs if i in kept) for split, pairs in self.lists().items()}
@@ -258,7 +299,7 @@ class AudioVisualTask(Task):
             raise DataError(f"{exc}\nThe raw folder it is prepared from:\n{self.layout}") from None
 
     def fingerprint(self) -> str:
-        return self._manifest().fingerprint
+        return self._manifest().fingerprint_of(self.read_sections())
 
     def splits(self) -> dict[str, Dataset]:
         self._manifest()
@@ -275,8 +316,12 @@ class AudioVisualTask(Task):
                 raise DataError(f"the prepared {self.name!r} root {self.root} holds no sample of the {split} split; "
                                 f"prepare it again from a copy that has some")
         random_pick = self.params.train_frames == "random"
+        audio_input = functools.partial(spectrogram_input, arrays)
+        if self.reads_waveform:
+            moments = arrays.fields["waveform_moments"][[r for r, _ in parts["train"]]]
+            audio_input = wave.WaveformInput(arrays, *wave.statistics(moments), self.waveform_length)
         return {split: ClipDataset(arrays, [r for r, _ in pairs], [y for _, y in pairs], self.params.frames,
-                                   train=split == "train", random_pick=random_pick)
+                                   train=split == "train", random_pick=random_pick, audio_input=audio_input)
                 for split, pairs in parts.items()}
 
     def check(self) -> list[str]:
@@ -295,7 +340,7 @@ class AudioVisualTask(Task):
             ids, labels = read_samples(Path(self.root))
         except (OSError, ValueError, KeyError) as exc:
             return problems + [f"cannot read the prepared arrays or samples.json: {exc}"]
-        absent = {"audio", "frames", "source_size"} - set(arrays.fields)
+        absent = self.fields() - set(arrays.fields)
         if absent:
             return problems + [f"the prepared arrays lack {sorted(absent)}: prepare again"]
         if len(arrays) != len(ids):

@@ -10,7 +10,14 @@ Raw release (github.com/CheyneyComputerScience/CREMA-D, Git LFS): `AudioWAV/<ste
 * Class ids (all reference repositories): NEU 0, HAP 1, SAD 2, FEA 3, DIS 4, ANG 5.
 * Audio (OGM-GE `CramedDataset`): resampled to 22,050 Hz, tiled to 3 s (66,150 samples), clipped to [-1, 1],
   STFT n_fft 512 / hop 353 (Hann, centred, reflect padding as librosa < 0.10), log(|S| + 1e-7): 257 x 188.
-* Frames: the first frame of every second (OGM-GE `video2frame_update`, 1 fps), stored at 224 x 224.
+* Waveform (`audio: waveform`, MLB's Conformer setting; `waveform.py`): the whole 16 kHz clip, standardised by
+  the training split's mean and std, zero-padded to 5.005 s (the release's longest clip) with an attention
+  mask. Prepare writes it beside the spectrogram, so one root serves both.
+* Frames: the first frame of every second (OGM-GE `video2frame_update`, 1 fps), stored at 224 x 224. MLB's
+  Conformer setting reads EfficientNet-B2 features of face crops of every video frame instead (HSEmotion's
+  face detection and alignment, kept outside MLB's code); that pipeline is not reproducible offline, so
+  `efficientnet_b2` reads these full 1-fps frames (the videos are close-up faces) as the documented
+  substitute, `frames` of them (MLB's ResNet setting: 3).
 A WAV that is not 16 kHz is not the release's and is reported as bad.
 """
 
@@ -28,27 +35,35 @@ from mmbench.api import DataError, hookimpl
 from mmbench.data.media import MediaError, read_audio
 from mmbench.data.prepare import Item
 from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
+from mmbench_plugins.tasks.waveform import waveform_fields
 
 CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 RELEASE_RATE = 16000
 AUDIO = {"sample_rate": 22050, "seconds": 3, "n_fft": 512, "hop": 353, "pad_mode": "reflect"}
+#: MLB's Wav2Vec2 input; 5.005 s is the longest clip (MLB's recorded `max_duration`, wav_norm_16000_fold1.pkl)
+WAVEFORM = {"sample_rate": 16000, "seconds": 5.005}
 
 
 class CremadParams(AudioVisualParams):
     split: Literal["ogm_ge", "mlb_folds"] = Field(
         "ogm_ge", description="OGM-GE's train/test csv (validation carved from train) or MLB's actor-independent "
                               "train/val/test folds")
-    fold: int = Field(1, ge=1, le=5, description="the MLB fold (split: mlb_folds); MLB reports folds 1-3")
+    fold: int = Field(1, ge=1, le=5, description="the MLB fold (split: mlb_folds), the key of "
+                                                "data_splits_VALV.json; MLB reports folds 1-3 (its config's 0-2)")
+    audio: Literal["spectrogram", "waveform"] = Field(
+        "spectrogram", description="OGM-GE's log spectrogram (1, 257, 188) or MLB's standardised 16 kHz waveform "
+                                   "(80,080 samples with an attention mask, for the conformer encoder)")
 
 
 def process_clip(item: Item, frame_size: int) -> dict[str, np.ndarray]:
-    """One CREMA-D clip -> its spectrogram, 1-fps frames and the video's size."""
+    """One CREMA-D clip -> its spectrogram, waveform, 1-fps frames and the video's size."""
     wav, flv = item.sources
     samples, rate = read_audio(wav)
     if rate != RELEASE_RATE:
         raise MediaError(f"{wav}: sample rate {rate} Hz; the release's AudioWAV files are {RELEASE_RATE} Hz "
                          "(replace it with the released file)")
-    return clip_fields(stft_features(samples, rate, AUDIO), flv, frame_size)
+    fields = clip_fields(stft_features(samples, rate, AUDIO), flv, frame_size)
+    return fields | waveform_fields(samples, rate, WAVEFORM["sample_rate"])
 
 
 class CremadTask(AudioVisualTask):
@@ -61,6 +76,7 @@ class CremadTask(AudioVisualTask):
     classes = CLASSES
     audio_shape = (257, 188)
     audio_preprocessing = AUDIO
+    waveform = WAVEFORM
     split_folder = "cremad"
     process = staticmethod(process_clip)
     layout = ("  <raw>/AudioWAV/<stem>.wav    e.g. 1001_DFA_ANG_XX.wav (16 kHz mono)\n"
