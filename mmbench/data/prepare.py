@@ -48,7 +48,8 @@ class Item:
     """One sample to prepare: its id (as the split lists name it), its label and the raw files it needs."""
 
     id: str
-    label: int
+    #: the class id; a multi-label sample lists its class ids
+    label: int | tuple[int, ...]
     sources: tuple[Path, ...]
     #: anything else `process` needs (e.g. an event's start and end second)
     extra: tuple[Any, ...] = ()
@@ -79,7 +80,8 @@ def _run_one(process: Callable[[Item], Mapping[str, np.ndarray]], item: Item, st
     try:
         arrays = process(item)
     except Exception as exc:  # noqa: BLE001 - any failure of one sample is that sample's reason, reported
-        reason = str(exc) if type(exc).__name__ == "MediaError" else f"{type(exc).__name__}: {exc}"
+        documented = type(exc).__name__ in ("MediaError", "DataError")  # a sample's own, explained problem
+        reason = str(exc) if documented else f"{type(exc).__name__}: {exc}"
         return item.id, reason or traceback.format_exc(limit=1)
     target = _staged(staging, item.id)
     tmp = target.with_suffix(".tmp.npz")

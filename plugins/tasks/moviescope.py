@@ -1,0 +1,64 @@
+"""`moviescope`: movie genres from poster and synopsis, 13 genres, multi-label (Cascante-Bonilla et al., 2019), in
+the layout of Dynamic UDA's code (IvonneMont/Multimodal-Transformers; seed 000).
+
+Raw layout: `train.jsonl`, `dev.jsonl`, `test.jsonl` (one JSON object per line with the keys `id` (int), `title`
+(TV titles end in U+00A0 and spaces), `label` (a list of genre names), `plot_keywords` (`|`-separated; a bare
+`NaN` in 35 dev/test lines, which is not strict JSON and is read leniently) and `synopsis`, the text) and
+`MatchedPosters/<id>.jpg`. Genres (13): Action, Animation, Biography, Comedy, Crime, Drama, Family, Fantasy,
+Horror, Mystery, Romance, Sci-Fi, Thriller. A line that is not JSON, lacks a key, or names another genre is
+listed in prepare's report; an empty synopsis is kept (the text is then `[CLS] [SEP]`, as the reference code
+feeds it). Preprocessing and metrics: `genres.py` (MMBT's).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmbench.api import hookimpl
+from mmbench_plugins.tasks.genres import GenreTask
+from mmbench_plugins.tasks.imagetext import Record
+
+GENRES = ("Action", "Animation", "Biography", "Comedy", "Crime", "Drama", "Family", "Fantasy", "Horror", "Mystery",
+          "Romance", "Sci-Fi", "Thriller")
+
+
+class MoviescopeTask(GenreTask):
+    """Moviescope (13 genres): synopsis + poster."""
+
+    name = "moviescope"
+    version = "1"
+    source = "paolacascante.com/research/moviescope.html (splits with plots, posters)"
+    primary_metric = "map_micro"
+    classes = GENRES
+    layout = ("  <raw>/train.jsonl, dev.jsonl, test.jsonl   {\"id\", \"title\", \"label\", \"plot_keywords\", \"synopsis\"}\n"
+              "  <raw>/MatchedPosters/<id>.jpg")
+    annotation_files = {"train": "train.jsonl", "val": "dev.jsonl", "test": "test.jsonl"}
+
+    def records(self, raw: Path) -> list[Record]:
+        paths = self.annotation_paths(raw)
+        out = []
+        for split, path in paths.items():
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    movie = json.loads(line)  # Python's reader accepts the release's bare NaN
+                    sample, synopsis, labels = str(movie["id"]), movie["synopsis"], self.genre_ids(movie["label"])
+                except KeyError as exc:
+                    error = f"no key {exc} (a line holds id, title, label, plot_keywords, synopsis)"
+                except (ValueError, TypeError) as exc:
+                    error = str(exc)
+                else:
+                    error = None
+                if error:
+                    out.append(Record(f"{path.name}:{number}", split, "", path, -1, error=f"{path} line {number}: {error}"))
+                    continue
+                out.append(Record(sample, split, synopsis if isinstance(synopsis, str) else "",
+                                  raw / "MatchedPosters" / f"{sample}.jpg", labels))
+        return out
+
+
+@hookimpl
+def mmbench_tasks():
+    return [MoviescopeTask]
