@@ -156,6 +156,13 @@ class Encoder(nn.Module):
         a local file); None for random initialisation. Part of a cell's identity."""
         return None
 
+    @classmethod
+    def smoke_params(cls, params: Params) -> Params:
+        """The parameters a `--fake-data` smoke run builds this encoder with. Such a run reads neither data nor
+        weights and its numbers mean nothing, so a large pretrained model may return a randomly initialised,
+        small configuration of the same architecture. Default: the parameters unchanged."""
+        return params
+
     def absent_input(self, x: Inputs) -> Inputs:
         """The input that stands for a missing modality, shaped like the batch `x` (default: zeros). A text
         encoder, say, returns only the special tokens."""

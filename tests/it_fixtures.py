@@ -136,3 +136,103 @@ def write_mmimdb_hdf5(raw: Path, counts: dict[str, int], seed: int = 0) -> dict[
         h5["genres"].attrs["target_names"] = json.dumps(MMIMDB_GENRES)
         h5.attrs["split"] = np.array(rows, dtype=dtype)
     return arrays
+
+
+# ------------------------------------------------------------------------------------------ Sarcasm
+
+#: real lines of the HFM release (datasets spec §6.3), then lines of the same form; the filtered one has <url>
+SARCASM_LINES = {
+    "train.txt": ["['840006160660983809', '<user> thanks for showing up for our appointment today . ', 1]",
+                  "['908913372199915520', 'haha .  # lol', 1]",
+                  "['916364004129304576', '22 super funny quotes # funnyquotes  # funnysayings # hilariousquotes "
+                  "# quotes <user>', 1]",
+                  "['910308516510011393', 'most # funny quotes : ... <url> …', 1]",
+                  "['900000000000000001', 'great game last night # braves', 0]",
+                  "['900000000000000002', 'new phone who dis', 0]"],
+    "valid2.txt": ["['915657464401580032', 'whew ... that extra <num> miles today ...', 1, 1]",
+                   "['855466461296504832', '<user> finally found proof that the earth is flat ', 1, 1]",
+                   "['900000000000000003', 'sunny day at the park', 0, 0]"],
+    "test2.txt": ["['862902619928506372', 'i am guessing # netflix no longer lets you grab screens of movies . ...', "
+                  "1, 1]",
+                  "['892551658487631873', \"it 's the insensitive strikeouts at suntrust park .  # braves # chopchop\", "
+                  "1, 1]",
+                  "['900000000000000004', 'dinner with friends tonight', 0, 0]",
+                  "['900000000000000005', 'a line cut short"],
+}
+
+
+def write_sarcasm(raw: Path, image_folder: str = "dataset_image") -> None:
+    """The HFM text files (Python literals, CRLF line endings) and one JPEG per tweet."""
+    (raw / "text").mkdir(parents=True, exist_ok=True)
+    for name, lines in SARCASM_LINES.items():
+        (raw / "text" / name).write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    ids = [line.split("'")[1] for lines in SARCASM_LINES.values() for line in lines]
+    for seed, tweet in enumerate(ids):
+        write_jpeg(raw / image_folder / f"{tweet}.jpg", seed)
+
+
+# ---------------------------------------------------------------------------------------- Moviescope
+
+#: real dev/test records (datasets spec §9.2), train records of the same form covering the 13 genres
+MOVIESCOPE = {
+    "train": [(101, "Mad Max: Fury Road", ["Action", "Sci-Fi", "Thriller"]),
+              (102, "Up", ["Animation", "Family", "Comedy"]),
+              (103, "The Theory of Everything", ["Biography", "Drama", "Romance"]),
+              (104, "Zodiac", ["Crime", "Mystery", "Thriller"]),
+              (105, "Stardust", ["Fantasy", "Romance"]),
+              (106, "The Conjuring", ["Horror", "Mystery"])],
+    "dev": [(2931, "Harold & Kumar Escape from Guantanamo Bay\u00a0", ["Comedy"]),
+            (3003, "Darling Companion", ["Comedy", "Drama", "Romance"]),
+            (4210, "Stung", ["Comedy", "Horror"])],
+    "test": [(1126, "The Ghost Writer", ["Mystery", "Thriller"]), (1298, "Amélie", ["Comedy", "Romance"]),
+             (246, "Gravity", ["Drama", "Sci-Fi", "Thriller"])],
+}
+
+
+def write_moviescope(raw: Path) -> None:
+    """`{train,dev,test}.jsonl` with the real keys (a bare NaN keyword field, a TV title ending in U+00A0 and
+    spaces) and `MatchedPosters/<id>.jpg`."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, movies in MOVIESCOPE.items():
+        lines = []
+        for number, (movie, title, genres) in enumerate(movies):
+            record = {"id": movie, "title": title + ("  " if title.endswith("\u00a0") else ""), "label": genres,
+                      "plot_keywords": "bong|escape|ex girlfriend|guantanamo bay|texas",
+                      "synopsis": f"{title.strip()} follows its heroes through {' and '.join(genres).lower()} ."}
+            line = json.dumps(record)
+            if number == 1:
+                line = line.replace('"bong|escape|ex girlfriend|guantanamo bay|texas"', "NaN")
+            lines.append(line)
+            write_jpeg(raw / "MatchedPosters" / f"{movie}.jpg", movie, size=(182, 268))
+        (raw / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------- MM-IMDb (raw)
+
+#: (id, genres, plots) per split; the test ids are real (mmbt hard_gt_ids.json)
+MMIMDB_RAW = {
+    "train": [("0111161", ["Drama", "Crime"], ["Two imprisoned men bond.", "Two imprisoned men bond over a number "
+                                                                           "of years, finding solace."]),
+              ("0068646", ["Crime", "Drama"], ["The aging patriarch of an organized crime dynasty."]),
+              ("0071562", ["Comedy", "Romance"], ["A comedy of love."]),
+              ("0468569", ["Action", "Crime"], ["A vigilante faces a criminal mastermind."])],
+    "dev": [("0050083", ["Drama"], ["A jury deliberates."]),
+            ("0108052", ["Comedy"], ["A list of names."])],
+    "test": list(zip(MMIMDB_IDS[:4], [["Drama", "Romance"], ["Crime"], ["Action", "Comedy"], ["Drama"]],
+                     [["A story."], ["A heist."], ["A chase."], ["A family."]])),
+}
+
+
+def write_mmimdb_raw(raw: Path) -> None:
+    """`split.json` and `dataset/<id>.json` + `.jpeg` as in mmimdb.tar.gz."""
+    (raw / "dataset").mkdir(parents=True, exist_ok=True)
+    split = {name: [movie for movie, _, _ in MMIMDB_RAW[name]] for name in ("train", "dev", "test")}
+    (raw / "split.json").write_text(json.dumps(split))
+    for seed, (movie, genres, plots) in enumerate(m for movies in MMIMDB_RAW.values() for m in movies):
+        write_mmimdb_movie(raw, movie, genres, plots, seed)
+
+
+def write_mmimdb_movie(raw: Path, movie: str, genres: list[str], plots: list[str], seed: int) -> None:
+    meta = {"title": f"Movie {movie}", "year": 1990 + seed, "genres": genres, "plot": plots, "imdb_id": movie}
+    (raw / "dataset" / f"{movie}.json").write_text(json.dumps(meta))
+    write_jpeg(raw / "dataset" / f"{movie}.jpeg", seed, size=(300, 450))

@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmbench.api import ModalitySpec
+from mmbench.api import ModalitySpec, Task
+from mmbench.schema.recipe import TrainRecipe
+from mmbench.training.engine import CellComponents, train
 from mmbench.training.model import MultimodalModel
+from mmbench_plugins.balancers.joint import Joint
 from mmbench_plugins.encoders.bert import BertEncoder
 from mmbench_plugins.encoders.resnet152 import ResNet152Encoder
 from mmbench_plugins.encoders.vit import ViTEncoder
@@ -184,3 +187,61 @@ def test_mmbt_keeps_the_joint_feature_when_the_text_is_missing():
     assert without_text.features["text"].abs().sum() > 0 and not without_text.contributions
     other_images = model({"text": text_batch(), "image": torch.randn(2, 3, 32, 32)}, drop={"text"})
     assert not torch.allclose(without_text.logits, other_images.logits)  # the image still decides
+
+
+class TinyImageText(Task):
+    """Texts of 10 word pieces and 32 x 32 images; the class is written in the text (id 5 + y) and the image's
+    brightness, so both modalities carry it."""
+
+    name = "tiny_image_text"
+    version = "1"
+    modalities = {"text": TEXT, "image": IMAGE}
+    num_classes = 2
+
+    def splits(self):
+        gen = torch.Generator().manual_seed(0)
+        out = {}
+        for split, n in (("train", 8), ("val", 4), ("test", 4)):
+            samples = []
+            for i in range(n):
+                y = i % 2
+                text = {k: v[i % 2] for k, v in text_batch().items()}
+                text["input_ids"] = text["input_ids"].clone()
+                text["input_ids"][1] = 5 + y
+                image = torch.randn(3, 32, 32, generator=gen) + 2 * y
+                samples.append({"text": text, "image": image, "label": torch.tensor(y)})
+            out[split] = samples
+        return out
+
+
+@pytest.mark.parametrize("fusion, image", [(MMBTFusion, (ResNet152Encoder, {"tokens": 3})),
+                                           (MMBVFusion, (ViTEncoder, {"num_hidden_layers": 3, "patch_size": 16,
+                                                                      **TINY}))])
+def test_joint_models_train_and_evaluate_with_missing_modalities(fusion, image):
+    torch.set_num_threads(1)
+    text = (BertEncoder, BertEncoder.Params(num_hidden_layers=2, vocab_size=50, **TINY))
+    image_cls, image_params = image
+    components = CellComponents(TinyImageText(TinyImageText.Params()),
+                                {"text": text, "image": (image_cls, image_cls.Params(**image_params))},
+                                (fusion, fusion.Params()), (Joint, Joint.Params()))
+    recipe = TrainRecipe(epochs=1, batch_size=4, optimizer={"name": "adam", "lr": 1e-4}, device="cpu")
+    outcome = train(components, recipe, seed=0)
+    assert outcome.status == "ok"
+    assert set(outcome.test.missing_modality) == {"text", "image"} and set(outcome.test.unimodal) == {"text", "image"}
+    assert all(0.0 <= v <= 1.0 for v in outcome.test.metrics.values())
+
+
+def test_fake_runs_build_large_encoders_small_and_without_weights(registry):
+    from pathlib import Path
+
+    from mmbench.running.cells import expand
+    from mmbench.schema import grid as grid_lib
+
+    grid = grid_lib.load(Path(__file__).resolve().parent.parent / "grids" / "moviescope.yaml", registry)
+    cell = expand(grid, registry, fake_data=True)[0]
+    text, image = cell.encoders["text"], cell.encoders["image"]
+    assert text.params["pretrained"] is None and text.params["hidden_size"] == 32 and text.weights is None
+    assert image.params["pretrained"] is None and image.params["patch_size"] == 32 and image.weights is None
+    grid = grid_lib.load(Path(__file__).resolve().parent.parent / "grids" / "mmimdb.yaml", registry)
+    cnn = expand(grid, registry, fake_data=True)[0].encoders["image"]
+    assert cnn.params["weights"] is None and cnn.params["width_per_group"] == 8 and cnn.params["tokens"] == 3

@@ -61,7 +61,7 @@ def test_prepare_lists_the_malformed_row_and_the_missing_image(prepared, raw):
     assert [m["id"] for m in report["missing"]] == ["test-1"]
     assert report["missing"][0]["path"].endswith("twitter2015_images/74960.jpg")
     [bad] = report["bad"]
-    assert bad["id"] == "val-4" and f"{raw / 'dev.tsv'} line 5" in bad["reason"] and "label 0-2" in bad["reason"]
+    assert bad["id"] == "dev.tsv:5" and f"{raw / 'dev.tsv'} line 5" in bad["reason"] and "label 0-2" in bad["reason"]
     assert report["kept"] == 11
 
 

@@ -222,6 +222,23 @@ def write_arrays_checked(directory: Path, shapes: list[dict[str, tuple]], dtypes
     write_arrays(directory, len(shapes), shapes, dtypes, load, ragged)
 
 
+def raw_error(task: Any, raw: Path, what: str) -> DataError:
+    """A raw folder that is not the release: what is wrong, the layout `task.layout` prepare reads, and where the
+    release is obtained (`task.source`)."""
+    return DataError(f"{raw} {what}; the {task.name} raw folder must look like this:\n{task.layout}\n"
+                     f"Obtain it from {task.source}")
+
+
+def checked_raw(task: Any, raw: Path) -> Path:
+    """`raw` as a path, once it is a folder and `task` has a prepared root to write into."""
+    raw = Path(raw)
+    if not raw.is_dir():
+        raise raw_error(task, raw, "is not a folder")
+    if task.root is None:
+        raise DataError(f"no prepared root given for {task.name!r}")
+    return raw
+
+
 def kept_hash(ids: Sequence[str]) -> str:
     """Identifies which samples a prepared root holds (enters the fingerprint when some were left out)."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

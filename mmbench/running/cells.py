@@ -9,7 +9,7 @@ from pathlib import Path
 from mmbench.data.fake import FAKE_BATCH, FAKE_EPOCHS
 from mmbench.data.roots import resolve_data_root
 from mmbench.protocols import Balancer, Encoder, Fusion, Task
-from mmbench.registry import Registry
+from mmbench.registry import Registry, Resolved
 from mmbench.schema.cell import Cell, ComponentSpec, EncoderSpec, Scoring, TaskSpec, content_hash
 from mmbench.schema.grid import ALL_MODALITIES, Grid
 from mmbench.schema.recipe import TrainRecipe
@@ -112,6 +112,8 @@ def expand(grid: Grid, registry: Registry, data_root: str | Path | None = None, 
                 fusion = registry.resolve("fusions", fusion_ref.name, fusion_ref.params)
             encoders = {m: registry.resolve("encoders", ref.name, ref.params) for m, ref in
                         ((m, enc_set.get(m, enc_set.get(ALL_MODALITIES))) for m in task.modalities)}
+            if fake_data:  # a smoke run: no weights, small configurations (`Encoder.smoke_params`)
+                encoders = {m: Resolved(r.component, r.cls.smoke_params(r.params)) for m, r in encoders.items()}
             balancer = registry.resolve("balancers", bal_ref.name,
                                         {**bal_cls.task_defaults.get(task.name, {}), **bal_ref.params})
             reason = incompatibility(bal_cls, task, {m: r.cls for m, r in encoders.items()},

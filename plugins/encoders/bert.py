@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbench.api import Encoder, ModalitySpec, hookimpl
-from mmbench_plugins.encoders.transformer import TransformerParams, build, identity, layer_list, run_layer
+from mmbench_plugins.encoders.transformer import SMOKE, TransformerParams, build, identity, layer_list, run_layer
 
 
 class BertParams(TransformerParams):
@@ -42,6 +42,10 @@ class BertEncoder(Encoder):
     @classmethod
     def weights_identity(cls, params: BertParams) -> str | None:
         return identity(params)
+
+    @classmethod
+    def smoke_params(cls, params: BertParams) -> BertParams:
+        return params.model_copy(update={**SMOKE})
 
     def forward(self, x: Mapping[str, Tensor]) -> Tensor:
         return self.model(input_ids=x["input_ids"], attention_mask=x["attention_mask"],

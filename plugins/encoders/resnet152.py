@@ -1,14 +1,15 @@
-"""`resnet152`: torchvision's ResNet-152 trunk for images `(B, 3, H, W)`, as MMBT's image encoder.
+"""`resnet152`: torchvision's ResNet-152 trunk for images `(B, 3, H, W)`, as MMBT's image encoder (`resnet50`,
+MIE's image encoder on Twitter2015 and Sarcasm, is the same with torchvision's ResNet-50).
 
-* The trunk is `torchvision.models.resnet152` without `avgpool`/`fc` (58,143,808 parameters): a
-  `(B, 2048, 7, 7)` map at 224 x 224.
+* The trunk is `torchvision.models.resnet152` without `avgpool`/`fc` (58,143,808 parameters; ResNet-50:
+  23,508,032): a `(B, 2048, 7, 7)` map at 224 x 224.
 * `tokens(x)`: MMBT's image tokens — the map adaptively average-pooled to a grid of `tokens` cells and flattened
   to `(B, N, 2048)`; the grid is MMBT's: N in {1, 2, 3, 5, 7} -> (N, 1), 4 -> (2, 2), 6 -> (3, 2), 8 -> (4, 2),
   9 -> (3, 3). MMBT's default is 3.
 * The pooled feature `(B, 2048)` is the mean of those tokens (with `tokens: 1`, the default, the global
   average pool of a late-fusion image encoder).
-* `weights`: a local torchvision ResNet-152 state_dict (e.g. ImageNet `resnet152-394f9c45.pth`, what MMBT and
-  TomBERT start from); `fc.*` is ignored. Its sha256 enters the cell id. Default: random initialisation.
+* `weights`: a local torchvision state_dict of the architecture (e.g. ImageNet `resnet152-394f9c45.pth`, what
+  MMBT and TomBERT start from); `fc.*` is ignored. Its sha256 enters the cell id. Default: random initialisation.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ GRIDS = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7
 
 
 class ResNet152Params(Params):
-    weights: str | None = Field(None, description="local torchvision ResNet-152 state_dict; null: random init")
+    weights: str | None = Field(None, description="local torchvision state_dict of the architecture; null: random "
+                                                  "initialisation")
     tokens: int = Field(1, ge=1, le=9, description="image tokens N of MMBT's pooled grid (MMBT: 3)")
+    width_per_group: int = Field(64, ge=1, description="torchvision's bottleneck width (64: the standard "
+                                                       "architecture; `--fake-data` smoke runs use 8)")
 
 
 class ResNet152Encoder(Encoder):
@@ -36,15 +40,17 @@ class ResNet152Encoder(Encoder):
     name = "resnet152"
     Params = ResNet152Params
     accepts = frozenset({"image"})
+    #: the torchvision builder of the trunk
+    arch = "resnet152"
 
     def __init__(self, modality: ModalitySpec, params: ResNet152Params) -> None:
         super().__init__(modality, params)
-        from torchvision.models import resnet152
+        import torchvision
 
         if len(modality.shape) != 3 or modality.shape[0] != 3:
-            raise ValueError(f"resnet152 takes (3, H, W) images; modality {modality.name!r} has shape "
+            raise ValueError(f"{self.name} takes (3, H, W) images; modality {modality.name!r} has shape "
                              f"{modality.shape}")
-        trunk = resnet152(weights=None)
+        trunk = getattr(torchvision.models, self.arch)(weights=None, width_per_group=params.width_per_group)
         del trunk.fc
         if params.weights is not None:
             load_state_dict(trunk, Path(params.weights).expanduser())
@@ -55,6 +61,10 @@ class ResNet152Encoder(Encoder):
     @classmethod
     def weights_identity(cls, params: ResNet152Params) -> str | None:
         return weights_identity(params.weights)
+
+    @classmethod
+    def smoke_params(cls, params: ResNet152Params) -> ResNet152Params:
+        return params.model_copy(update={"weights": None, "width_per_group": 8})
 
     def tokens(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(self.trunk(x), self.grid).flatten(2).transpose(1, 2)

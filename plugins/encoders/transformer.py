@@ -25,6 +25,11 @@ class TransformerParams(Params):
     intermediate_size: int = Field(3072, ge=8)
 
 
+#: the configuration of `--fake-data` smoke runs: random weights, two narrow layers
+SMOKE = {"pretrained": None, "revision": None, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+         "intermediate_size": 64}
+
+
 def build(model_cls, config_cls, params: TransformerParams, **config) -> nn.Module:
     """`model_cls` from the pretrained source, or randomly initialised from a config of the given sizes and
     `config` (a checkpoint brings its own configuration)."""

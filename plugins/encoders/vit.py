@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mmbench.api import Encoder, ModalitySpec, hookimpl
-from mmbench_plugins.encoders.transformer import TransformerParams, build, identity, layer_list, run_layer
+from mmbench_plugins.encoders.transformer import SMOKE, TransformerParams, build, identity, layer_list, run_layer
 
 
 class ViTParams(TransformerParams):
@@ -42,6 +42,10 @@ class ViTEncoder(Encoder):
     @classmethod
     def weights_identity(cls, params: ViTParams) -> str | None:
         return identity(params)
+
+    @classmethod
+    def smoke_params(cls, params: ViTParams) -> ViTParams:
+        return params.model_copy(update={**SMOKE, "patch_size": 32})
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(pixel_values=x).last_hidden_state[:, 0]

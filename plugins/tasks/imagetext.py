@@ -1,7 +1,8 @@
 """What the image-text tasks (`twitter2015`, `sarcasm`, `mmimdb`, `moviescope`) share: two modalities, `text`
 (word pieces of a named tokenizer: `{"input_ids", "attention_mask", "token_type_ids"}`, each `(max_length,)`)
 and `image` (`(3, 224, 224)`, normalised with the protocol's statistics), a prepared root of memory-mapped
-arrays, and the augmentations of Dynamic UDA.
+arrays, and the augmentations of Dynamic UDA (text: 10 % of the word pieces replaced, by their nearest
+word-vector neighbours when `word_vectors` was given at prepare time; image: RandAugment).
 
 Tokenisation happens once, at prepare time, with the tokenizer the task parameters name (a hub name, or a local
 folder saved by `save_pretrained`, which works offline). Its name, vocabulary hash and `max_length` enter the
@@ -22,7 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -34,15 +35,20 @@ from torch.utils.data import Dataset
 
 from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
 from mmbench.data.media import MediaError
-from mmbench.data.prepare import ARRAYS, Item, kept_hash, prepare_samples, read_samples
+from mmbench.data.prepare import (ARRAYS, Item, checked_raw, kept_hash, prepare_samples, raw_error,
+                                  read_samples)
 from mmbench.data.prepared import read_manifest, write_manifest
 from mmbench.data.splits import sha256
 from mmbench.data.store import PreparedArrays
 from mmbench.files import atomic_write_json
+from mmbench_plugins.encoders.weights import weights_identity
+from mmbench_plugins.tasks.word_vectors import neighbour_table
 
 SIZE = 224
 #: each split's kept sample ids, in the prepared root
 SPLITS = "splits.json"
+#: the nearest-neighbour table of word pieces (`word_vectors`), in the prepared root
+NEIGHBOURS = "neighbours.npy"
 #: the share of a text's word pieces the Dynamic UDA augmentation replaces (seed 000: 10 %)
 REPLACE_SHARE = 0.1
 
@@ -51,6 +57,9 @@ class ImageTextParams(Params):
     tokenizer: str = Field("bert-base-uncased", description="tokenizer used at prepare time: a hub name (needs "
                                                             "network once) or a local folder (save_pretrained)")
     max_length: int = Field(128, ge=4, le=512, description="word pieces per text, [CLS] and [SEP] included")
+    word_vectors: str | None = Field(None, description="word2vec file (text or .bin) whose nearest neighbours the "
+                                                       "text augmentation substitutes (read at prepare time); null: "
+                                                       "the fallback of `replace_tokens`")
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,15 @@ class Record:
     image: Path
     label: int | tuple[int, ...]
     pair: str | None = None
+    #: other raw files the sample needs (a missing one makes the sample missing)
+    files: tuple[Path, ...] = ()
     #: why the annotation cannot be used (a bad line, an unknown class); prepare lists it as bad
     error: str | None = None
+
+    @classmethod
+    def bad_line(cls, split: str, path: Path, number: int, reason: str) -> Record:
+        """A line of an annotation file that cannot be used, named `<file>:<line>`, with the reason."""
+        return cls(f"{path.name}:{number}", split, "", path, -1, error=f"{path} line {number}: {reason}")
 
 
 # -------------------------------------------------------------------------------------- tokenizer
@@ -200,21 +216,18 @@ class ImageTextTask(Task):
         raise NotImplementedError
 
     def preprocessing(self, tokenizer_hash: str) -> dict[str, Any]:
+        vectors = self.params.word_vectors
         return {"tokenizer": self.params.tokenizer, "vocabulary_sha256": tokenizer_hash,
-                "max_length": self.params.max_length, "image_resize": self.resize, "image_size": SIZE}
+                "max_length": self.params.max_length, "image_resize": self.resize, "image_size": SIZE,
+                "word_vectors": weights_identity(vectors) if vectors else None}
 
     # ---------------------------------------------------------------------------- prepare / read
 
     def _raw_error(self, raw: Path, what: str) -> DataError:
-        return DataError(f"{raw} {what}; the {self.name} raw folder must look like this:\n{self.layout}\n"
-                         f"Obtain it from {self.source}")
+        return raw_error(self, raw, what)
 
     def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
-        raw = Path(raw)
-        if not raw.is_dir():
-            raise self._raw_error(raw, "is not a folder")
-        if self.root is None:
-            raise DataError(f"no prepared root given for {self.name!r}")
+        raw = checked_raw(self, raw)
         self.excluded = []
         records = self.records(raw)
         tokenizer = load_tokenizer(self.params.tokenizer)
@@ -229,6 +242,8 @@ class ImageTextTask(Task):
         counts = {split: sum(1 for i in kept if splits[i] == split) for split in ("train", "val", "test")}
         atomic_write_json(Path(self.root) / SPLITS,
                           {split: [i.id for i in outcome.kept if splits[i.id] == split] for split in counts})
+        if self.params.word_vectors:  # its file was checked when `preprocessing` hashed it
+            np.save(Path(self.root) / NEIGHBOURS, neighbour_table(tokenizer, Path(self.params.word_vectors).expanduser()))
         complete = not outcome.missing and not outcome.bad
         write_manifest(Path(self.root), Manifest(
             task=self.name, version=self.version, split_hashes=self.annotation_hashes(raw),
@@ -241,6 +256,15 @@ class ImageTextTask(Task):
         if missing:
             raise self._raw_error(raw, f"has no {', '.join(missing)}")
         return {split: raw / name for split, name in self.annotation_files.items()}
+
+    def annotation_lines(self, raw: Path) -> Iterator[tuple[str, Path, int, str]]:
+        """(split, file, line number, line) of every non-empty line of the annotation files. Lines end at LF or
+        CRLF only (a tweet may hold other Unicode line separators, which `str.splitlines` would break at)."""
+        for split, path in self.annotation_paths(raw).items():
+            for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+                line = line.removesuffix("\r")
+                if line.strip():
+                    yield split, path, number, line
 
     def annotation_hashes(self, raw: Path) -> dict[str, str]:
         """sha256 of the release's annotation files (the split lists), which enter the fingerprint."""
@@ -257,19 +281,23 @@ class ImageTextTask(Task):
         target = None
         if self.multilabel:
             target = [int(c in record.label) for c in range(self.num_classes)]
-        return Item(record.id, record.label, (record.image,), (None, encoded["input_ids"], types, target))
+        return Item(record.id, record.label, (record.image, *record.files),
+                    (None, encoded["input_ids"], types, target))
 
     def _manifest(self) -> Manifest:
         try:
             manifest = read_manifest(self.root, self.name, self.source)
         except DataError as exc:
             raise DataError(f"{exc}\nThe raw folder it is prepared from:\n{self.layout}") from None
-        wanted = {"tokenizer": self.params.tokenizer, "max_length": self.params.max_length}
-        have = {k: manifest.preprocessing.get(k) for k in wanted}
+        wanted = {"tokenizer": self.params.tokenizer, "max_length": self.params.max_length,
+                  "word_vectors": self.params.word_vectors is not None}
+        have = {"tokenizer": manifest.preprocessing.get("tokenizer"),
+                "max_length": manifest.preprocessing.get("max_length"),
+                "word_vectors": manifest.preprocessing.get("word_vectors") is not None}
         if have != wanted:
+            given = " ".join(f"--param {k}={getattr(self.params, k)}" for k in wanted)
             raise DataError(f"{self.root} was prepared with {have}, the grid asks for {wanted}: prepare it again with "
-                            f"`mmbench data prepare {self.name} --raw DIR --param tokenizer={wanted['tokenizer']} "
-                            f"--param max_length={wanted['max_length']}` (into another --root to keep both)")
+                            f"`mmbench data prepare {self.name} --raw DIR {given}` (into another --root to keep both)")
         return manifest
 
     def fingerprint(self) -> str:
@@ -354,15 +382,14 @@ class ImageTextTask(Task):
         """Dynamic UDA's views (seed 000): the text with 10 % of its word pieces replaced (`replace_tokens`),
         the image through torchvision's RandAugment (2 operations, magnitude 9)."""
         if modality == "text":
-            return replace_tokens(x, generator, self._neighbours())
+            return replace_tokens(x, generator, self.neighbours)
         return rand_augment(x, generator, torch.tensor(self.mean).view(3, 1, 1), torch.tensor(self.std).view(3, 1, 1))
 
-    def _neighbours(self) -> np.ndarray | None:
+    @functools.cached_property
+    def neighbours(self) -> np.ndarray | None:
         """The prepared nearest-neighbour table of word pieces, when the root has one."""
-        if self.root is None:
-            return None
-        path = Path(self.root) / "neighbours.npy"
-        return np.load(path) if path.is_file() else None
+        path = Path(self.root) / NEIGHBOURS if self.root is not None else None
+        return np.load(path) if path is not None and path.is_file() else None
 
 
 def replace_tokens(text: Mapping[str, torch.Tensor], generator: torch.Generator,

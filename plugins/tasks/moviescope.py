@@ -36,24 +36,17 @@ class MoviescopeTask(GenreTask):
     annotation_files = {"train": "train.jsonl", "val": "dev.jsonl", "test": "test.jsonl"}
 
     def records(self, raw: Path) -> list[Record]:
-        paths = self.annotation_paths(raw)
         out = []
-        for split, path in paths.items():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    movie = json.loads(line)  # Python's reader accepts the release's bare NaN
-                    sample, synopsis, labels = str(movie["id"]), movie["synopsis"], self.genre_ids(movie["label"])
-                except KeyError as exc:
-                    error = f"no key {exc} (a line holds id, title, label, plot_keywords, synopsis)"
-                except (ValueError, TypeError) as exc:
-                    error = str(exc)
-                else:
-                    error = None
-                if error:
-                    out.append(Record(f"{path.name}:{number}", split, "", path, -1, error=f"{path} line {number}: {error}"))
-                    continue
+        for split, path, number, line in self.annotation_lines(raw):
+            try:
+                movie = json.loads(line)  # Python's reader accepts the release's bare NaN
+                sample, synopsis, labels = str(movie["id"]), movie["synopsis"], self.genre_ids(movie["label"])
+            except KeyError as exc:
+                out.append(Record.bad_line(split, path, number, f"no key {exc} (a line holds id, title, label, "
+                                                                "plot_keywords, synopsis)"))
+            except (ValueError, TypeError) as exc:
+                out.append(Record.bad_line(split, path, number, str(exc)))
+            else:
                 out.append(Record(sample, split, synopsis if isinstance(synopsis, str) else "",
                                   raw / "MatchedPosters" / f"{sample}.jpg", labels))
         return out

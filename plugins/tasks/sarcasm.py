@@ -63,24 +63,20 @@ class SarcasmTask(ImageTextTask):
     annotation_files = {"train": "text/train.txt", "val": "text/valid2.txt", "test": "text/test2.txt"}
 
     def records(self, raw: Path) -> list[Record]:
-        paths = self.annotation_paths(raw)
         images = raw / self.params.image_folder
         out = []
-        for split, path in paths.items():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    tweet, text, label = parse_line(line, 3 if split == "train" else 4)
-                except ValueError as exc:
-                    out.append(Record(f"{path.name}:{number}", split, "", path, -1, error=f"{path} line {number}: {exc}"))
-                    continue
-                words = FILTERED.intersection(text.split())
-                if words:
-                    self.excluded.append({"id": tweet, "path": f"{path}:{number}",
-                                           "reason": f"dropped by the reference loader's filter ({sorted(words)[0]})"})
-                    continue
-                out.append(Record(tweet, split, text, images / f"{tweet}.jpg", label))
+        for split, path, number, line in self.annotation_lines(raw):
+            try:
+                tweet, text, label = parse_line(line, 3 if split == "train" else 4)
+            except ValueError as exc:
+                out.append(Record.bad_line(split, path, number, str(exc)))
+                continue
+            words = FILTERED.intersection(text.split())
+            if words:
+                self.excluded.append({"id": tweet, "path": f"{path}:{number}",
+                                      "reason": f"dropped by the reference loader's filter ({sorted(words)[0]})"})
+                continue
+            out.append(Record(tweet, split, text, images / f"{tweet}.jpg", label))
         return out
 
 

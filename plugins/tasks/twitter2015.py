@@ -17,7 +17,6 @@ std 0.24485 / 0.24617 / 0.25451). Metrics: accuracy and macro-F1.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from pydantic import Field
@@ -49,22 +48,19 @@ class Twitter2015Task(ImageTextTask):
     annotation_files = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
 
     def records(self, raw: Path) -> list[Record]:
-        paths = self.annotation_paths(raw)
         images = raw / "twitter2015_images"
         out = []
-        for split, path in paths.items():
-            with path.open(encoding="utf-8", newline="") as handle:
-                rows = list(csv.reader(handle, delimiter="\t", quotechar=None))
-            for number, row in enumerate(rows[1:], 2):
-                sample = f"{split}-{row[0] if row else number}"
-                if len(row) != 5 or row[1] not in ("0", "1", "2") or "$T$" not in row[3]:
-                    out.append(Record(sample, split, "", path, -1, error=(
-                        f"{path} line {number}: expected index, label 0-2, image, tweet with $T$ and target "
-                        f"separated by 4 tabs, got {row!r}")))
-                    continue
-                _, label, image, tweet, target = row
-                out.append(Record(sample, split, tweet.replace("$T$", target), images / image, int(label),
-                                  pair=target))
+        for split, path, number, line in self.annotation_lines(raw):
+            row = line.split("\t")  # TomBERT reads with csv, tab-delimited and without quoting: the same fields
+            if number == 1:
+                continue  # the header
+            if len(row) != 5 or row[1] not in ("0", "1", "2") or "$T$" not in row[3]:
+                out.append(Record.bad_line(split, path, number, "expected index, label 0-2, image, tweet with $T$ "
+                                                                f"and target separated by 4 tabs, got {row!r}"))
+                continue
+            index, label, image, tweet, target = row
+            out.append(Record(f"{split}-{index}", split, tweet.replace("$T$", target), images / image, int(label),
+                              pair=target))
         return out
 
 
