@@ -75,6 +75,9 @@ def test_sarcasm_reads_python_literals_filters_keywords_and_reports_a_bad_line(t
     quoted = "it 's the insensitive strikeouts at suntrust park .  # braves # chopchop"  # the double-quoted literal
     assert ids_of(splits["test"][1]) == tokenize(tokenizer, quoted, 128)
     assert [int(splits["val"][i]["label"]) for i in range(3)] == [1, 1, 0]  # the last element is the label
+    image = {"name": "vit", "params": {**TINY, "patch_size": 32}}
+    run_cells("sarcasm", root, tmp_path / "run", {"text": TEXT, "image": image}, "concat", ["joint"],
+              tokenizer=str(tokenizer), image_folder="images")
 
 
 # ---------------------------------------------------------------------------------------- Moviescope

@@ -245,3 +245,18 @@ def test_fake_runs_build_large_encoders_small_and_without_weights(registry):
     grid = grid_lib.load(Path(__file__).resolve().parent.parent / "grids" / "mmimdb.yaml", registry)
     cnn = expand(grid, registry, fake_data=True)[0].encoders["image"]
     assert cnn.params["weights"] is None and cnn.params["width_per_group"] == 8 and cnn.params["tokens"] == 3
+
+
+@pytest.mark.parametrize("make", [bert, vit])
+def test_pretrained_weights_load_from_a_local_folder_and_name_the_cell(make, tmp_path):
+    torch.manual_seed(0)
+    source = make()
+    source.model.save_pretrained(str(tmp_path / "checkpoint"))
+    cls, spec = type(source), source.modality
+    params = cls.Params(pretrained=str(tmp_path / "checkpoint"))
+    loaded = cls(spec, params)
+    for name, value in source.model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], value, msg=name)
+    assert cls.weights_identity(params).startswith("sha256:")
+    assert cls.weights_identity(cls.Params(pretrained="bert-base-uncased", revision="abc")) == "hub:bert-base-uncased@abc"
+    assert cls.weights_identity(cls.Params()) is None
