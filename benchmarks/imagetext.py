@@ -90,14 +90,16 @@ def loading(samples: int) -> None:
 def steps(repeats: int) -> None:
     sizes = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024}
     text, image = ModalitySpec("text", "tokens", (128,)), ModalitySpec("image", "image", (3, 224, 224))
-    inputs = {"text": {"input_ids": torch.randint(5, 100, (8, 128)), "attention_mask": torch.ones(8, 128, dtype=torch.long),
+    inputs = {"text": {"input_ids": torch.randint(5, 100, (8, 128)),
+                       "attention_mask": torch.ones(8, 128, dtype=torch.long),
                        "token_type_ids": torch.zeros(8, 128, dtype=torch.long)},
               "image": torch.randn(8, 3, 224, 224)}
     labels = torch.randint(0, 2, (8, 13)).float()
     models = {}
     for fusion_cls in (MMBVFusion, ConcatFusion):
         torch.manual_seed(0)
-        encoders = {"text": BertEncoder(text, BertEncoder.Params(**sizes)), "image": ViTEncoder(image, ViTEncoder.Params(**sizes))}
+        encoders = {"text": BertEncoder(text, BertEncoder.Params(**sizes)),
+                    "image": ViTEncoder(image, ViTEncoder.Params(**sizes))}
         fusion = fusion_cls({"text": 256, "image": 256}, 13, fusion_cls.Params())
         if fusion.drives_encoders:
             fusion.bind(encoders)

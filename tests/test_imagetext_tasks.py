@@ -37,6 +37,14 @@ def prepare(task: str, raw: Path, root: Path, tokenizer: Path, *flags: str, **pa
     assert result.exit_code == 0, result.output
 
 
+def prepared_copy(task: str, raw: Path, **params) -> tuple[Path, Path, Path]:
+    """A partial copy in `raw` prepared beside it with a tokenizer trained on its text: (raw, root, tokenizer)."""
+    tokenizer = write_tokenizer(raw.parent / "tok", fixture_texts(raw))
+    root = raw.parent / "prepared"
+    prepare(task, raw, root, tokenizer, "--partial", **params)
+    return raw, root, tokenizer
+
+
 def report(root: Path) -> dict:
     return json.loads((root / "prepare-report.json").read_text())
 
@@ -58,12 +66,16 @@ def ids_of(sample: dict) -> list[int]:
 def test_sarcasm_reads_python_literals_filters_keywords_and_reports_a_bad_line(tmp_path):
     raw = tmp_path / "sarcasm"
     write_sarcasm(raw, image_folder="images")
+    with (raw / "text" / "test2.txt").open("ab") as handle:  # a tweet of valid2 listed again
+        handle.write(b"['900000000000000003', 'sunny day at the park', 0, 0]\r\n")
     tokenizer = write_tokenizer(tmp_path / "tok", fixture_texts(raw))
     root = tmp_path / "prepared"
     prepare("sarcasm", raw, root, tokenizer, image_folder="images")
     facts = report(root)
     assert facts["annotations"] == [{"id": "910308516510011393", "path": f"{raw / 'text' / 'train.txt'}:4",
-                                     "reason": "dropped by the reference loader's filter (<url>)"}]
+                                     "reason": "dropped by the reference loader's filter (<url>)"},
+                                    {"id": "900000000000000003", "path": str(raw / "images" / "900000000000000003.jpg"),
+                                     "reason": "listed again in test (first in val)"}]
     [bad] = facts["bad"]
     assert bad["id"] == "test2.txt:4" and "test2.txt line 4: not a Python list literal" in bad["reason"]
     task = SarcasmTask(SarcasmTask.Params(tokenizer=str(tokenizer), image_folder="images"), root=root)
@@ -98,10 +110,7 @@ def moviescope(tmp_path_factory):
     write_jpeg(raw / "MatchedPosters" / "4476.jpg", 1)
     write_jpeg(raw / "MatchedPosters" / "2252.jpg", 2)
     (raw / "MatchedPosters" / "4210.jpg").unlink()
-    tokenizer = write_tokenizer(base / "tok", fixture_texts(raw))
-    root = base / "prepared"
-    prepare("moviescope", raw, root, tokenizer, "--partial", max_length=32)
-    return raw, root, tokenizer
+    return prepared_copy("moviescope", raw, max_length=32)
 
 
 def test_moviescope_reads_the_jsonl_leniently_and_reports_bad_lines(moviescope):
@@ -150,10 +159,7 @@ def mmimdb(tmp_path_factory):
             split[name].append(movie)
     (raw / "dataset" / "0000005.jpeg").unlink()
     (raw / "split.json").write_text(json.dumps(split))
-    tokenizer = write_tokenizer(base / "tok", fixture_texts(raw))
-    root = base / "prepared"
-    prepare("mmimdb", raw, root, tokenizer, "--partial", max_length=24)
-    return raw, root, tokenizer
+    return prepared_copy("mmimdb", raw, max_length=24)
 
 
 def test_mmimdb_applies_mmbt_s_rules_and_reports_unknown_genres(mmimdb):

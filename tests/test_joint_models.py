@@ -160,7 +160,8 @@ def test_mmbt_segments_and_positions():
     inputs = {"text": batch, "image": torch.randn(2, 3, 32, 32)}
     features = fusion.encode(inputs, encoders)
     emb = text.model.embeddings
-    words, positions, segments = emb.word_embeddings.weight, emb.position_embeddings.weight, emb.token_type_embeddings.weight
+    words, positions = emb.word_embeddings.weight, emb.position_embeddings.weight
+    segments = emb.token_type_embeddings.weight
     tokens = image.tokens(inputs["image"])
     sep = torch.stack([words[3], words[3]])[:, None]
     image_segment = torch.cat([words[[2, 2]][:, None], fusion.project(tokens), sep], dim=1)
@@ -258,5 +259,6 @@ def test_pretrained_weights_load_from_a_local_folder_and_name_the_cell(make, tmp
     for name, value in source.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], value, msg=name)
     assert cls.weights_identity(params).startswith("sha256:")
-    assert cls.weights_identity(cls.Params(pretrained="bert-base-uncased", revision="abc")) == "hub:bert-base-uncased@abc"
+    hub = cls.Params(pretrained="bert-base-uncased", revision="abc")
+    assert cls.weights_identity(hub) == "hub:bert-base-uncased@abc"
     assert cls.weights_identity(cls.Params()) is None

@@ -59,7 +59,8 @@ def test_bad_rows_are_reported_and_a_file_without_fuel_s_split_is_refused(writte
     (copy / "multimodal_imdb.hdf5").write_bytes(data)
     with h5py.File(copy / "multimodal_imdb.hdf5", "r+") as h5:
         h5["features"][2] = np.nan
-    result = runner.invoke(app, ["data", "prepare", "mmimdb_features", "--raw", str(copy), "--root", str(tmp_path / "p")])
+    result = runner.invoke(app, ["data", "prepare", "mmimdb_features", "--raw", str(copy),
+                                 "--root", str(tmp_path / "p")])
     assert result.exit_code == 2 and "1 of the 15 rows are bad" in result.output
     report = json.loads((tmp_path / "p" / "prepare-report.json").read_text())
     assert report["bad"] == [{"id": MMIMDB_IDS[2], "path": f"{copy / 'multimodal_imdb.hdf5'}#2",

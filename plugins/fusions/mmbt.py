@@ -39,6 +39,8 @@ from mmbench_plugins.fusions.mmbv import is_sequence_encoder
 
 class MMBTParams(Params):
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the pooled [CLS] before the classifier")
+    text: str | None = Field(None, description="the text modality, whose encoder reads both (null: the task's first "
+                                               "modality, `text` in the image-text tasks)")
 
 
 def can_embed_vectors(encoder: Encoder) -> bool:
@@ -58,21 +60,21 @@ class MMBTFusion(Fusion):
         if len(feature_dims) != 2:
             raise Incompatible(f"mmbt joins one text and one image modality, got {list(feature_dims)}")
         super().__init__(feature_dims, num_classes, params)
-        self.text = self.image = ""
-        self.project: nn.Linear | None = None  # sized in `bind`, from the encoders
-        self.classifier: nn.Linear | None = None
+        names = list(feature_dims)
+        if params.text is not None and params.text not in names:
+            raise ValueError(f"mmbt: text modality {params.text!r} is not one of the task's modalities {names}")
+        self.text = params.text or names[0]
+        self.image = names[1 - names.index(self.text)]
+        self.project = nn.Linear(feature_dims[self.image], feature_dims[self.text])
         self.dropout = nn.Dropout(params.dropout)
+        self.classifier = nn.Linear(feature_dims[self.text], num_classes)
 
     def bind(self, encoders: Mapping[str, Encoder]) -> None:
-        texts = [m for m, e in encoders.items() if can_embed_vectors(e)]
-        images = [m for m, e in encoders.items() if type(e).tokens is not Encoder.tokens and m not in texts]
-        if not texts or not images:
-            raise Incompatible("mmbt needs a text encoder that embeds foreign vectors (bert) and an image encoder "
-                               f"that gives tokens (resnet152); got {({m: e.name for m, e in encoders.items()})}")
-        self.text, self.image = texts[0], images[0]
-        width = encoders[self.text].out_dim
-        self.project = nn.Linear(encoders[self.image].out_dim, width)
-        self.classifier = nn.Linear(width, self.num_classes)
+        text, image = encoders[self.text], encoders[self.image]
+        if not can_embed_vectors(text) or type(image).tokens is Encoder.tokens:
+            raise Incompatible(f"mmbt needs a text encoder that embeds foreign vectors (bert) for {self.text!r} and "
+                               f"an image encoder that gives tokens (resnet152) for {self.image!r}; got "
+                               f"{text.name!r} and {image.name!r}")
 
     def encode(self, inputs: Mapping[str, Inputs], encoders: Mapping[str, Encoder],
                dropped: frozenset[str] = frozenset()) -> dict[str, Tensor]:

@@ -229,7 +229,7 @@ class ImageTextTask(Task):
     def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
         raw = checked_raw(self, raw)
         self.excluded = []
-        records = self.records(raw)
+        records = self.unique(self.records(raw))
         tokenizer = load_tokenizer(self.params.tokenizer)
         preprocessing = self.preprocessing(vocabulary_hash(tokenizer))
         items = [self._item(r, tokenizer) for r in records]
@@ -242,13 +242,27 @@ class ImageTextTask(Task):
         counts = {split: sum(1 for i in kept if splits[i] == split) for split in ("train", "val", "test")}
         atomic_write_json(Path(self.root) / SPLITS,
                           {split: [i.id for i in outcome.kept if splits[i.id] == split] for split in counts})
-        if self.params.word_vectors:  # its file was checked when `preprocessing` hashed it
-            np.save(Path(self.root) / NEIGHBOURS, neighbour_table(tokenizer, Path(self.params.word_vectors).expanduser()))
+        if self.params.word_vectors:
+            table = neighbour_table(tokenizer, Path(self.params.word_vectors).expanduser())
+            np.save(Path(self.root) / NEIGHBOURS, table)
         complete = not outcome.missing and not outcome.bad
         write_manifest(Path(self.root), Manifest(
             task=self.name, version=self.version, split_hashes=self.annotation_hashes(raw),
             preprocessing=preprocessing, partial=partial, counts=counts,
             kept=None if complete else kept_hash(sorted(kept))))
+
+    def unique(self, records: list[Record]) -> list[Record]:
+        """The records with each id once: a later listing of an id is left out and reported."""
+        first: dict[str, str] = {}
+        kept = []
+        for record in records:
+            if record.id in first:
+                self.excluded.append({"id": record.id, "path": str(record.image),
+                                      "reason": f"listed again in {record.split} (first in {first[record.id]})"})
+            else:
+                first[record.id] = record.split
+                kept.append(record)
+        return kept
 
     def annotation_paths(self, raw: Path) -> dict[str, Path]:
         """Split -> its annotation file in `raw`; a clear error when one is missing."""

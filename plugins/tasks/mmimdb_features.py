@@ -127,7 +127,8 @@ class MMIMDbFeaturesTask(Task):
         write_manifest(root, Manifest(
             task=self.name, version=self.version, partial=partial, counts={s: len(v) for s, v in rows.items()},
             split_hashes={"split": sha256(json.dumps({k: list(v) for k, v in ranges.items()}).encode()),
-                          "imdb_ids": sha256("\n".join(ids).encode()), "target_names": sha256(json.dumps(names).encode())},
+                          "imdb_ids": sha256("\n".join(ids).encode()),
+                          "target_names": sha256(json.dumps(names).encode())},
             preprocessing={"sources": list(SOURCES)}, kept=kept_hash([b["id"] for b in bad]) if bad else None))
 
     @staticmethod

@@ -31,7 +31,8 @@ class MoviescopeTask(GenreTask):
     source = "paolacascante.com/research/moviescope.html (splits with plots, posters)"
     primary_metric = "map_micro"
     classes = GENRES
-    layout = ("  <raw>/train.jsonl, dev.jsonl, test.jsonl   {\"id\", \"title\", \"label\", \"plot_keywords\", \"synopsis\"}\n"
+    layout = ("  <raw>/train.jsonl, dev.jsonl, test.jsonl   one JSON object per line: id, title, label, "
+              "plot_keywords, synopsis\n"
               "  <raw>/MatchedPosters/<id>.jpg")
     annotation_files = {"train": "train.jsonl", "val": "dev.jsonl", "test": "test.jsonl"}
 

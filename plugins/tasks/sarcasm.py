@@ -53,7 +53,8 @@ class SarcasmTask(ImageTextTask):
     name = "sarcasm"
     version = "1"
     Params = SarcasmParams
-    source = "github.com/headacheboy/data-of-multimodal-sarcasm-detection (text/; images: the Drive links of its README)"
+    source = ("github.com/headacheboy/data-of-multimodal-sarcasm-detection (text/; images: the Drive links of its "
+              "README)")
     metrics = ("accuracy", "macro_f1")
     classes = ("not sarcastic", "sarcastic")
     mean = (0.48456, 0.49888, 0.53066)

@@ -52,8 +52,9 @@ def neighbour_table(tokenizer, path: Path) -> np.ndarray:
     lower = bool(getattr(tokenizer, "do_lower_case", False))
     special = set(tokenizer.all_special_tokens)
     pieces = {token: i for token, i in vocab.items() if token not in special and not token.startswith("##")}
-    vectors = read_vectors(Path(path), {t.lower() if lower else t for t in pieces})
-    keys = [(i, vectors[t.lower() if lower else t]) for t, i in pieces.items() if (t.lower() if lower else t) in vectors]
+    words = {t: t.lower() if lower else t for t in pieces}
+    vectors = read_vectors(Path(path), set(words.values()))
+    keys = [(i, vectors[words[t]]) for t, i in pieces.items() if words[t] in vectors]
     table = np.full(max(vocab.values()) + 1, -1, dtype=np.int64)
     if len(keys) < 2:
         return table
