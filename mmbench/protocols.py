@@ -175,10 +175,10 @@ class Encoder(nn.Module):
         the encoders (intermediate fusion). Optional."""
         raise NotImplementedError(f"encoder {self.name!r} does not expose its blocks")
 
-    # A sequence encoder (a transformer) may also expose its forward as embed -> every block -> readout, so a
+    # A sequence encoder (a transformer) may also expose its forward as embed_input -> every block -> readout, so a
     # joint fusion can act on the token sequences between blocks (insert, replace or exchange tokens).
 
-    def embed(self, x: Inputs) -> tuple[Tensor, Tensor | None]:
+    def embed_input(self, x: Inputs) -> tuple[Tensor, Tensor | None]:
         """The token sequence `(B, T, D)` the first block reads, and its padding mask `(B, T)` (True: a real
         token; None: no padding). Optional."""
         raise NotImplementedError(f"encoder {self.name!r} does not expose its embedding step")
@@ -189,7 +189,7 @@ class Encoder(nn.Module):
         raise NotImplementedError(f"encoder {self.name!r} does not run its blocks on token sequences")
 
     def readout(self, hidden: Tensor) -> Tensor:
-        """The pooled feature `(B, out_dim)` from the last block's sequence; `readout(run_block(... embed(x)))`
+        """The pooled feature `(B, out_dim)` from the last block's sequence; `readout(run_block(... embed_input(x)))`
         over every block is `forward(x)`. Optional."""
         raise NotImplementedError(f"encoder {self.name!r} does not expose its readout")
 

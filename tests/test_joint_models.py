@@ -1,5 +1,5 @@
 """The image-text encoders and the joint models: parameter counts of the standard configs (meta device),
-the embed -> blocks -> readout contract, MMBV's [CLS] exchange, MMBT's segments and positions, and missing
+the embed_input -> blocks -> readout contract, MMBV's [CLS] exchange, MMBT's segments and positions, and missing
 modalities."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_standard_configs_have_the_spec_s_parameter_counts():
 def test_embed_blocks_readout_compose_to_forward(make, x):
     torch.manual_seed(0)
     encoder, inputs = make().eval(), x()
-    hidden, mask = encoder.embed(inputs)
+    hidden, mask = encoder.embed_input(inputs)
     for i in range(len(encoder.blocks())):
         hidden = encoder.run_block(i, hidden, mask)
     torch.testing.assert_close(encoder.readout(hidden), encoder(inputs))

@@ -5,7 +5,7 @@ BERT-base, as the BERT classifiers of MMBT's and Dynamic UDA's code use it.
 Defaults are BERT-base's sizes (109,482,240 parameters with the pooler); `pretrained: bert-base-uncased` (or a
 local folder) loads weights, null initialises at random (offline). A missing text is `[CLS] [SEP]`: the
 absent input keeps each row's first word piece ([CLS]) and its last real one ([SEP]), so it needs no vocabulary.
-Joint fusions run it as embed (word + position + segment embeddings, LayerNorm) -> layers -> pooler, and
+Joint fusions run it as embed_input (word + position + segment embeddings, LayerNorm) -> layers -> pooler, and
 may embed vectors of their own in its word-embedding space (`embed_vectors`: MMBT's image tokens).
 """
 
@@ -64,7 +64,7 @@ class BertEncoder(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def embed(self, x: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def embed_input(self, x: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         hidden = self.model.embeddings(input_ids=x["input_ids"], token_type_ids=x["token_type_ids"])
         return hidden, x["attention_mask"].bool()
 

@@ -1,6 +1,6 @@
 """What the Hugging Face transformer encoders (`bert`, `vit`) share: building the model from a hub name, a
 local folder or a config made in code (random initialisation, offline), its weights identity, and the
-embed -> blocks -> readout door that joint fusions (`mmbv`) use.
+embed_input -> blocks -> readout door that joint fusions (`mmbv`) use.
 
 transformers 5.x returns a tensor from one layer call, 4.x a tuple; `run_layer` accepts both.
 """

@@ -3,7 +3,7 @@ final [CLS] token after ViT's last LayerNorm, 768-d for ViT-B/16.
 
 Defaults are ViT-B/16 at 224 x 224 (85,798,656 parameters: no pooler, which nothing here uses); `pretrained:
 google/vit-base-patch16-224-in21k` (MMBV's default, models spec §1.2) or a local folder loads weights, null
-initialises at random. Joint fusions run it as embed (patches + [CLS] + positions) -> layers -> LayerNorm and
+initialises at random. Joint fusions run it as embed_input (patches + [CLS] + positions) -> layers -> LayerNorm and
 [CLS]; it has no padding.
 """
 
@@ -53,7 +53,7 @@ class ViTEncoder(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def embed(self, x: Tensor) -> tuple[Tensor, None]:
+    def embed_input(self, x: Tensor) -> tuple[Tensor, None]:
         return self.model.embeddings(x), None
 
     def run_block(self, index: int, hidden: Tensor, mask: Tensor | None) -> Tensor:

@@ -86,7 +86,7 @@ class MMBTFusion(Fusion):
         image_part = bert.embed_vectors(torch.cat([cls, self.project(image_tokens), sep], dim=1), segment=0)
         rest = {"input_ids": ids[:, 1:], "attention_mask": mask[:, 1:],
                 "token_type_ids": torch.ones_like(ids[:, 1:])}
-        text_part, text_mask = bert.embed(rest)
+        text_part, text_mask = bert.embed_input(rest)
         hidden = torch.cat([image_part, text_part], dim=1)
         joint_mask = torch.cat([torch.ones(hidden.shape[0], image_part.shape[1], dtype=torch.bool,
                                            device=hidden.device), text_mask], dim=1)

@@ -3,7 +3,7 @@ streams that exchange their [CLS] tokens block by block, classified on both [CLS
 
 The authors published no MMBV code (models spec §1.1); this follows the paper's text, with the spec's decisions
 where it is silent. With `H_a`, `H_b` the two streams' token sequences (each [CLS] at position 0), block i of each
-stream (`Encoder.run_block`) and `Encoder.embed` / `Encoder.readout` around them:
+stream (`Encoder.run_block`) and `Encoder.embed_input` / `Encoder.readout` around them:
 
 * after block 1: APPEND — each stream gets the other's [CLS] (as block 1 left it) as one more token at its end;
   a padded stream's mask gets one more real position (after its padding; the foreign token has no position or
@@ -19,7 +19,7 @@ stream (`Encoder.run_block`) and `Encoder.embed` / `Encoder.readout` around them
 * A missing modality is its encoder's absent input (an all-zero image; `[CLS] [SEP]` for BERT), and the exchange
   runs as usual (spec §1.5); the model also zeroes the dropped stream's [CLS] feature before the head.
 
-Both streams must be sequence encoders of one width (`embed`, `run_block`, `readout`; `equal_dims`).
+Both streams must be sequence encoders of one width (`embed_input`, `run_block`, `readout`; `equal_dims`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class MMBVParams(Params):
 
 
 def is_sequence_encoder(encoder: Encoder) -> bool:
-    """Whether the encoder exposes embed -> run_block -> readout (overrides all three of the protocol)."""
-    return all(getattr(type(encoder), name) is not getattr(Encoder, name) for name in ("embed", "run_block", "readout"))
+    """Whether the encoder exposes embed_input -> run_block -> readout (overrides all three of the protocol)."""
+    return all(getattr(type(encoder), name) is not getattr(Encoder, name)
+               for name in ("embed_input", "run_block", "readout"))
 
 
 def with_token(hidden: Tensor, mask: Tensor | None, token: Tensor, replace: bool) -> tuple[Tensor, Tensor | None]:
@@ -72,12 +73,12 @@ class MMBVFusion(ConcatFusion):
         plain = [m for m, e in encoders.items() if not is_sequence_encoder(e)]
         if plain:
             raise Incompatible(f"mmbv exchanges tokens between transformer streams; the encoders of {plain} do not "
-                               "expose embed/run_block/readout (use bert and vit)")
+                               "expose embed_input/run_block/readout (use bert and vit)")
 
     def encode(self, inputs: Mapping[str, Inputs], encoders: Mapping[str, Encoder],
                dropped: frozenset[str] = frozenset()) -> dict[str, Tensor]:
         a, b = self.slices
-        (ha, ma), (hb, mb) = encoders[a].embed(inputs[a]), encoders[b].embed(inputs[b])
+        (ha, ma), (hb, mb) = encoders[a].embed_input(inputs[a]), encoders[b].embed_input(inputs[b])
         depth = {m: len(encoders[m].blocks()) for m in (a, b)}
         paired = min(depth.values())
         for i in range(paired):
