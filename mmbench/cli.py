@@ -340,15 +340,36 @@ TASK_ROOT = typer.Option(None, "--root", help="the task's prepared folder (defau
                                               "cache>/<task>)")
 
 
-def _data_task(name: str, root: Path | None):
-    """The named task with its default parameters, bound to its prepared folder."""
+TASK_PARAM = typer.Option([], "--param", help="a task parameter as KEY=VALUE (repeatable), e.g. the tokenizer "
+                                             "of an image-text task: --param tokenizer=/models/bert-base-uncased")
+
+
+def _task_params(pairs: list[str]) -> dict:
+    """`KEY=VALUE` pairs -> parameters (each value read as a YAML scalar: numbers, booleans, null)."""
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            typer.echo(f"--param {pair!r}: write KEY=VALUE", err=True)
+            raise typer.Exit(2)
+        params[key.strip()] = yaml.safe_load(value) if value else ""
+    return params
+
+
+def _data_task(name: str, root: Path | None, pairs: list[str] = ()):
+    """The named task with its default parameters (or those given as --param), bound to its prepared folder."""
     from mmbench.data.roots import resolve_data_root
 
     registry = _registry()
     try:
-        resolved = registry.resolve("tasks", name, {})
+        resolved = registry.resolve("tasks", name, _task_params(list(pairs)))
     except registry_lib.UnknownComponent as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # pydantic's ValidationError: a --param the task does not take or cannot use
+        typer.echo(f"task {name!r} parameters: {exc}", err=True)
         raise typer.Exit(2) from None
     if not resolved.cls.needs_data:
         typer.echo(f"task {name!r} generates its data; there is nothing to prepare", err=True)
@@ -371,11 +392,12 @@ def data_prepare(
                                                           "the listed samples present (results never rank with "
                                                           "full-data ones)"),
     workers: int = typer.Option(os.cpu_count() or 1, "--workers", min=1, help="processes decoding media"),
+    param: list[str] = TASK_PARAM,
 ) -> None:
     """Read a release, preprocess it once and write the prepared root (resumable; a report lists bad media)."""
     from mmbench.data.prepared import DataError, read_manifest
 
-    instance = _data_task(task, root)
+    instance = _data_task(task, root, param)
     try:
         instance.prepare(raw, partial=partial, workers=workers)
     except DataError as exc:
@@ -386,11 +408,12 @@ def data_prepare(
 
 
 @data_app.command("check")
-def data_check(task: str = typer.Argument(..., help="task name"), root: Path | None = TASK_ROOT) -> None:
+def data_check(task: str = typer.Argument(..., help="task name"), root: Path | None = TASK_ROOT,
+               param: list[str] = TASK_PARAM) -> None:
     """Check a prepared root: class count, split sizes, shapes; says precisely what is wrong (exit 1)."""
     from mmbench.data.prepared import DataError, read_manifest
 
-    instance = _data_task(task, root)
+    instance = _data_task(task, root, param)
     try:
         problems = instance.check()
         manifest = read_manifest(instance.root, task, instance.source)

@@ -175,6 +175,35 @@ class Encoder(nn.Module):
         the encoders (intermediate fusion). Optional."""
         raise NotImplementedError(f"encoder {self.name!r} does not expose its blocks")
 
+    # A sequence encoder (a transformer) may also expose its forward as embed_input -> every block -> readout, so a
+    # joint fusion can act on the token sequences between blocks (insert, replace or exchange tokens).
+
+    def embed_input(self, x: Inputs) -> tuple[Tensor, Tensor | None]:
+        """The token sequence `(B, T, D)` the first block reads, and its padding mask `(B, T)` (True: a real
+        token; None: no padding). Optional."""
+        raise NotImplementedError(f"encoder {self.name!r} does not expose its embedding step")
+
+    def run_block(self, index: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
+        """Block `index` of `blocks()` on a sequence `(B, T, D)` whose padding mask is `mask` (T may differ from
+        the embedded length: a fusion may have added tokens). Optional."""
+        raise NotImplementedError(f"encoder {self.name!r} does not run its blocks on token sequences")
+
+    def readout(self, hidden: Tensor) -> Tensor:
+        """The pooled feature `(B, out_dim)` from the last block's sequence; `readout(run_block(... embed_input(x)))`
+        over every block is `forward(x)`. Optional."""
+        raise NotImplementedError(f"encoder {self.name!r} does not expose its readout")
+
+    def token_vectors(self, ids: Tensor) -> Tensor:
+        """The input embeddings `(B, N, D)` of vocabulary ids `(B, N)` (a text encoder's word embeddings), for
+        joint fusions that build token sequences of their own. Optional."""
+        raise NotImplementedError(f"encoder {self.name!r} has no vocabulary")
+
+    def embed_vectors(self, vectors: Tensor, segment: int) -> Tensor:
+        """Vectors `(B, N, D)` in the input-embedding space turned into a sequence the blocks read, as the
+        embedding step treats word vectors (positions 0..N-1, segment id `segment`): how a joint fusion feeds
+        another modality into this encoder (MMBT's image tokens into BERT). Optional."""
+        raise NotImplementedError(f"encoder {self.name!r} does not embed foreign vectors")
+
     def tokens(self, x: Inputs) -> Tensor:
         """The sequence `(B, T, out_dim)` whose mean over T is `forward(x)`, for fusions that read token
         sequences (`Fusion.uses_tokens`). Optional."""
@@ -216,6 +245,9 @@ class Fusion(nn.Module):
     drives_encoders: ClassVar[bool] = False
     #: `forward` reads each modality's token sequence `(B, T_m, D_m)` from `Encoder.tokens`, not its pooled feature
     uses_tokens: ClassVar[bool] = False
+    #: a single-stream joint fusion: every pooled feature comes out of one stream that read every modality, so
+    #: a dropped modality is represented by its absent input alone (its feature is not zeroed as well)
+    single_stream: ClassVar[bool] = False
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: Params) -> None:
         super().__init__()

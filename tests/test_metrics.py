@@ -30,6 +30,9 @@ def test_samples_f1_averages_per_sample_f1():
     assert out["f1_samples"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     # micro: TP=2, FP=1, FN=1 -> 2*2/(2*2+1+1)
     assert out["f1_micro"] == pytest.approx(4 / 6)
+    for row, expected in ((0, 2 / 3), (1, 1.0), (2, 0.0)):  # a split of one sample scores that sample
+        alone = metrics.compute(["f1_samples"], logits[row:row + 1], target[row:row + 1], 3, multilabel=True)
+        assert alone["f1_samples"] == pytest.approx(expected)
 
 
 def test_ece_is_lower_is_better_and_zero_for_confident_correct_predictions():

@@ -48,7 +48,8 @@ class Item:
     """One sample to prepare: its id (as the split lists name it), its label and the raw files it needs."""
 
     id: str
-    label: int
+    #: the class id; a multi-label sample lists its class ids
+    label: int | tuple[int, ...]
     sources: tuple[Path, ...]
     #: anything else `process` needs (e.g. an event's start and end second)
     extra: tuple[Any, ...] = ()
@@ -79,7 +80,8 @@ def _run_one(process: Callable[[Item], Mapping[str, np.ndarray]], item: Item, st
     try:
         arrays = process(item)
     except Exception as exc:  # noqa: BLE001 - any failure of one sample is that sample's reason, reported
-        reason = str(exc) if type(exc).__name__ == "MediaError" else f"{type(exc).__name__}: {exc}"
+        documented = type(exc).__name__ in ("MediaError", "DataError")  # a sample's own, explained problem
+        reason = str(exc) if documented else f"{type(exc).__name__}: {exc}"
         return item.id, reason or traceback.format_exc(limit=1)
     target = _staged(staging, item.id)
     tmp = target.with_suffix(".tmp.npz")
@@ -218,6 +220,23 @@ def write_arrays_checked(directory: Path, shapes: list[dict[str, tuple]], dtypes
             raise DataError(f"prepared sample {i} has fields {shape}, unlike the first sample's {first}; "
                             "this is a bug of the task's processing")
     write_arrays(directory, len(shapes), shapes, dtypes, load, ragged)
+
+
+def raw_error(task: Any, raw: Path, what: str) -> DataError:
+    """A raw folder that is not the release: what is wrong, the layout `task.layout` prepare reads, and where the
+    release is obtained (`task.source`)."""
+    return DataError(f"{raw} {what}; the {task.name} raw folder must look like this:\n{task.layout}\n"
+                     f"Obtain it from {task.source}")
+
+
+def checked_raw(task: Any, raw: Path) -> Path:
+    """`raw` as a path, once it is a folder and `task` has a prepared root to write into."""
+    raw = Path(raw)
+    if not raw.is_dir():
+        raise raw_error(task, raw, "is not a folder")
+    if task.root is None:
+        raise DataError(f"no prepared root given for {task.name!r}")
+    return raw
 
 
 def kept_hash(ids: Sequence[str]) -> str:

@@ -27,6 +27,8 @@ def _samples_f1(logits: Tensor, target: Tensor, num_classes: int) -> Tensor:
     # Sample-averaged F1 (sklearn's average="samples") is macro F1 over the transposed problem:
     # each sample becomes a "label" whose F1 is computed across the classes. A sample with neither true nor
     # predicted labels scores 0, as sklearn's default (which the reference implementations call) does.
+    if len(logits) == 1:  # one sample (torchmetrics needs two "labels"): its own F1 over the classes
+        return load().binary_f1_score(logits[0].sigmoid(), target[0], threshold=MULTILABEL_THRESHOLD, zero_division=0)
     probs = logits.sigmoid().T.contiguous()
     return load().multilabel_f1_score(
         probs, target.T.contiguous(), num_labels=probs.shape[1], average="macro",

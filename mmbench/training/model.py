@@ -23,7 +23,8 @@ class MultimodalModel(nn.Module):
     a dropped modality. Its pooled features (its token sequence, for a fusion over tokens) are replaced with
     zeros (also in the returned `ModelOutput.features`, so balancers that rebuild logits from features see the
     drop). An intermediate fusion mixes modalities inside the encoders, so there the dropped inputs are also
-    replaced, before encoding, by what the encoder declares an absent input to be (`Encoder.absent_input`).
+    replaced, before encoding, by what the encoder declares an absent input to be (`Encoder.absent_input`); a
+    single-stream joint fusion (`Fusion.single_stream`) gets only that, since its features all carry every input.
     Balancers select parameters through `parameter_groups()`, never by name.
     """
 
@@ -71,7 +72,8 @@ class MultimodalModel(nn.Module):
 
     def head(self, encoded: Mapping[str, Tensor], drop: Collection[str] = ()) -> ModelOutput:
         """Fusion and heads on already computed `fusion_inputs` (lets evaluation reuse one encoder pass)."""
-        kept = {m: torch.zeros_like(z) if m in drop else z for m, z in encoded.items()}
+        zeroed = set(drop) if self.fusion is None or not self.fusion.single_stream else set()
+        kept = {m: torch.zeros_like(z) if m in zeroed else z for m, z in encoded.items()}
         features = self.pool(kept)
         unimodal = {m: self.heads[m](features[m]) for m in self.heads}
         if self.fusion is None:

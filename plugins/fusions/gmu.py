@@ -17,6 +17,11 @@ output_tanh: true, maxout_pieces: 5, dropout: 0.9, dropout_at: between_maxouts, 
 also re-normalises the concatenated inputs before the gate, which is omitted here (batch-normalising features
 that are already batch-normalised only adds an affine map).
 
+Max-norm (`max_norm`, the repo's optional constraint) clips each row of every linear weight to that norm. It is
+applied before every use of a layer (a forward pre-hook, so PM+MO's direct calls of the unit and the classifier
+get it too), which gives every forward the weights a clip after the previous update
+would have left (and needs no hook into the optimizer).
+
 The mix is not separable into per-modality logits, so the fusion offers no contributions; `gmu()` returns the
 gate activations z alongside v for analysis. The unit (`self.unit`) and the classifier (`self.classifier`)
 are separate sub-modules because PM+MO trains them with different objectives.
@@ -24,6 +29,7 @@ are separate sub-modules because PM+MO trains them with different objectives.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Literal
 
@@ -50,6 +56,10 @@ class GMUParams(Params):
     init_range: float | None = Field(
         0.01, gt=0.0, le=10.0,
         description="weights ~ U(-init_range/2, init_range/2), biases 0 (repo); null: PyTorch's default init")
+    max_norm: float | None = Field(
+        None, gt=0.0, description="max-norm: each output unit's incoming weight vector (a row of every linear "
+                                  "layer) clipped to this L2 norm after every update (repo: off by default, "
+                                  "random search U(5, 20)); null: off")
 
 
 def gated_mix(u_first: Tensor, u_second: Tensor, gate_logits: Tensor,
@@ -58,6 +68,12 @@ def gated_mix(u_first: Tensor, u_second: Tensor, gate_logits: Tensor,
     z = torch.sigmoid(gate_logits)
     v = z * torch.tanh(u_first) + (1 - z) * torch.tanh(u_second)
     return (torch.tanh(v) if output_tanh else v), z
+
+
+@torch.no_grad()
+def clip_rows(linear: nn.Linear, inputs: tuple, max_norm: float) -> None:
+    """Max-norm, as a forward pre-hook: each row of the layer's weight rescaled to `max_norm` when longer."""
+    linear.weight.renorm_(2, 0, max_norm)
 
 
 class Maxout(nn.Module):
@@ -136,6 +152,10 @@ class GMUFusion(Fusion):
                     nn.init.uniform_(module.weight, -half, half)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
+        if params.max_norm is not None:
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    module.register_forward_pre_hook(functools.partial(clip_rows, max_norm=params.max_norm))
 
     def gmu(self, features: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """The unit's output v and its gate activations z (z weights the first modality)."""

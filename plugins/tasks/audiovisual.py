@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 
 from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
 from mmbench.data.media import fit_length, log_spectrogram, read_frames, resample
-from mmbench.data.prepare import ARRAYS, Item, kept_hash, prepare_samples, read_samples
+from mmbench.data.prepare import (ARRAYS, Item, checked_raw, kept_hash, prepare_samples, raw_error,
+                                  read_samples)
 from mmbench.data.prepared import read_manifest, write_manifest
 from mmbench.data.splits import SplitFiles, stratified_holdout
 from mmbench.data.store import PreparedArrays
@@ -268,15 +269,10 @@ class AudioVisualTask(Task):
     # -------------------------------------------------------------------------------- prepare / read
 
     def _raw_error(self, raw: Path, what: str) -> DataError:
-        return DataError(f"{raw} {what}; the {self.name} raw folder must look like this:\n{self.layout}\n"
-                         f"Obtain it from {self.source}")
+        return raw_error(self, raw, what)
 
     def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
-        raw = Path(raw)
-        if not raw.is_dir():
-            raise self._raw_error(raw, "is not a folder")
-        if self.root is None:
-            raise DataError(f"no prepared root given for {self.name!r}")
+        raw = checked_raw(self, raw)
         self.import_lists(raw)
         items = self.items(raw)
         settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": self.preprocessing()}
