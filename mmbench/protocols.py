@@ -209,6 +209,8 @@ class Fusion(nn.Module):
     drives_encoders: ClassVar[bool] = False
     #: `forward` reads each modality's token sequence `(B, T_m, D_m)` from `Encoder.tokens`, not its pooled feature
     uses_tokens: ClassVar[bool] = False
+    #: the most modalities the fusion combines (None: any); a task with more makes the cell skipped
+    max_modalities: ClassVar[int | None] = None
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: Params) -> None:
         super().__init__()
