@@ -306,14 +306,32 @@ TASK_ROOT = typer.Option(None, "--root", help="the task's prepared folder (defau
                                               "cache>/<task>)")
 
 
-def _data_task(name: str, root: Path | None):
-    """The named task with its default parameters, bound to its prepared folder."""
+TASK_PARAMS = typer.Option([], "--param", help="a task parameter KEY=VALUE (YAML value; repeatable), e.g. the "
+                                              "preprocessing choices a grid's task names")
+
+
+def _task_params(pairs: list[str]) -> dict:
+    """`KEY=VALUE` pairs as task parameters, each value read as YAML (`size=128`, `flow=dis`)."""
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            typer.echo(f"--param {pair!r}: expected KEY=VALUE", err=True)
+            raise typer.Exit(2)
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+def _data_task(name: str, root: Path | None, params: list[str] | None = None):
+    """The named task with its default parameters (or those given), bound to its prepared folder."""
     from mmbench.data.roots import resolve_data_root
 
     registry = _registry()
     try:
-        resolved = registry.resolve("tasks", name, {})
-    except registry_lib.UnknownComponent as exc:
+        resolved = registry.resolve("tasks", name, _task_params(params or []))
+    except (registry_lib.UnknownComponent, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     if not resolved.cls.needs_data:
@@ -337,11 +355,12 @@ def data_prepare(
                                                           "the listed samples present (results never rank with "
                                                           "full-data ones)"),
     workers: int = typer.Option(os.cpu_count() or 1, "--workers", min=1, help="processes decoding media"),
+    params: list[str] = TASK_PARAMS,
 ) -> None:
     """Read a release, preprocess it once and write the prepared root (resumable; a report lists bad media)."""
     from mmbench.data.prepared import DataError, read_manifest
 
-    instance = _data_task(task, root)
+    instance = _data_task(task, root, params)
     try:
         instance.prepare(raw, partial=partial, workers=workers)
     except DataError as exc:
@@ -352,11 +371,12 @@ def data_prepare(
 
 
 @data_app.command("check")
-def data_check(task: str = typer.Argument(..., help="task name"), root: Path | None = TASK_ROOT) -> None:
+def data_check(task: str = typer.Argument(..., help="task name"), root: Path | None = TASK_ROOT,
+               params: list[str] = TASK_PARAMS) -> None:
     """Check a prepared root: class count, split sizes, shapes; says precisely what is wrong (exit 1)."""
     from mmbench.data.prepared import DataError, read_manifest
 
-    instance = _data_task(task, root)
+    instance = _data_task(task, root, params)
     try:
         problems = instance.check()
         manifest = read_manifest(instance.root, task, instance.source)
