@@ -50,6 +50,8 @@ BLOCKS = (
     ("Mixed_5c",),
 )
 FEATURES = 1024
+#: the modality kinds of clips (RGB frames, depth maps, optical flow)
+CLIP_KINDS = frozenset({"frames", "rgb", "depth", "flow"})
 #: the port's final average pool, (time, height, width), stride 1
 POOL = (2, 7, 7)
 
@@ -123,6 +125,14 @@ class Chain(nn.Module):
         return pooled(x) if self.pool else x
 
 
+def clip_channels(modality: ModalitySpec, encoder: str) -> int:
+    """The channels of a clip modality `(C, T, H, W)` with C in 1..3, or `Incompatible` for anything else."""
+    if len(modality.shape) != 4 or modality.shape[0] not in (1, 2, 3):
+        raise Incompatible(f"{encoder} reads clips (C, T, H, W) with 1, 2 or 3 channels; modality "
+                           f"{modality.name!r} has shape {modality.shape}")
+    return modality.shape[0]
+
+
 class I3DParams(Params):
     weights: str | None = Field(None, description="path of a pytorch-i3d state dict (rgb_imagenet.pt for RGB and "
                                                   "depth, flow_imagenet.pt for flow); null: random initialisation")
@@ -140,14 +150,11 @@ class I3DEncoder(Encoder):
 
     name = "i3d"
     Params = I3DParams
-    accepts = frozenset({"frames", "rgb", "depth", "flow"})
+    accepts = CLIP_KINDS
 
     def __init__(self, modality: ModalitySpec, params: I3DParams) -> None:
         super().__init__(modality, params)
-        if len(modality.shape) != 4 or modality.shape[0] not in (1, 2, 3):
-            raise Incompatible(f"i3d reads clips (C, T, H, W) with 1, 2 or 3 channels; modality {modality.name!r} "
-                               f"has shape {modality.shape}")
-        channels = modality.shape[0]
+        channels = clip_channels(modality, self.name)
         self.Conv3d_1a_7x7 = Unit3D(channels, 64, (7, 7, 7), (2, 2, 2))
         self.MaxPool3d_2a_3x3 = MaxPoolSame((1, 3, 3), (1, 2, 2))
         self.Conv3d_2b_1x1 = Unit3D(64, 64)

@@ -17,8 +17,8 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from mmbench.api import Encoder, Incompatible, ModalitySpec, Params, hookimpl
-from mmbench_plugins.encoders.i3d import FEATURES, Chain, pooled
+from mmbench.api import Encoder, ModalitySpec, Params, hookimpl
+from mmbench_plugins.encoders.i3d import CLIP_KINDS, FEATURES, Chain, clip_channels, pooled
 from mmbench_plugins.encoders.weights import local_path, weights_identity
 
 #: torchvision's weights enum member, fetched by name
@@ -44,16 +44,13 @@ class S3DEncoder(Encoder):
 
     name = "s3d"
     Params = S3DParams
-    accepts = frozenset({"frames", "rgb", "depth", "flow"})
+    accepts = CLIP_KINDS
 
     def __init__(self, modality: ModalitySpec, params: S3DParams) -> None:
         super().__init__(modality, params)
         from torchvision.models.video import S3D_Weights, s3d
 
-        if len(modality.shape) != 4 or modality.shape[0] not in (1, 2, 3):
-            raise Incompatible(f"s3d reads clips (C, T, H, W) with 1, 2 or 3 channels; modality {modality.name!r} "
-                               f"has shape {modality.shape}")
-        channels = modality.shape[0]
+        channels = clip_channels(modality, self.name)
         if params.weights is not None and channels == 2:
             raise ValueError(f"s3d weights {params.weights!r} have an RGB stem; modality {modality.name!r} has 2 "
                              f"channels (only a 1-channel depth stem is derived from an RGB one)")

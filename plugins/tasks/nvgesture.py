@@ -56,9 +56,17 @@ from torch.utils.data import Dataset
 
 from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task, hookimpl
 from mmbench.data.media import FLOW_METHODS, MediaError, optical_flow, read_clip
-from mmbench.data.prepare import ARRAYS, Item, kept_hash, prepare_samples, read_samples
-from mmbench.data.prepared import read_manifest, write_manifest
-from mmbench.data.splits import SUMS, SplitFiles, sha256, stratified_holdout
+from mmbench.data.prepare import (
+    ARRAYS,
+    Item,
+    prepare_samples,
+    read_samples,
+    split_rows,
+    split_size_problems,
+    write_prepared_manifest,
+)
+from mmbench.data.prepared import read_manifest
+from mmbench.data.splits import SUMS, SplitFiles, sha256
 from mmbench.data.store import PreparedArrays
 
 CLASSES = 25
@@ -258,13 +266,11 @@ class NVGestureTask(Task):
         process = functools.partial(process_recording, size=self.params.size, flow=self.params.flow)
         outcome = prepare_samples(Path(self.root), self.name, self._items(raw), process, settings, partial=partial,
                                   workers=workers)
-        kept = {i.id for i in outcome.kept}
-        counts = {split: sum(e.folder in kept for e in entries) for split, entries in self.entries().items()}
-        complete = not outcome.missing and not outcome.bad
-        write_manifest(Path(self.root), Manifest(
-            task=self.name, version=self.version, split_hashes=self.split_files().hashes,
-            preprocessing=self.preprocessing(), partial=partial, counts=counts,
-            kept=None if complete else kept_hash(sorted(kept))))
+        write_prepared_manifest(Path(self.root), self.name, self.version, self.split_files().hashes,
+                                self.preprocessing(), partial, outcome, self._listed())
+
+    def _listed(self) -> dict[str, list[str]]:
+        return {split: [e.folder for e in entries] for split, entries in self.entries().items()}
 
     def _manifest(self) -> Manifest:
         try:
@@ -283,17 +289,8 @@ class NVGestureTask(Task):
     def splits(self) -> dict[str, Dataset]:
         self._manifest()
         arrays = PreparedArrays(Path(self.root) / ARRAYS)
-        ids, _ = read_samples(Path(self.root))
-        row_of = {sample: row for row, sample in enumerate(ids)}
-        parts = {split: [(row_of[e.folder], e.label) for e in entries if e.folder in row_of]
-                 for split, entries in self.entries().items()}
-        train = parts["train"]
-        kept, held = stratified_holdout([y for _, y in train], self.params.val_fraction, self.params.val_seed)
-        parts["train"], parts["val"] = [train[i] for i in kept], [train[i] for i in held]
-        for split, pairs in parts.items():
-            if not pairs:
-                raise DataError(f"the prepared nvgesture root {self.root} holds no sample of the {split} split; "
-                                f"prepare it again from a copy that has some")
+        lists = {split: [(e.folder, e.label) for e in entries] for split, entries in self.entries().items()}
+        parts = split_rows(Path(self.root), self.name, lists, self.params.val_fraction, self.params.val_seed)
         return {split: GestureClips(arrays, [r for r, _ in pairs], [y for _, y in pairs], self.params,
                                     train=split == "train") for split, pairs in parts.items()}
 
@@ -309,7 +306,7 @@ class NVGestureTask(Task):
         try:
             if manifest.split_hashes != self.split_files().hashes:
                 problems.append("the lists in the root are not the ones it was prepared from: prepare again")
-            entries = self.entries()
+            self.entries()
             arrays = PreparedArrays(Path(self.root) / ARRAYS)
             ids, labels = read_samples(Path(self.root))
         except (OSError, ValueError, KeyError, DataError) as exc:
@@ -325,16 +322,8 @@ class NVGestureTask(Task):
         present = set(labels)
         if not manifest.partial and len(present) != CLASSES:
             problems.append(f"{len(present)} classes present, expected {CLASSES}")
-        kept = set(ids)
-        for split, split_entries in entries.items():
-            have = sum(e.folder in kept for e in split_entries)
-            if manifest.partial or manifest.kept is not None:
-                if have != manifest.counts.get(split):
-                    problems.append(f"{split}: {have} samples, but prepare kept {manifest.counts.get(split)}")
-            elif have != len(split_entries):
-                problems.append(f"{split}: {have} samples, the list names {len(split_entries)} "
-                                f"({len(split_entries) - have} missing; see prepare-report.json)")
-        return problems
+        return problems + split_size_problems(manifest.partial, manifest.kept is not None, manifest.counts, set(ids),
+                                              self._listed())
 
 
 @hookimpl
