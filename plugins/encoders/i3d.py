@@ -16,7 +16,9 @@ Greedy's NVGesture models, in the module layout of the public pytorch-i3d port (
 * `blocks()`: up to Mixed_4e | Mixed_4f | MaxPool3d_5a + Mixed_5b | Mixed_5c + pooling, so an intermediate
   fusion placed after the last three blocks sits after Mixed_4f, Mixed_5b and Mixed_5c (MMTM's I3D placement).
 * `weights`: a local pytorch-i3d state dict; its sha256 is the weights identity in the cell id. Default:
-  random initialisation (PyTorch's defaults for Conv3d and BatchNorm3d).
+  random initialisation (PyTorch's defaults for Conv3d and BatchNorm3d). The port's weights were trained on
+  pixels scaled to [-1, 1]; the encoder takes its input as the task gives it (`nvgesture`: ImageNet-normalised
+  RGB and [0, 1] depth, as the NJUST reader feeds its I3D branches).
 """
 
 from __future__ import annotations
