@@ -202,3 +202,11 @@ def test_the_shipped_grid_runs_on_fake_data_at_a_small_clip_size(tmp_path, monke
                                                                  for b in grid["balancers"])
     assert {c["status"] for c in cells} == {"ok"}, [(c["balancer"]["name"], c.get("reason")) for c in cells]
     assert all(set(c["test"]["missing_modality"]) == {"rgb", "depth", "flow"} for c in cells)
+
+
+@pytest.mark.parametrize("param, message", [("flow", "expected KEY=VALUE"), ("flow=tvl1", "'farneback', 'dis' or "
+                                                                                           "'precomputed'")])
+def test_prepare_refuses_a_malformed_or_unknown_parameter(param, message, tmp_path):
+    result = runner.invoke(app, ["data", "prepare", "nvgesture", "--raw", str(tmp_path), "--root",
+                                 str(tmp_path / "root"), "--param", param])
+    assert result.exit_code == 2 and message in result.output and not (tmp_path / "root").exists()
