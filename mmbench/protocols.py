@@ -248,6 +248,8 @@ class Fusion(nn.Module):
     #: a single-stream joint fusion: every pooled feature comes out of one stream that read every modality, so
     #: a dropped modality is represented by its absent input alone (its feature is not zeroed as well)
     single_stream: ClassVar[bool] = False
+    #: the most modalities the fusion combines (None: any); a task with more makes the cell skipped
+    max_modalities: ClassVar[int | None] = None
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: Params) -> None:
         super().__init__()

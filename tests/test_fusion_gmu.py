@@ -10,6 +10,7 @@ from torch import nn
 from mmbench.training.engine import train
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
+from mmbench.api import Incompatible
 from mmbench_plugins.balancers.joint import Joint
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams, Maxout, gated_mix
 
@@ -66,7 +67,8 @@ def test_repo_defaults_no_bias_uniform_init_and_two_modalities_only():
     linears = [m for m in fusion.unit.modules() if isinstance(m, nn.Linear)]
     assert linears and all(m.bias is None for m in linears)
     assert all(float(m.weight.detach().abs().max()) <= 0.005 for m in fusion.modules() if isinstance(m, nn.Linear))
-    with pytest.raises(ValueError, match="exactly two"):
+    assert GMUFusion.max_modalities == 2
+    with pytest.raises(Incompatible, match="exactly two"):
         GMUFusion({"a": 4, "b": 4, "c": 4}, 3, GMUParams())
 
 

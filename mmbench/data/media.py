@@ -157,3 +157,62 @@ def read_frames(path: Path, size: tuple[int, int], start: float = 0.0,
         raise MediaError(f"{path}: truncated: {decoded / float(rate):.2f} s of video decoded, the container "
                          f"declares {declared:.2f} s (an interrupted download? fetch the file again)")
     return np.stack(frames), source
+
+
+def read_clip(path: Path, start: int, count: int, size: tuple[int, int], at_least: int | None = None) -> np.ndarray:
+    """Frames `start, start + 1, …` (0-based decode order, as OpenCV's frame position counts them) of the video,
+    up to `count` of them, each resized to `size` (width, height) with Pillow's bilinear filter: uint8
+    (n, 3, height, width). A video that ends before `at_least` frames (default `count`) is a `MediaError`."""
+    import av
+    from PIL import Image
+
+    needed = count if at_least is None else at_least
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            for index, frame in enumerate(container.decode(container.streams.video[0])):
+                if index >= start + count:
+                    break
+                if index >= start:
+                    image = frame.to_image().resize(size, Image.BILINEAR)
+                    frames.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: cannot decode the video: {exc}") from None
+    if len(frames) < needed:
+        raise MediaError(f"{path}: the video ends after {start + len(frames)} frames; the list's window needs "
+                         f"frames {start}..{start + needed - 1} (a truncated file? fetch it again)")
+    return np.stack(frames)
+
+
+# ------------------------------------------------------------------------------------ optical flow
+
+#: the OpenCV dense optical-flow algorithms `optical_flow` offers, with the parameters they run with (these
+#: enter a task's preprocessing, hence its data fingerprint). Farneback: OpenCV's documented example values;
+#: DIS: OpenCV's "medium" preset.
+FLOW_METHODS: dict[str, dict[str, float | int | str]] = {
+    "farneback": {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2},
+    "dis": {"preset": "medium"},
+}
+
+
+def optical_flow(frames: np.ndarray, method: str) -> np.ndarray:
+    """Dense optical flow between consecutive RGB frames `(n, 3, H, W)` uint8 (grey-scaled first): float32
+    `(n − 1, 2, H, W)`, channel 0 the horizontal and 1 the vertical displacement in pixels, from frame t to t + 1.
+    OpenCV (opencv-python-headless), single-threaded: prepare runs one process per worker."""
+    import cv2
+
+    if method not in FLOW_METHODS:
+        raise ValueError(f"unknown optical-flow method {method!r}; one of {sorted(FLOW_METHODS)}")
+    cv2.setNumThreads(1)
+    grey = [cv2.cvtColor(np.ascontiguousarray(f.transpose(1, 2, 0)), cv2.COLOR_RGB2GRAY) for f in frames]
+    settings = FLOW_METHODS[method]
+    if method == "dis":
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flows = [dis.calc(a, b, None) for a, b in zip(grey, grey[1:])]
+    else:
+        flows = [cv2.calcOpticalFlowFarneback(a, b, None, settings["pyr_scale"], settings["levels"],
+                                              settings["winsize"], settings["iterations"], settings["poly_n"],
+                                              settings["poly_sigma"], 0) for a, b in zip(grey, grey[1:])]
+    return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)

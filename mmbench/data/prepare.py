@@ -247,3 +247,54 @@ def kept_hash(ids: Sequence[str]) -> str:
 def read_samples(root: Path) -> tuple[list[str], list[int]]:
     data = json.loads((Path(root) / SAMPLES).read_text())
     return data["ids"], data["labels"]
+
+
+def write_prepared_manifest(root: Path, task: str, version: str, split_hashes: Mapping[str, str],
+                            preprocessing: Mapping[str, Any], partial: bool, outcome: Outcome,
+                            splits: Mapping[str, Sequence[str]]) -> None:
+    """The manifest of a root `prepare_samples` filled: the kept samples counted per split (`splits`: each
+    split's listed ids), and the hash of the kept ids when some listed samples were left out."""
+    from mmbench.data.prepared import Manifest, write_manifest
+
+    kept = {i.id for i in outcome.kept}
+    counts = {split: sum(i in kept for i in ids) for split, ids in splits.items()}
+    complete = not outcome.missing and not outcome.bad
+    write_manifest(Path(root), Manifest(task=task, version=version, split_hashes=dict(split_hashes),
+                                        preprocessing=dict(preprocessing), partial=partial, counts=counts,
+                                        kept=None if complete else kept_hash(sorted(kept))))
+
+
+def split_size_problems(partial: bool, left_out: bool, counts: Mapping[str, int], kept: set[str],
+                        splits: Mapping[str, Sequence[str]]) -> list[str]:
+    """Split sizes of a prepared root against its lists (`splits`: each split's listed ids): a partial root,
+    or one with samples left out, must hold what prepare kept (`counts`); a full one every listed sample."""
+    problems = []
+    for split, ids in splits.items():
+        have = sum(i in kept for i in ids)
+        if partial or left_out:
+            if have != counts.get(split):
+                problems.append(f"{split}: {have} samples, but prepare kept {counts.get(split)}")
+        elif have != len(ids):
+            problems.append(f"{split}: {have} samples, the shipped list names {len(ids)} "
+                            f"({len(ids) - have} missing; see prepare-report.json)")
+    return problems
+
+
+def split_rows(root: Path, task: str, lists: Mapping[str, Sequence[tuple[str, int]]], val_fraction: float,
+               val_seed: int) -> dict[str, list[tuple[int, int]]]:
+    """Each split's (row of the prepared arrays, label) for the listed (id, label) pairs the root holds. Without
+    a `val` list a stratified `val_fraction` of train is held out (`val_seed`); an empty split is a `DataError`."""
+    from mmbench.data.splits import stratified_holdout
+
+    ids, _ = read_samples(Path(root))
+    row_of = {sample: row for row, sample in enumerate(ids)}
+    parts = {split: [(row_of[i], y) for i, y in pairs if i in row_of] for split, pairs in lists.items()}
+    if "val" not in parts:
+        train = parts["train"]
+        kept, held = stratified_holdout([y for _, y in train], val_fraction, val_seed)
+        parts["train"], parts["val"] = [train[p] for p in kept], [train[p] for p in held]
+    for split, pairs in parts.items():
+        if not pairs:
+            raise DataError(f"the prepared {task!r} root {root} holds no sample of the {split} split; prepare it "
+                            f"again from a copy that has some")
+    return parts

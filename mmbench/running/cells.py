@@ -37,6 +37,8 @@ def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, ty
     n = len(task.modalities)
     if fusion is not None and req.fusions is not None and fusion.name not in req.fusions:
         return f"{balancer.name} supports fusions {sorted(req.fusions)}, not {fusion.name!r}"
+    if fusion is not None and fusion.max_modalities is not None and n > fusion.max_modalities:
+        return f"fusion {fusion.name!r} fuses at most {fusion.max_modalities} modalities; {task.name!r} has {n}"
     if fusion is not None and req.fusion_contributions and not fusion.offers_contributions:
         return f"{balancer.name} needs per-modality logit contributions, which fusion {fusion.name!r} does not offer"
     if req.augmented_views and not task.has_augmentation():

@@ -20,6 +20,8 @@ Differences from the official code (GeWu-Lab/MMCosine_ICASSP23), and why:
 * The supervised-contrastive NCE term (`--lam`, default 0, supplementary material only) is left out.
 * Works with the `sum` fusion too (one linear per modality: its weight is the block), besides `concat`;
   the official code has concat and its own symmetric FiLM/gated variants, which mmbench does not provide.
+* Three or more modalities: `ℓ = s · Σ_m cos_m` over all of them, as the authors' group's benchmark does for
+  three (GeWu-Lab/BalanceBenchmark, `balancemm/trainer/MMCosine_trainer.py`); the official code has two.
 * Multi-label tasks work unchanged (the task loss is then BCE on the cosine logits).
 * Cosines are computed in float32 (features may be bf16 under autocast); normalisation uses eps 1e-12 as
   `F.normalize` does in the official code, so an all-zero feature gives cos = 0, not NaN.

@@ -17,10 +17,14 @@ Differences from the official code (GeWu-Lab/OGM-GE_CVPR2022), and why:
   maintainers answered in issue #22 ("modulate the backbone: conv layers, and fc layers if it has them") —
   with the released rule an MLP or transformer encoder would never be modulated; `"conv"` = exactly 4-D
   tensors, the released rule (Conv2d kernels only).
-* More than two modalities (the paper has two): `ρ_m = s_m / mean_{j≠m} s_j`, `k_m = 1 − tanh(α·ρ_m)` where
-  `ρ_m > 1`, else 1. With two modalities this is exactly the official rule, except at an exact tie
-  `s_a = s_v` (probability zero), where the official `else` branch scales the first modality and this one
-  scales neither.
+* More than two modalities: neither the paper nor the official code has them; the authors' group's benchmark
+  (GeWu-Lab/BalanceBenchmark, `balancemm/trainer/OGM_trainer.py`, three modalities) is followed: a sample
+  counts only where modality m predicts it correctly, with `softmax(cos(o_m))`, so
+  `s_m = Σ_{i: argmax o_m,i = y_i} softmax(cos(o_m,i))[y_i]`, and each modality is compared with the weakest,
+  `ρ_m = s_m / min_j s_j`, `k_m = 1 − tanh(α·ρ_m)` where `ρ_m > 1`, else 1 (BalanceBenchmark raises beyond
+  three modalities; here any M ≥ 3 takes this rule). With two modalities `ρ_m = s_m / s_other`, the official
+  rule, except at an exact tie `s_a = s_v` (probability zero), where the official `else` branch scales the
+  first modality and this one scales neither.
 * Safeguards: scores are computed in float32 (pseudo-logits may be bf16 under autocast) and each ratio's
   denominator is clamped at the smallest positive float, so two underflowed scores give `ρ = 0, k = 1`
   instead of NaN (the official code has no epsilon). A 1-element tensor (unbiased std undefined) gets
@@ -78,14 +82,19 @@ def ogm_coefficients(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Scores `s`, ratios `ρ` and coefficients `k`, each a `(M,)` tensor in the order of `contributions`.
 
-    `s_m = Σ_i softmax(o_m)[i, y_i]`; `ρ_m = s_m / mean_{j≠m} s_j`; `k` per `formula` (see module doc).
+    Two modalities: `s_m = Σ_i softmax(o_m)[i, y_i]`, `ρ_m = s_m / s_other`. Three or more (BalanceBenchmark):
+    `s_m = Σ_{i correct} softmax(cos(o_m))[i, y_i]`, `ρ_m = s_m / min_j s_j`. `k` per `formula` (module doc).
     """
     logits = torch.stack([o.detach().float() for o in contributions.values()])  # (M, B, C)
     index = labels.view(1, -1, 1).expand(logits.shape[0], -1, 1)
-    scores = logits.softmax(-1).gather(-1, index).squeeze(-1).sum(-1)  # (M,)
-    count = scores.numel()
-    others = (scores.sum() - scores) / (count - 1)
-    ratios = scores / others.clamp_min(torch.finfo(scores.dtype).tiny)
+    if logits.shape[0] == 2:
+        scores = logits.softmax(-1).gather(-1, index).squeeze(-1).sum(-1)  # (M,)
+        reference = scores.flip(0)
+    else:
+        correct = logits.argmax(-1) == labels.view(1, -1)
+        scores = (logits.cos().softmax(-1).gather(-1, index).squeeze(-1) * correct).sum(-1)
+        reference = scores.min().expand_as(scores)
+    ratios = scores / reference.clamp_min(torch.finfo(scores.dtype).tiny)
     if formula == "tanh_rho":
         coeffs = torch.where(ratios > 1, 1 - torch.tanh(alpha * ratios), torch.ones_like(ratios))
     elif formula == "tanh_relu_rho_minus_one":

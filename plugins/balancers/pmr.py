@@ -21,7 +21,12 @@ Differences from the official code, and why:
 
 * Paper-only component left out: the abstract's prototype-based entropy regularisation of the dominant
   modality in the early stage is not in the released script (the spec follows the code).
-* More than two modalities (the code has two) — a gap: every modality behind the best other one gets α.
+* More than two modalities: the code has two; the authors' benchmark for three (GeWu-Lab/BalanceBenchmark,
+  `balancemm/trainer/PMR_trainer.py`) is followed. There the prototype scores drive an OGM-GE-style gradient
+  rule instead of the PCE term: `ρ_m = ŝ_m / min_j ŝ_j`, and after backward the gradient of every encoder
+  weight (≥ 2 dimensions) of modality m becomes `k_m·g − ε`, `k_m = 1 − tanh(η·ρ_m)` where `ρ_m > 1` (else 1),
+  `ε ~ N(0, σ²)` with σ the unbiased std of g + 1e-8, η = 0.01 (BalanceBenchmark's default; `ETA`). The loss
+  is the task loss alone; `beta.<m>` is 0 and `k.<m>` reports the coefficients.
 * Safeguards (the code has none): a class with no sample in the prototype pass keeps its previous
   prototype, or, on the first pass, gets the mean feature of all the pass's samples (the code divides by
   zero → NaN/inf prototypes → NaN loss); the count of such classes is reported as `empty_classes`. Zero
@@ -53,6 +58,12 @@ from pydantic import Field
 from torch import Tensor
 
 from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOutput, Requirements, hookimpl
+from mmbench_plugins.balancers.ogm import ge_noise_std
+
+#: η of BalanceBenchmark's three-modality gradient rule (its PMR default)
+ETA = 0.01
+#: offset so the noise stream differs from the data-order stream seeded with the same run seed
+_NOISE_SEED_OFFSET = 0x0B3D
 
 
 class PMRParams(EpochWindowParams):
@@ -98,8 +109,8 @@ def pmr_terms(features: Mapping[str, Tensor], prototypes: Mapping[str, Tensor], 
               alpha: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Scores `ŝ`, ratios `ρ`, coefficients `β` (all `(M,)`, no gradient) and the `(M,)` PCE losses.
 
-    `ŝ_m = Σ_i softmax(−D_m)[i, y_i]`, `ρ_m = ŝ_m / max_{k≠m} ŝ_k`, `β_m = α·[ρ_m < 1]`,
-    `PCE_m = CE(−D_m, y)`.
+    `ŝ_m = Σ_i softmax(−D_m)[i, y_i]`, `PCE_m = CE(−D_m, y)`; two modalities: `ρ_m = ŝ_m / ŝ_other`,
+    `β_m = α·[ρ_m < 1]`; three or more (BalanceBenchmark): `ρ_m = ŝ_m / min_j ŝ_j`, `β = 0`.
     """
     logits = torch.stack([-euclidean_distances(features[m], prototypes[m]) for m in features])  # (M, B, C)
     log_p = logits.log_softmax(-1)
@@ -108,11 +119,16 @@ def pmr_terms(features: Mapping[str, Tensor], prototypes: Mapping[str, Tensor], 
     pce = -log_p_true.mean(-1)
     with torch.no_grad():
         scores = log_p_true.exp().sum(-1)
-        count = scores.numel()
-        best_other = torch.stack([torch.cat([scores[:i], scores[i + 1:]]).max() for i in range(count)])
-        ratios = scores / best_other.clamp_min(torch.finfo(scores.dtype).tiny)
-        betas = torch.where(ratios < 1, torch.full_like(ratios, alpha), torch.zeros_like(ratios))
+        two = scores.numel() == 2
+        reference = scores.flip(0) if two else scores.min().expand_as(scores)
+        ratios = scores / reference.clamp_min(torch.finfo(scores.dtype).tiny)
+        betas = torch.where((ratios < 1) & two, torch.full_like(ratios, alpha), torch.zeros_like(ratios))
     return scores, ratios, betas, pce
+
+
+def gradient_coefficients(ratios: Tensor) -> Tensor:
+    """BalanceBenchmark's three-modality coefficients `k_m = 1 − tanh(η·ρ_m)` where `ρ_m > 1`, else 1."""
+    return torch.where(ratios > 1, 1 - torch.tanh(ETA * ratios), torch.ones_like(ratios))
 
 
 def class_sums(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -158,6 +174,12 @@ class PMR(Balancer):
         self.prototypes: dict[str, Tensor] = {}
         self.empty_classes = 0
         self.stats = EpochMeans()
+        self.gradient_rule = len(self.modalities) > 2  # BalanceBenchmark's form (module docstring)
+        if self.gradient_rule:
+            self.weights = {m: [p for p in ctx.model.encoders[m].parameters() if p.requires_grad and p.dim() >= 2]
+                            for m in self.modalities}
+            seed = ctx.generator.initial_seed() if ctx.generator is not None else torch.initial_seed()
+            self.noise = torch.Generator(device=ctx.device).manual_seed(seed + _NOISE_SEED_OFFSET)
 
     def active(self, epoch: int) -> bool:
         return self.params.active(epoch)
@@ -205,7 +227,24 @@ class PMR(Balancer):
         self.stats.add("beta", betas if active else torch.zeros_like(betas), labels=self.modalities)
         self.stats.add("rho", ratios, labels=self.modalities)
         self.stats.add("pce", pce, labels=self.modalities)
+        self.ratios = ratios
         return loss
+
+    @torch.no_grad()
+    def after_backward(self, ctx, batch: Batch, out: ModelOutput) -> None:
+        """Three or more modalities, in the window: `g ← k_m·g − N(0, σ²)` on every encoder weight."""
+        if not (self.gradient_rule and self.active(ctx.epoch)):
+            return
+        k = gradient_coefficients(self.ratios)
+        self.stats.add("k", k, labels=self.modalities)
+        for i, m in enumerate(self.modalities):
+            for p in self.weights[m]:
+                if p.grad is None:
+                    continue
+                sigma = ge_noise_std(p.grad)
+                p.grad.mul_(k[i].to(p.grad.dtype))
+                p.grad.sub_(torch.randn(p.grad.shape, generator=self.noise, device=p.grad.device,
+                                        dtype=p.grad.dtype) * sigma)
 
     def coefficients(self) -> dict[str, float]:
         return {**self.stats.read(), "empty_classes": float(self.empty_classes)}

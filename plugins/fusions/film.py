@@ -23,6 +23,8 @@ class FiLMFusion(Fusion):
     """FiLM: one modality's features give a scale γ and shift β for the other's, then a linear classifier."""
 
     name = "film"
+    #: one modality acts on one other
+    max_modalities = 2
     Params = PairParams
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: PairParams) -> None:

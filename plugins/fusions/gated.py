@@ -28,6 +28,8 @@ class GatedFusion(Fusion):
     """Gated fusion: one modality's sigmoid gate times the other's projection, then a linear classifier."""
 
     name = "gated"
+    #: one modality acts on one other
+    max_modalities = 2
     Params = GatedParams
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: GatedParams) -> None:

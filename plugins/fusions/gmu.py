@@ -37,7 +37,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Fusion, FusionOutput, Params, hookimpl
+from mmbench.api import Fusion, FusionOutput, Incompatible, Params, hookimpl
 
 
 class GMUParams(Params):
@@ -138,11 +138,13 @@ class GMUFusion(Fusion):
     name = "gmu"
     Params = GMUParams
     offers_contributions = False
+    #: the released unit mixes two modalities with one gate z and 1 − z
+    max_modalities = 2
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: GMUParams) -> None:
         super().__init__(feature_dims, num_classes, params)
         if len(feature_dims) != 2:
-            raise ValueError(f"gmu fuses exactly two modalities, got {len(feature_dims)}: {list(feature_dims)}")
+            raise Incompatible(f"gmu fuses exactly two modalities, got {len(feature_dims)}: {list(feature_dims)}")
         self.unit = GMUUnit(feature_dims, params)
         self.classifier = MaxoutClassifier(params.hidden, num_classes, params)
         if params.init_range is not None:

@@ -55,6 +55,7 @@ class MMBTFusion(Fusion):
     Params = MMBTParams
     drives_encoders = True
     single_stream = True
+    max_modalities = 2
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: MMBTParams) -> None:
         if len(feature_dims) != 2:

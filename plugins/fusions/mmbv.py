@@ -61,6 +61,7 @@ class MMBVFusion(ConcatFusion):
     Params = MMBVParams
     drives_encoders = True
     equal_dims = True
+    max_modalities = 2
     offers_contributions = True
 
     def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: MMBVParams) -> None:

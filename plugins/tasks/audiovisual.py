@@ -34,10 +34,19 @@ from torch.utils.data import Dataset
 
 from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
 from mmbench.data.media import fit_length, log_spectrogram, read_frames, resample
-from mmbench.data.prepare import (ARRAYS, Item, checked_raw, kept_hash, prepare_samples, raw_error,
-                                  read_samples)
-from mmbench.data.prepared import read_manifest, write_manifest
-from mmbench.data.splits import SplitFiles, stratified_holdout
+from mmbench.data.prepare import (
+    ARRAYS,
+    Item,
+    checked_raw,
+    prepare_samples,
+    raw_error,
+    read_samples,
+    split_rows,
+    split_size_problems,
+    write_prepared_manifest,
+)
+from mmbench.data.prepared import read_manifest
+from mmbench.data.splits import SplitFiles
 from mmbench.data.store import PreparedArrays
 from mmbench_plugins.tasks import waveform as wave
 
@@ -279,13 +288,11 @@ class AudioVisualTask(Task):
         outcome = prepare_samples(Path(self.root), self.name, items, self.processor(), settings, partial=partial,
                                   workers=workers, ragged=frozenset({"frames", "waveform"} & self.fields()),
                                   annotations=self.annotation_problems(raw))
-        kept = {i.id for i in outcome.kept}
-        counts = {split: sum(1 for i, _ in pairs if i in kept) for split, pairs in self.lists().items()}
-        complete = not outcome.missing and not outcome.bad
-        write_manifest(Path(self.root), Manifest(
-            task=self.name, version=self.version, split_hashes=self.split_files().hashes,
-            preprocessing=self.preprocessing(), partial=partial, counts=counts,
-            kept=None if complete else kept_hash(sorted(kept))))
+        write_prepared_manifest(Path(self.root), self.name, self.version, self.split_files().hashes,
+                                self.preprocessing(), partial, outcome, self._listed())
+
+    def _listed(self) -> dict[str, list[str]]:
+        return {split: [i for i, _ in pairs] for split, pairs in self.lists().items()}
 
     def _manifest(self) -> Manifest:
         """The root's manifest; a missing or malformed root names the raw layout prepare reads."""
@@ -300,17 +307,7 @@ class AudioVisualTask(Task):
     def splits(self) -> dict[str, Dataset]:
         self._manifest()
         arrays = PreparedArrays(Path(self.root) / ARRAYS)
-        ids, _ = read_samples(Path(self.root))
-        row_of = {sample: row for row, sample in enumerate(ids)}
-        parts = {split: [(row_of[i], y) for i, y in pairs if i in row_of] for split, pairs in self.lists().items()}
-        if "val" not in parts:
-            train = parts["train"]
-            kept, held = stratified_holdout([y for _, y in train], self.params.val_fraction, self.params.val_seed)
-            parts["train"], parts["val"] = [train[p] for p in kept], [train[p] for p in held]
-        for split, pairs in parts.items():
-            if not pairs:
-                raise DataError(f"the prepared {self.name!r} root {self.root} holds no sample of the {split} split; "
-                                f"prepare it again from a copy that has some")
+        parts = split_rows(Path(self.root), self.name, self.lists(), self.params.val_fraction, self.params.val_seed)
         random_pick = self.params.train_frames == "random"
         audio_input = functools.partial(spectrogram_input, arrays)
         if self.reads_waveform:
@@ -356,13 +353,5 @@ class AudioVisualTask(Task):
         empty = [ids[i] for i in range(min(len(ids), len(arrays))) if arrays.rows("frames", i) == 0]
         if empty:
             problems.append(f"{len(empty)} clips have no frame, e.g. {empty[0]}")
-        kept = set(ids)
-        for split, pairs in self.lists().items():
-            have = sum(1 for i, _ in pairs if i in kept)
-            if manifest.partial or manifest.kept is not None:
-                if have != manifest.counts.get(split):
-                    problems.append(f"{split}: {have} samples, but prepare kept {manifest.counts.get(split)}")
-            elif have != len(pairs):
-                problems.append(f"{split}: {have} samples, the shipped list names {len(pairs)} "
-                                f"({len(pairs) - have} missing; see prepare-report.json)")
-        return problems
+        return problems + split_size_problems(manifest.partial, manifest.kept is not None, manifest.counts, set(ids),
+                                              self._listed())

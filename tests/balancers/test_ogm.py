@@ -75,15 +75,16 @@ def test_ge_noise_std_vector():
     assert ge_noise_std(torch.tensor([[0.5]])).item() == pytest.approx(1e-8)  # no NaN for one element
 
 
-def test_three_modalities_ratio_against_mean_of_others():
-    logits = {m: torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i, m in enumerate("abc")}
-    y = torch.arange(8) % 4
-    scores, ratios, coeffs = ogm_coefficients(logits, y, 0.5)
-    s = [logits[m].softmax(-1)[torch.arange(8), y].sum().item() for m in "abc"]
-    for i in range(3):
-        rho = s[i] / ((sum(s) - s[i]) / 2)
-        assert ratios[i].item() == pytest.approx(rho, rel=RTOL)
-        assert coeffs[i].item() == pytest.approx(1 - math.tanh(0.5 * rho) if rho > 1 else 1.0, rel=RTOL)
+def test_three_modalities_follow_balancebenchmark_correct_samples_and_the_weakest_modality():
+    # B = 2, C = 2, y = (0, 1). a: both correct, softmax(cos) of the true class 0.195262 + 0.120259;
+    # v: only sample 2 correct, 0.195262; t: only sample 1 correct, 1 / (1 + e^(1 - cos 1)) = 0.387058.
+    # rho = s / min s = (1.615865, 1, 1.982203); k = 1 - tanh(0.5 rho) where rho > 1
+    logits = {"a": torch.tensor([[2.0, 0.0], [0.0, 3.0]]), "v": torch.tensor([[0.0, 1.0], [0.0, 2.0]]),
+              "t": torch.tensor([[1.0, 0.0], [1.0, 0.0]])}
+    scores, ratios, coeffs = ogm_coefficients(logits, torch.tensor([0, 1]), 0.5)
+    assert scores.tolist() == pytest.approx([0.315524, 0.195266, 0.387058], rel=1e-5)
+    assert ratios.tolist() == pytest.approx([1.615865, 1.0, 1.982203], rel=1e-5)
+    assert coeffs.tolist() == pytest.approx([0.331552, 1.0, 0.242168], rel=1e-5)
 
 
 def test_underflowed_scores_give_no_nan():

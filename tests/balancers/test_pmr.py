@@ -13,8 +13,15 @@ from mmbench.training.context import TrainContext
 from mmbench.training.engine import build_model, collate, task_loss_fn
 from mmbench.training.optim import build_optimizer
 from mmbench.schema.recipe import OptimizerConfig
-from mmbench.testing import tiny_components, train_tiny
-from mmbench_plugins.balancers.pmr import PMR, class_means, euclidean_distances, pmr_terms, update_prototypes
+from mmbench.testing import tiny_components, tiny_context, train_tiny
+from mmbench_plugins.balancers.pmr import (
+    PMR,
+    class_means,
+    euclidean_distances,
+    gradient_coefficients,
+    pmr_terms,
+    update_prototypes,
+)
 
 RTOL = 1e-5
 Z_A = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -0.5]])
@@ -54,15 +61,46 @@ def test_spec_vector_prototype_ema():
     _close(update_prototypes(fresh, counts, old, 0.2, False, fallback), [[2, 1], [1, 1.5]])  # no mixing
 
 
-def test_tie_gives_no_extra_term_and_three_modalities_boost_all_but_the_leader():
+def test_tie_gives_no_extra_term():
     z = {"a": Z_A, "b": Z_A.clone()}
     c = {"a": C_A, "b": C_A.clone()}
     _, ratios, betas, _ = pmr_terms(z, c, Y, alpha=2.0)
     _close(ratios, [1.0, 1.0])
     _close(betas, [0.0, 0.0])
-    _, _, betas, _ = pmr_terms({"a": Z_A, "v": Z_V, "w": Z_V * 0.5}, {"a": C_A, "v": C_V, "w": C_V * 0.5},
-                               Y, alpha=3.0)
-    _close(betas, [0.0, 3.0, 3.0])
+
+
+def test_three_modalities_compare_with_the_weakest_and_scale_gradients_instead():
+    # w = v at half scale: its distances halve, ŝ_w = Σ_i softmax(−D_v/2)[i, y_i] = 1.405409 (by hand from the
+    # spec's D_v); ρ = ŝ / ŝ_w; BalanceBenchmark: no PCE term, k = 1 − tanh(0.01 ρ) where ρ > 1
+    scores, ratios, betas, _ = pmr_terms({"a": Z_A, "v": Z_V, "w": Z_V * 0.5}, {"a": C_A, "v": C_V, "w": C_V * 0.5},
+                                         Y, alpha=3.0)
+    _close(scores, [2.36268, 1.47752, 1.405409])
+    _close(ratios, [1.681134, 1.051312, 1.0])
+    _close(betas, [0.0, 0.0, 0.0])
+    _close(gradient_coefficients(ratios), [0.983190, 0.989487, 1.0])
+
+
+def test_three_modalities_scale_and_perturb_each_encoder_s_weight_gradients():
+    modalities = [{"name": "fast", "dim": 16, "signal": 5.0, "coverage": 0.8, "code": "linear"},
+                  {"name": "slow", "dim": 64, "signal": 2.5, "coverage": 1.0, "code": "sign"},
+                  {"name": "mid", "dim": 16, "signal": 2.0, "coverage": 1.0, "code": "linear"}]
+    components = tiny_components(PMR, task_params={"modalities": modalities})
+    balancer, ctx, batch = tiny_context(components)
+    balancer.prototypes = {m: torch.zeros(4, 8) for m in ("fast", "slow", "mid")}
+    out = ctx.model(batch.inputs)
+    loss = balancer.loss(ctx, batch, out)
+    torch.testing.assert_close(loss, ctx.task_loss(out.logits, batch.label))  # no PCE term
+    loss.backward()
+    before = {m: [p.grad.clone() for p in balancer.weights[m]] for m in balancer.weights}
+    bias = next(p for p in ctx.model.encoders["fast"].parameters() if p.dim() == 1)
+    bias_before = bias.grad.clone()
+    balancer.after_backward(ctx, batch, out)
+    k = gradient_coefficients(balancer.ratios)
+    for i, m in enumerate(("fast", "slow", "mid")):
+        for p, g in zip(balancer.weights[m], before[m]):
+            noise = k[i] * g - p.grad  # what was subtracted: N(0, σ²), σ = std(g) + 1e-8
+            assert not torch.equal(p.grad, g) and noise.std() == pytest.approx(float(g.std()), rel=0.5)
+    assert torch.equal(bias.grad, bias_before)  # biases untouched
 
 
 # ---------------------------------------------------------------------------------------- safeguards
