@@ -87,3 +87,15 @@ def test_republishing_a_trial_with_another_validation_score_replaces_it_and_says
     [report] = publish(run("second", [trial(0, 0.75), chosen(0, 0.9)]), tmp_path / "boards")
     assert (report.added, len(report.replaced), report.unchanged) == (0, 1, 1)
     assert lb.read(tmp_path / "boards" / "synthetic-tuned.json").entries[0].search.trial_scores == [0.75]
+
+
+def test_a_tuned_entry_is_labelled_by_its_balancer_and_its_choices_are_in_the_tuning_section():
+    def with_overrides(r):
+        return r.model_copy(update={"balancer": r.balancer.model_copy(update={"overrides": {"alpha": 0.2, "beta": 1}})})
+
+    board = board_of([with_overrides(r) for r in
+                      (trial(0, 0.70), trial(1, 0.90), chosen(0, 0.88), chosen(1, 0.86))])
+    ranking = md.render_markdown(board).split("## Tuning")[0]
+    assert "| ogm " in ranking and "alpha=0.2, beta=1" not in ranking
+    untuned = md.render_markdown(board_of([with_overrides(record(0, "ogm"))]))
+    assert "| ogm (alpha=0.2, beta=1) " in untuned

@@ -40,8 +40,10 @@ def _device_label(entry: Entry) -> str:
 
 def _balancer_label(entry: Entry) -> str:
     """The balancer with the parameters set away from their defaults, so two entries of one balancer differ,
-    and the third-party distributions (with versions) that provided the cell's components."""
-    changed = ", ".join(f"{k}={v}" for k, v in sorted(entry.balancer.overrides.items()))
+    and the third-party distributions (with versions) that provided the cell's components. A tuned entry's
+    parameters are those its search chose: the Tuning section lists them."""
+    overrides = {} if entry.search else entry.balancer.overrides
+    changed = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     label = f"{entry.balancer.name} ({changed})" if changed else entry.balancer.name
     plugins = ", ".join(f"{d} {v}".strip() for d, v in sorted(entry.plugin_versions.items()) if d != "mmbench")
     return _text(f"{label} [{plugins}]" if plugins else label)

@@ -43,6 +43,12 @@ Differences from the official code and why:
   seed 0 (83.9 %, against 91.4 / 89.3 % for seeds 1–2) is the dynamic rule at work: identical to UDA for
   epochs 0–1, then the validation loss rose (q^V = 1.13), λ became 1.66 for epoch 3 (case 1), the training
   loss rose from 0.86 to 1.14–1.26 and the slow branch never left chance.
+  The published run of `grids/synthetic.yaml` (leaderboards/synthetic.*) shows the same rule running away:
+  with gmu, seed 2 diverged. Its validation loss rose 0.59 -> 0.72 -> 1.24 (q^V 1.08: λ 1.43 for epoch 3,
+  case 1), then to 8.03 (q^V 1.30: λ 2.86, case 4), then q^V 4.03 made λ = 4.03^N q_T^K = 239 and the training
+  loss reached 1.8e31 in epoch 4 (non-finite in epoch 5). Seeds 0 and 1 recovered (89.1 / 92.9 %). λ_i is
+  λ (q^V)^N (q^T)^K with no bound in the paper or the notebook, so a rising validation loss feeds a larger
+  consistency weight: nothing here caps it (it would not be the method).
 Safeguard: a non-finite ratio R (only possible from a non-finite validation loss) falls back to R = 1.
 """
 
