@@ -352,7 +352,7 @@ def _task_params(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            typer.echo(f"--param {pair!r}: write KEY=VALUE", err=True)
+            typer.echo(f"--param {pair!r}: expected KEY=VALUE", err=True)
             raise typer.Exit(2)
         params[key.strip()] = yaml.safe_load(value) if value else ""
     return params
