@@ -349,6 +349,8 @@ class ModelOutput:
     contributions: dict[str, Tensor] = field(default_factory=dict)
     unimodal: dict[str, Tensor] = field(default_factory=dict)
     dropped: frozenset[str] = frozenset()
+    #: what the fusion read (pooled features, or token sequences for a fusion over tokens)
+    fusion_inputs: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Balancer:

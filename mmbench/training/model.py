@@ -79,7 +79,7 @@ class MultimodalModel(nn.Module):
         if self.fusion is None:
             return ModelOutput(None, features, {}, unimodal, frozenset(drop))
         fused = self.fusion(kept)
-        return ModelOutput(fused.logits, features, fused.contributions, unimodal, frozenset(drop))
+        return ModelOutput(fused.logits, features, fused.contributions, unimodal, frozenset(drop), kept)
 
     def without(self, inputs: Mapping[str, Inputs], drop: Collection[str]) -> dict[str, Inputs]:
         """The inputs with each dropped modality replaced by its encoder's absent input."""

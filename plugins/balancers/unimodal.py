@@ -20,19 +20,12 @@ class Unimodal(Balancer):
     is_reference = True
     requires = Requirements(unimodal_heads=True, min_modalities=1)
 
-    def train_step(self, ctx, batch) -> tuple[torch.Tensor, ModelOutput]:
-        """The default step, except that the fusion reads detached copies of what it reads — pooled features,
-        or token sequences for a fusion over tokens (which the pooled features in `ModelOutput` are not)."""
-        ctx.optimizer.zero_grad(set_to_none=True)
-        with ctx.autocast():
-            encoded = ctx.model.fusion_inputs(batch.inputs)
-            out = ctx.model.head(encoded)
-            fused = ctx.model.fusion({m: z.detach() for m, z in encoded.items()}).logits
-            loss = ctx.task_loss(fused, batch.label) + sum(ctx.task_loss(logits, batch.label)
-                                                           for logits in out.unimodal.values())
-        loss.backward()
-        self.optimizer_step(ctx)
-        return loss.detach(), out
+    def loss(self, ctx, batch, out: ModelOutput) -> torch.Tensor:
+        """The fusion is fitted on detached copies of what it read (pooled features, or token sequences for a
+        fusion over tokens), so no gradient of the fused loss reaches an encoder."""
+        y = batch.label
+        fused = ctx.model.fusion({m: z.detach() for m, z in out.fusion_inputs.items()}).logits
+        return ctx.task_loss(fused, y) + sum(ctx.task_loss(logits, y) for logits in out.unimodal.values())
 
 
 @hookimpl
