@@ -311,6 +311,12 @@ def test_evaluation_runs_each_set_of_dropped_modalities_once(monkeypatch):
     head = MultimodalModel.head
     monkeypatch.setattr(MultimodalModel, "head",
                         lambda self, features, drop=(): drops.append(set(drop)) or head(self, features, drop))
+    from mmbench.training import engine
+
+    scored = []
+    compute = engine.metric_lib.compute
+    monkeypatch.setattr(engine.metric_lib, "compute", lambda *args: scored.append(args[1]) or compute(*args))
     scores = evaluate(ctx, balancer, [batch])
     assert drops == [set(), {"fast"}, {"slow"}]  # with two modalities, "fast" alone is "slow" missing
     assert scores.unimodal["fast"] == scores.missing_modality["slow"]
+    assert len(scored) == 3  # and the same predictions are scored once: fused, fast alone, slow alone

@@ -107,3 +107,25 @@ def test_ece_uses_fifteen_equal_width_bins():
     probs = logits.softmax(-1)
     assert out == pytest.approx(_ece(probs, target, 15), rel=1e-4)
     assert abs(_ece(probs, target, 10) - _ece(probs, target, 15)) > 1e-3  # the case tells 10 from 15 bins
+
+
+def test_ties_absent_classes_and_label_free_columns_score_as_scikit_learn_does():
+    from sklearn.metrics import average_precision_score, f1_score
+
+    # scores rounded to one decimal: many ties, which form one threshold each
+    gen = torch.Generator().manual_seed(3)
+    target = (torch.rand(60, 4, generator=gen) < 0.4).long()
+    target[:, 3] = 0  # a label no sample has: its AP and F1 are 0 and still count in the macro averages
+    logits = torch.logit((torch.rand(60, 4, generator=gen) * 10).round().clamp(1, 9) / 10)
+    out = metrics.compute(["map_macro", "map_micro", "f1_macro"], logits, target, 4, multilabel=True)
+    probs, y = logits.sigmoid().numpy(), target.numpy()
+    assert out == pytest.approx({
+        "map_macro": average_precision_score(y[:, :3], probs[:, :3], average=None).sum() / 4,
+        "map_micro": average_precision_score(y, probs, average="micro"),
+        "f1_macro": f1_score(y, (probs > 0.5).astype(int), average="macro", zero_division=0),
+    }, rel=1e-5)
+    # single label: a class neither present nor predicted is left out of the macro-F1, as scikit-learn does
+    logits = torch.tensor([[3.0, 0, 0, 0], [0, 3.0, 0, 0], [3.0, 0, 0, 0]])
+    target = torch.tensor([0, 1, 1])
+    macro = metrics.compute(["macro_f1"], logits, target, 4, multilabel=False)["macro_f1"]
+    assert macro == pytest.approx(f1_score([0, 1, 1], [0, 1, 0], average="macro")) == pytest.approx((2 / 3 + 2 / 3) / 2)

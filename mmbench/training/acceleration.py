@@ -9,6 +9,7 @@ them on a CPU by handing them a CUDA device object.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -24,14 +25,24 @@ MAX_LOADER_WORKERS = 8
 def configure_backends(device: torch.device, recipe: TrainRecipe) -> None:
     """Process-wide flags, set afresh for every cell (a worker process runs many)."""
     if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_kernels(True, recipe)
         torch.set_num_threads(recipe.cpu_threads)
     elif device.type == "cuda":
         if recipe.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
-        torch.use_deterministic_algorithms(recipe.deterministic, warn_only=True)
+        _deterministic_kernels(recipe.deterministic, recipe)
         torch.backends.cudnn.deterministic = recipe.deterministic
         torch.backends.cudnn.benchmark = not recipe.deterministic  # autotuning picks kernels by timing them
+
+
+def _deterministic_kernels(mode: bool, recipe: TrainRecipe) -> None:
+    """Deterministic kernels on or off (warning where an operation has none). `torch.use_deterministic_algorithms`
+    also sets the flag of torch.compile's backend, importing the compiler (seconds); a cell that does not compile
+    sets the kernel flag alone, unless the compiler is loaded already (its flag must then follow)."""
+    if recipe.compile or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=True)
 
 
 def usable_cpus() -> int:

@@ -183,8 +183,14 @@ def evaluate(ctx: TrainContext, balancer: Balancer, loader: DataLoader) -> Split
     model.train(was_training)
     y = torch.cat(labels)
 
+    scored: dict[tuple[int, ...], dict[str, float]] = {}
+
     def score(chunks: list[Tensor]) -> dict[str, float]:
-        return metric_lib.compute(task.metrics, torch.cat(chunks), y, task.num_classes, task.multilabel)
+        # the same predictions are scored once ("a alone" and "b missing" share their tensors)
+        key = tuple(map(id, chunks))
+        if key not in scored:
+            scored[key] = metric_lib.compute(task.metrics, torch.cat(chunks), y, task.num_classes, task.multilabel)
+        return scored[key]
 
     def loss_of(chunks: list[Tensor]) -> float:
         return float(ctx.task_loss(torch.cat(chunks), y))
@@ -269,7 +275,6 @@ def train(
     """Train one cell and evaluate the model selected on validation. Raises on errors; the runner records them.
 
     With `evaluate_test=False` (a search trial) the test split is dropped unread: no loader, no evaluation."""
-    metric_lib.load()  # import the metric library before any timing starts
     generator = seed_everything(seed)
     device = resolve_device(recipe.device)
     acceleration.configure_backends(device, recipe)
