@@ -40,16 +40,23 @@ class SchemaName(str, Enum):
     leaderboard = "leaderboard"
 
 
+#: the built-in executors that train in worker processes forked from `mmbench.running.worker_server`
+WORKER_EXECUTORS = frozenset({"local", "gpus"})
+
 PLUGINS_DIR = typer.Option(None, "--plugins-dir", help="also load the plugin modules (*.py) of this folder, "
                                                        "without installing them; may be repeated")
 
 
-def _registry(plugins_dir: list[Path] | None = None) -> registry_lib.Registry:
+def _registry(plugins_dir: list[Path] | None = None, warm_up_workers: bool = False) -> registry_lib.Registry:
     """The installed plugins (and those of `plugins_dir`); broken ones are named in one line (`mmbench plugins`
     shows the details). The folders go into the environment so that worker processes load them too."""
     if plugins_dir:
         os.environ[registry_lib.PLUGINS_DIR_VARIABLE] = os.pathsep.join(str(p.resolve()) for p in plugins_dir)
         registry_lib.default.cache_clear()
+    if warm_up_workers:  # their server imports torch on a spare core while this process loads the plugins
+        from mmbench.running import worker_server
+
+        worker_server.warm_up()
     registry = registry_lib.default()
     if registry.problems:
         names = sorted({p.plugin for p in registry.problems})
@@ -124,7 +131,7 @@ def run(
     from mmbench.running.runner import run_grid
     from mmbench.running.store import RunStoreError
 
-    registry = _registry(plugins_dir)
+    registry = _registry(plugins_dir, warm_up_workers=executor in WORKER_EXECUTORS)
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / (f"{grid.name}-fake" if fake_data else grid.name)
     try:

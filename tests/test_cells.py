@@ -186,3 +186,12 @@ def test_a_change_to_the_evaluation_code_changes_the_benchmark_version(registry,
     monkeypatch.setattr(cells_module, "evaluation_protocol", lambda: "best-validation/changed")
     changed = _only_cell(IDENTITY_GRID, registry)
     assert changed.benchmark_version != base.benchmark_version and changed.cell_id == base.cell_id
+
+
+def test_a_fake_data_cell_is_one_epoch_of_two_sample_batches_with_the_grids_optimizer(registry):
+    text = TINY_GRID.replace("epochs: 2", "epochs: 7\n  eval_batch_size: 16")
+    [real, *_] = expand(grid_lib.parse(text, registry), registry)
+    [fake, *_] = expand(grid_lib.parse(text, registry), registry, fake_data=True)
+    assert (fake.train.epochs, fake.train.batch_size, fake.train.eval_batch_size) == (1, 2, 2)
+    assert (real.train.epochs, real.train.batch_size, real.train.eval_batch_size) == (7, 32, 16)
+    assert fake.train.optimizer == real.train.optimizer and fake.train.device == real.train.device

@@ -8,7 +8,7 @@ import pytest
 from mmbench.running.executors import CellStarted, ExecutorError
 from mmbench.running.runner import run_grid
 from mmbench.schema import grid as grid_lib
-from mmbench_plugins.executors import gpus
+from mmbench_plugins.executors import gpus, workers
 from tests.conftest import TINY_GRID, Spy, results_without_timings
 
 #: two cells of a few seconds each, so a kill after the first epoch lands mid-cell
@@ -75,12 +75,12 @@ def test_a_grid_naming_another_gpu_than_the_workers_own_is_refused(tmp_path, reg
 
 
 def test_cpu_slices_are_disjoint_and_equal(monkeypatch):
-    monkeypatch.setattr(gpus.os, "sched_getaffinity", lambda pid: set(range(10)))
-    assert gpus.cpu_slices(3) == [{0, 1, 2}, {3, 4, 5}, {6, 7, 8}]
-    assert gpus.cpu_slices(11) == [None] * 11
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(10)))
+    assert workers.cpu_slices(3) == [{0, 1, 2}, {3, 4, 5}, {6, 7, 8}]
+    assert workers.cpu_slices(11) == [None] * 11
 
 
 def test_nothing_to_run_starts_no_worker(monkeypatch):
     fake_gpus(monkeypatch, ["0"])
-    monkeypatch.setattr(gpus, "_Slot", lambda *args: pytest.fail("a worker was started"))
+    monkeypatch.setattr(workers, "Slot", lambda *args: pytest.fail("a worker was started"))
     gpus.GpusExecutor(gpus.GpusParams()).run([], lambda event: pytest.fail("an event"), None, None)

@@ -176,7 +176,7 @@ def test_bad_executor_parameters_exit_2_before_the_run_directory_exists(tiny_gri
     out = tmp_path / "run"
     for args, message in [
         (["--executor", "local", "-x", "nope=1"], "cannot run: executor 'local': nope: unknown parameter "
-                                                  "(its parameters: none)"),
+                                                  "(its parameters: workers, max_retries)"),
         (["--executor", "gpus", "-x", "cells_per_gpu"], "executor 'gpus': parameter 'cells_per_gpu' is not KEY=VALUE"),
         (["--executor", "gpus", "-x", "cells_per_gpu=two"], "cells_per_gpu: Input should be a valid integer, unable to "
                                                             "parse string as an integer (got 'two')"),

@@ -76,3 +76,12 @@ def test_publish_is_idempotent_and_refuses_another_benchmark_version(run_dir, tm
     written.write_text(json.dumps(data))
     with pytest.raises(lb.LeaderboardError, match="holds benchmark version '0-old'"):
         publish(run_dir, target)
+
+
+def test_an_unreadable_leaderboard_is_an_error_naming_the_file(tmp_path):
+    torn = tmp_path / "torn.json"
+    torn.write_text('{"schema": "mmbench.leaderboard/1", "entr')
+    with pytest.raises(lb.LeaderboardError, match=rf"^cannot read leaderboard {torn}: Unterminated string"):
+        lb.read(torn)
+    with pytest.raises(lb.LeaderboardError, match=rf"^cannot read leaderboard {tmp_path / 'absent.json'}: "):
+        lb.read(tmp_path / "absent.json")

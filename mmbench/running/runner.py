@@ -99,10 +99,12 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor |
     """Run every unfinished cell of `grid` into `out_dir`, then aggregate and write the leaderboards (and their
     figures when `plots`).
 
-    The run directory is locked for the whole run; results are saved as each cell finishes.
+    The run directory is locked for the whole run; results are saved as each cell finishes. Without an
+    `executor`, cells run in this process, one after another (the command line's default runs CPU cells side
+    by side in worker processes).
     """
     console = console or Console(stderr=True)
-    executor = executor or build_executor(registry)
+    executor = executor or build_executor(registry, "local", {"workers": 1})
     store = RunStore(out_dir)
     if grid.search is None:
         cells = expand(grid, registry, data_root, fake_data)

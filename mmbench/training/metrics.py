@@ -39,7 +39,7 @@ def _f1(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
 def _indicator_f1(pred: Tensor, true: Tensor, average: str) -> Tensor:
     """F1 of indicator matrices (N, K) averaged as scikit-learn's f1_score(average=...)."""
     if average == "samples":  # each sample's F1 over its labels, then the mean over samples
-        return _indicator_f1(pred.T, true.T, "macro")
+        return _f1(*_f1_counts(pred.T, true.T)).mean()
     tp, fp, fn = _f1_counts(pred, true)
     if average == "micro":
         return _f1(tp.sum(), fp.sum(), fn.sum())
@@ -67,7 +67,7 @@ def _average_precision(scores: Tensor, true: Tensor) -> Tensor:
     scores, order = scores.sort(0, descending=True)
     hits = true.float().gather(0, order)
     tps = hits.cumsum(0)
-    ranks = torch.arange(1, len(scores) + 1, dtype=tps.dtype, device=tps.device).unsqueeze(1)
+    ranks = torch.arange(1, len(scores) + 1, device=tps.device).unsqueeze(1)
     last_of_tie = torch.ones_like(scores, dtype=torch.bool)
     last_of_tie[:-1] = scores[1:] != scores[:-1]
     # true positives up to the latest threshold; their increase is each threshold's gain in recall
@@ -88,7 +88,7 @@ def _calibration_error(logits: Tensor, target: Tensor, num_classes: int) -> Tens
 
 
 def _multiclass_ap(logits: Tensor, target: Tensor, num_classes: int, average: str) -> Tensor:
-    probs, true = logits.softmax(-1), _one_hot(target, num_classes)
+    probs, true = logits.softmax(1), _one_hot(target, num_classes)
     if average == "micro":
         return _average_precision(probs.reshape(-1, 1), true.reshape(-1, 1))[0]
     return _average_precision(probs, true).mean()
