@@ -3,6 +3,7 @@
 import pytest
 
 from mmbench.schema import grid as grid_lib
+from mmbench.schema.yaml_text import YamlProblem, load_yaml
 from tests.conftest import TINY_GRID
 
 
@@ -97,3 +98,15 @@ def test_broken_yaml_reports_the_line(registry):
     _, error = problems_of("name: x\nseeds: [0]\ntasks: [synthetic\nfusions: [concat]\n", registry)
     assert "not valid YAML" in error.problems[0].message
     assert error.problems[0].line == 4  # where the parser found the unclosed flow sequence
+
+
+@pytest.mark.parametrize(("text", "message", "line"), [
+    ("a: 1\nb: [1, 2\n", "not valid YAML: expected ',' or ']', but got '<stream end>'", 3),
+    ('a: 1\nb: "open\n', "not valid YAML: found unexpected end of stream", 3),
+    ("a: 1\n\tb: 2\n", "a tab character: YAML indents with spaces only", 2),
+    ("a: 1\n---\nb: 2\n", "a grid file holds one YAML document; a second one ('---') starts here", 2),
+])
+def test_a_yaml_error_is_one_line_naming_the_problem_and_its_line(text, message, line):
+    with pytest.raises(YamlProblem) as raised:
+        load_yaml(text)
+    assert (raised.value.message, raised.value.line) == (message, line)

@@ -7,6 +7,7 @@ import pytest
 
 from mmbench.schema import grid as grid_lib
 from mmbench.running.runner import run_grid
+from mmbench import files
 from mmbench.files import atomic_write_text
 from mmbench.running.store import RunStore, RunStoreError
 from tests.conftest import TINY_GRID
@@ -75,3 +76,14 @@ def test_a_torn_cell_file_is_re_run_on_resume(tmp_path, registry):
     second = run_grid(grid, registry, tmp_path)
     assert second.resumed == 3 and second.counts == {"ok": 4}
     assert json.loads(torn.read_text())["status"] == "ok"
+
+
+def test_written_files_get_the_mode_a_plain_open_would_give(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        assert files._file_mode() == 0o640
+        assert os.umask(0o027) == 0o027  # and the process's umask is left as it was
+    finally:
+        os.umask(previous)
+    files.atomic_write_text(tmp_path / "result.json", "{}")
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == files.FILE_MODE
