@@ -1,0 +1,57 @@
+"""Wall time of the quickstart's run (`mmbench run --matrix grids/quickstart.yaml` into a fresh directory), from
+starting the process to its exit, median over rounds.
+
+With `--against PYTHON`, that interpreter (another installation of mmbench, e.g. an older commit's) runs the
+same command too, in alternating order within each round, so load drifting on a shared machine falls on both
+alike; the ratio of the medians is the figure to quote.
+
+    python benchmarks/quickstart_wall.py [--rounds 5] [--against /path/to/other/python] [-x workers=1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GRID = Path(__file__).resolve().parent.parent / "grids" / "quickstart.yaml"
+#: the console script's body, so that any installation runs it the same way
+COMMAND = "import sys; from mmbench.cli import app; sys.argv[0] = 'mmbench'; app()"
+
+
+def run_once(python: str, extra: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        subprocess.run([python, "-c", COMMAND, "run", "--matrix", str(GRID), "--out", out, *extra], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--against", help="another interpreter with mmbench installed, run alternately")
+    parser.add_argument("-x", action="append", default=[], help="an executor parameter for this installation")
+    args = parser.parse_args()
+    sides = {"this": (sys.executable, [arg for x in args.x for arg in ("-x", x)])}
+    if args.against:
+        sides["against"] = (args.against, [])
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for round_ in range(args.rounds):
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        for name in order:
+            times[name].append(run_once(*sides[name]))
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} {times[n][-1]:.1f} s" for n in sides), flush=True)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        print(f"{name}: median {medians[name]:.1f} s (min {min(values):.1f}, max {max(values):.1f})")
+    if args.against:
+        print(f"this / against: {medians['this'] / medians['against']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
