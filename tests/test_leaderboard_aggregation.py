@@ -222,3 +222,25 @@ def test_the_papers_number_and_the_difference_are_shown_when_the_grid_names_them
     assert "| 61.20 " in row and "| +0.80 " in row
     [joint] = [line for line in ranking.splitlines() if line.startswith("| ") and "| joint " in line]
     assert joint.count("| – ") >= 2
+
+
+def test_a_metric_no_seed_reported_keeps_a_none_per_seed():
+    assert lb._stat([None, None]).model_dump() == {"mean": None, "std": None, "per_seed": [None, None]}
+
+
+def test_a_run_over_two_benchmarks_writes_a_board_and_figures_per_benchmark(tmp_path):
+    synthetic = [record(s, coefficients=({"k": 1.0}, {"k": 2.0})) for s in (0, 1)]
+    other = [r.model_copy(update={"benchmark": "other", "task": r.task.model_copy(update={"name": "other"})})
+             for r in synthetic]  # the same benchmark version string, another benchmark
+    paths = lb.write_run_leaderboards(synthetic + other, tmp_path, plots=True)
+    assert sorted(p.name for p in paths) == ["leaderboard.other.json", "leaderboard.synthetic.json"]
+    for name in ("other", "synthetic"):
+        board = lb.read(tmp_path / f"leaderboard.{name}.json")
+        [entry] = board.entries
+        figures = sorted(p.name for p in (tmp_path / f"leaderboard.{name}-plots").iterdir())
+        assert figures == sorted([f"{entry.id}-curves.png", f"{entry.id}-coefficients.png", "modalities.png"])
+        text = (tmp_path / f"leaderboard.{name}.md").read_text()
+        assert f"leaderboard.{name}-plots/{entry.id}-curves.png" in text and "modalities.png" in text
+    [single] = lb.write_run_leaderboards(synthetic, tmp_path / "one", plots=False)
+    assert single.name == "leaderboard.json" and not list((tmp_path / "one").glob("*-plots"))
+    assert ".png" not in single.with_suffix(".md").read_text()

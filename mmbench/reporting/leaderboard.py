@@ -214,6 +214,7 @@ def write_run_leaderboards(results: list[CellResult], out_dir: Path, plots: bool
     paths = []
     for board in boards:
         path = run_leaderboard_path(out_dir, board, several=len(boards) > 1)
-        write(board, path, [r for r in results if r.benchmark_version == board.benchmark_version] if plots else None)
+        own = [r for r in results if (r.benchmark, r.benchmark_version) == (board.benchmark, board.benchmark_version)]
+        write(board, path, own if plots else None)
         paths.append(path)
     return paths
