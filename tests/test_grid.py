@@ -3,7 +3,7 @@
 import pytest
 
 from mmbench.schema import grid as grid_lib
-from mmbench.schema.yaml_text import YamlProblem, load_yaml
+from mmbench.schema.yaml_text import YamlProblem, decode, load_yaml
 from tests.conftest import TINY_GRID
 
 
@@ -105,8 +105,18 @@ def test_broken_yaml_reports_the_line(registry):
     ('a: 1\nb: "open\n', "not valid YAML: found unexpected end of stream", 3),
     ("a: 1\n\tb: 2\n", "a tab character: YAML indents with spaces only", 2),
     ("a: 1\n---\nb: 2\n", "a grid file holds one YAML document; a second one ('---') starts here", 2),
+    ("a: 1\nb: t\x07iny\n", "not valid YAML: unacceptable character #x0007: special characters are not allowed",
+     2),
 ])
 def test_a_yaml_error_is_one_line_naming_the_problem_and_its_line(text, message, line):
     with pytest.raises(YamlProblem) as raised:
         load_yaml(text)
     assert (raised.value.message, raised.value.line) == (message, line)
+    assert str(raised.value) == message
+
+
+def test_a_byte_that_is_not_utf8_is_named_with_its_line():
+    with pytest.raises(YamlProblem) as raised:
+        decode(b"name: tiny\nseeds: [0]\nbalancers: [j\xe9int]\n")
+    assert (raised.value.message, raised.value.line) == ("not UTF-8 text: byte 0xe9 cannot be decoded", 3)
+    assert decode("name: tïny\n".encode()) == "name: tïny\n"

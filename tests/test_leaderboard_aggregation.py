@@ -244,3 +244,14 @@ def test_a_run_over_two_benchmarks_writes_a_board_and_figures_per_benchmark(tmp_
     [single] = lb.write_run_leaderboards(synthetic, tmp_path / "one", plots=False)
     assert single.name == "leaderboard.json" and not list((tmp_path / "one").glob("*-plots"))
     assert ".png" not in single.with_suffix(".md").read_text()
+
+
+def test_a_cell_file_that_is_not_a_cell_result_names_the_field(tmp_path):
+    store = RunStore(tmp_path)
+    data = record(0).to_json()
+    data["test"]["metrics"] = "high"
+    store.path("abc").parent.mkdir(parents=True, exist_ok=True)
+    store.path("abc").write_text(json.dumps(data))
+    with pytest.raises(RunStoreError, match=r"abc.json is not a cell result this mmbench can read \(test\.metrics: "
+                                            r"Input should be a valid dictionary\); run the grid into a new directory"):
+        store.load("abc")

@@ -79,11 +79,20 @@ def test_a_torn_cell_file_is_re_run_on_resume(tmp_path, registry):
 
 
 def test_written_files_get_the_mode_a_plain_open_would_give(tmp_path):
-    previous = os.umask(0o027)
+    previous = os.umask(0o002)
     try:
-        assert files._file_mode() == 0o640
-        assert os.umask(0o027) == 0o027  # and the process's umask is left as it was
+        assert files._file_mode() == 0o664
+        assert os.umask(0o002) == 0o002  # and the process's umask is left as it was
     finally:
         os.umask(previous)
     files.atomic_write_text(tmp_path / "result.json", "{}")
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == files.FILE_MODE
+
+
+def test_json_is_written_indented_with_sorted_keys_and_never_a_nan(tmp_path):
+    files.atomic_write_json(tmp_path / "a.json", {"b": [1], "a": 0.5})
+    assert (tmp_path / "a.json").read_text() == '{\n  "a": 0.5,\n  "b": [\n    1\n  ]\n}\n'
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        files.atomic_write_json(tmp_path / "nan.json", {"loss": float("nan")})
+    assert not (tmp_path / "nan.json").exists()
+

@@ -43,17 +43,22 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _friendly(exc: yaml.YAMLError) -> str:
-    problem = str(getattr(exc, "problem", "") or exc)
+    # a parser's error names its problem; a reader's (an unacceptable character) only its text, whose second
+    # line says where (the message's line number says it instead)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     if "'\\t'" in problem:
         return "a tab character: YAML indents with spaces only"
-    if "another document" in problem or "single document" in str(exc):
+    if "another document" in problem:
         return "a grid file holds one YAML document; a second one ('---') starts here"
     return f"not valid YAML: {problem}"
 
 
 def load_yaml(text: str) -> tuple[Any, yaml.Node | None]:
     """The document's data and its node tree (for line numbers); raises `YamlProblem`."""
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # checks every character first
+    except yaml.reader.ReaderError as exc:
+        raise YamlProblem(_friendly(exc), text[:exc.position].count("\n") + 1) from None
     try:
         node = loader.get_single_node()
         return (loader.construct_document(node) if node is not None else None), node

@@ -67,7 +67,7 @@ def _average_precision(scores: Tensor, true: Tensor) -> Tensor:
     scores, order = scores.sort(0, descending=True)
     hits = true.float().gather(0, order)
     tps = hits.cumsum(0)
-    ranks = torch.arange(1, len(scores) + 1, device=tps.device).unsqueeze(1)
+    ranks = torch.arange(1, len(scores) + 1).unsqueeze(1)
     last_of_tie = torch.ones_like(scores, dtype=torch.bool)
     last_of_tie[:-1] = scores[1:] != scores[:-1]
     # true positives up to the latest threshold; their increase is each threshold's gain in recall
