@@ -255,3 +255,19 @@ def test_a_cell_file_that_is_not_a_cell_result_names_the_field(tmp_path):
     with pytest.raises(RunStoreError, match=r"abc.json is not a cell result this mmbench can read \(test\.metrics: "
                                             r"Input should be a valid dictionary\); run the grid into a new directory"):
         store.load("abc")
+
+
+def test_an_entry_names_its_worst_seeds_error_and_where_its_numbers_came_from():
+    def with_error(result, **error):
+        return CellResult.model_validate({**result.to_json(), "error": error})
+
+    diverged = with_error(record(1, status="diverged", reason="non-finite training loss in epoch 3"),
+                          type="NonFiniteLoss", message="non-finite training loss", epoch=3)
+    failed = with_error(record(2, status="failed", reason="RuntimeError: boom"), type="RuntimeError", message="boom")
+    entry = lb.aggregate_entry([record(0), diverged, failed])
+    assert entry.error.model_dump() == {"seed": 2, "type": "RuntimeError", "epoch": None}  # the worst: failed
+    assert lb.aggregate_entry([record(0), diverged]).error.model_dump() == \
+        {"seed": 1, "type": "NonFiniteLoss", "epoch": 3}
+    assert lb.aggregate_entry([record(0), record(1)]).error is None
+    assert (entry.selection, entry.mmbench_version, entry.plugin_versions, entry.commit) == \
+        ("best validation accuracy over epochs", "0.1.0", {"mmbench": "0.1.0"}, "abc")
