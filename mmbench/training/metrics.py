@@ -98,10 +98,14 @@ def _multilabel_pred(logits: Tensor) -> Tensor:
     return (logits.sigmoid() > MULTILABEL_THRESHOLD).long()
 
 
+def _accuracy(logits: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    return (logits.argmax(-1) == target).float().mean()
+
+
 SINGLE_LABEL: dict[str, MetricFn] = {
-    "accuracy": lambda x, y, c: (x.argmax(-1) == y).float().mean(),
+    "accuracy": _accuracy,
     "macro_f1": _macro_f1,
-    "micro_f1": lambda x, y, c: (x.argmax(-1) == y).float().mean(),  # every sample has one label and one guess
+    "micro_f1": _accuracy,  # with one label and one guess per sample, micro-F1 is the accuracy
     "map_macro": lambda x, y, c: _multiclass_ap(x, y, c, "macro"),
     "map_micro": lambda x, y, c: _multiclass_ap(x, y, c, "micro"),
     "ece": _calibration_error,
