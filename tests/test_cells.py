@@ -195,3 +195,28 @@ def test_a_fake_data_cell_is_one_epoch_of_two_sample_batches_with_the_grids_opti
     assert (fake.train.epochs, fake.train.batch_size, fake.train.eval_batch_size) == (1, 2, 2)
     assert (real.train.epochs, real.train.batch_size, real.train.eval_batch_size) == (7, 32, 16)
     assert fake.train.optimizer == real.train.optimizer and fake.train.device == real.train.device
+
+
+def test_a_fake_expansion_runs_each_configuration_once_on_the_first_seed_and_says_so(registry):
+    grid = grid_lib.parse(TINY_GRID.replace("seeds: [0, 1]", "seeds: [3, 4, 5]"), registry)
+    real, fake = expand(grid, registry), expand(grid, registry, fake_data=True)
+    assert [(c.fusion.name, c.seed) for c in fake] == [("concat", 3), ("sum", 3)]
+    assert len(real) == 6
+    assert all(c.task.fake is True for c in fake) and all(c.task.fake is None for c in real)
+    assert all(c.data_root is None for c in real + fake)  # generated data has no root
+
+
+def test_scoring_names_the_metrics_where_lower_is_better(registry):
+    [cell, *_] = expand(grid_lib.parse(TINY_GRID, registry), registry)
+    assert cell.scoring.metrics == ["accuracy", "macro_f1", "ece"] and cell.scoring.primary_metric == "accuracy"
+    assert cell.scoring.lower_is_better == ["ece"] and cell.scoring.modalities == ["fast", "slow"]
+
+
+def test_a_tuning_budget_is_part_of_the_benchmark_version(registry):
+    def version(search):
+        return expand(grid_lib.parse(TINY_GRID + search, registry), registry)[0].benchmark_version
+
+    default = expand(grid_lib.parse(TINY_GRID, registry), registry)[0].benchmark_version
+    three, five = version("search: {trials: 3}\n"), version("search: {trials: 5}\n")
+    assert len({default, three, five}) == 3
+    assert version("search: {trials: 3, seed: 9}\n") == three  # the search's seed is not its budget

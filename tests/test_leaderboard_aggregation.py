@@ -271,3 +271,42 @@ def test_an_entry_names_its_worst_seeds_error_and_where_its_numbers_came_from():
     assert lb.aggregate_entry([record(0), record(1)]).error is None
     assert (entry.selection, entry.mmbench_version, entry.plugin_versions, entry.commit) == \
         ("best validation accuracy over epochs", "0.1.0", {"mmbench": "0.1.0"}, "abc")
+
+
+def test_imbalance_spans_all_modalities_and_skips_one_without_the_primary_metric():
+    three = record(0, unimodal={"fast": 0.9, "mid": 0.6, "slow": 0.3})
+    entry = lb.aggregate_entry([three])
+    assert (entry.imbalance.weakest, entry.imbalance.strongest) == ("slow", "fast")
+    three.test.unimodal["slow"] = {"ece": 0.2}  # no accuracy for this modality
+    entry = lb.aggregate_entry([three])
+    assert (entry.imbalance.weakest, entry.imbalance.strongest) == ("mid", "fast")
+
+
+def test_a_modality_one_seed_did_not_report_gets_a_none_for_that_seed():
+    entry = lb.aggregate_entry([record(0, unimodal={"fast": 0.9, "slow": 0.3}), record(1, unimodal={"fast": 0.7})])
+    assert entry.unimodal["slow"]["accuracy"].per_seed == [0.3, None]
+    assert entry.unimodal["fast"]["accuracy"].mean == pytest.approx(0.8)
+
+
+def test_a_seed_with_fewer_epochs_leaves_the_later_epochs_to_the_others():
+    longer, shorter = [{"k": 1.0}, {"k": 0.5}, {"k": 0.25}], [{"k": 3.0}, {"k": 1.5}]
+    entry = lb.aggregate_entry([record(0, coefficients=longer), record(1, coefficients=shorter)])
+    assert entry.diagnostics["k"].per_epoch == [2.0, 1.0, 0.25]
+
+
+def test_the_profile_averages_every_rate_and_share_over_seeds():
+    first, second = record(0), record(1)
+    second.profile.step_samples_per_second, second.profile.samples_per_second = 40.0, 30.0
+    second.profile.data_wait_fraction, second.profile.validation_fraction = 0.3, 0.4
+    second.profile.balancer_hook_fraction, second.profile.seconds_per_epoch = 0.2, 3.0
+    profile = lb.aggregate_entry([first, second]).profile
+    assert (profile.step_samples_per_second, profile.samples_per_second) == (30.0, 20.0)
+    assert (profile.data_wait_fraction, profile.validation_fraction) == pytest.approx((0.2, 0.3))
+    assert (profile.balancer_hook_fraction, profile.seconds_per_epoch) == (0.1, 2.0)
+
+
+def test_entries_are_ordered_by_balancer_then_fusion_whatever_their_ids():
+    fusions = ["concat", "film", "gated", "sum", "tf"]
+    records = [record(0, balancer, fusion=fusion) for balancer in ("b", "a") for fusion in reversed(fusions)]
+    assert [(e.balancer.name, e.fusion.name) for e in board_of(records).entries] == \
+        [("a", f) for f in fusions] + [("b", f) for f in fusions]

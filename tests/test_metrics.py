@@ -40,6 +40,8 @@ def test_ece_is_lower_is_better_and_zero_for_confident_correct_predictions():
     out = metrics.compute(["ece"], logits, torch.tensor([0, 1]), 2, multilabel=False)
     assert out["ece"] == pytest.approx(0.0, abs=1e-6)
     assert metrics.better("ece", 0.1, 0.2) and not metrics.better("accuracy", 0.1, 0.2)
+    # a tie is not better, so the earliest of equally good epochs stays selected
+    assert not metrics.better("ece", 0.1, 0.1) and not metrics.better("accuracy", 0.1, 0.1)
 
 
 # ---------------------------------------------------------------- against scikit-learn on the same arrays
