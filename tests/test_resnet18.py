@@ -81,3 +81,22 @@ def test_local_weights_load_and_identify_themselves(tmp_path):
         ResNet18Encoder(VISUAL, ResNet18Params(weights=str(tmp_path / "partial.pth")))
     with pytest.raises(ValidationError, match="no weights file"):
         ResNet18Params(weights=str(tmp_path / "absent.pth"))
+
+
+def test_a_smoke_run_builds_resnet18s_layout_narrower_at_the_same_input_shapes(tmp_path):
+    clip = ModalitySpec("visual", "frames", (3, 2, 64, 64))
+    params = ResNet18Encoder.fake_params(ResNet18Params())
+    assert (params.width, params.weights) == (8, None)
+    full, narrow = ResNet18Encoder(clip, ResNet18Params()).eval(), ResNet18Encoder(clip, params).eval()
+    h_full = h_narrow = torch.randn(2, 3, 2, 64, 64)
+    with torch.no_grad():
+        for full_stage, narrow_stage in zip(full.blocks(), narrow.blocks(), strict=True):
+            h_full, h_narrow = full_stage(h_full), narrow_stage(h_narrow)
+            assert h_narrow.shape[0] == h_full.shape[0] and h_narrow.shape[2:] == h_full.shape[2:]
+            assert h_narrow.shape[1] * 8 == h_full.shape[1]
+    assert narrow.out_dim == h_narrow.shape[1] == 64
+    assert [type(m).__name__ for m in narrow.modules()] == [type(m).__name__ for m in full.modules()]
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    with pytest.raises(ValidationError, match="64 wide, not 8"):
+        ResNet18Params(weights=str(weights), width=8)

@@ -13,6 +13,9 @@ from mmbench.schema.leaderboard import Leaderboard
 from mmbench.schema.results import CellResult
 
 DPI = 80
+#: the per-entry figures' margins in inches: room for tick labels (left, bottom), the suptitle and an axes
+#: title (top), and between panels for the next panel's title and this one's axis label
+MARGINS = {"left": 0.55, "right": 0.15, "bottom": 0.45, "top": 0.65, "between_columns": 0.55, "between_rows": 0.75}
 
 
 def _pyplot():
@@ -24,10 +27,30 @@ def _pyplot():
     return plt
 
 
+def _panels(rows: int, columns: int, panel_size: tuple[float, float]):
+    """A figure of `rows` x `columns` panels with fixed margins. Not `tight_layout`: it draws every figure an extra
+    time to measure it, most of a figure's cost (measured in `benchmarks/README.md`). Few ticks, whole epochs."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    m = MARGINS
+    width = m["left"] + m["right"] + columns * panel_size[0] + (columns - 1) * m["between_columns"]
+    height = m["top"] + m["bottom"] + rows * panel_size[1] + (rows - 1) * m["between_rows"]
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), dpi=DPI, squeeze=False)
+    fig.subplots_adjust(left=m["left"] / width, right=1 - m["right"] / width, bottom=m["bottom"] / height,
+                        top=1 - m["top"] / height, wspace=m["between_columns"] / panel_size[0],
+                        hspace=m["between_rows"] / panel_size[1])
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.tick_params(labelsize="small")
+    return plt, fig, axes
+
+
 def _curves(results: list[CellResult], primary: str, path: Path) -> None:
     """Training loss and validation primary metric per epoch, one line per seed."""
-    plt = _pyplot()
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(8, 3), dpi=DPI)
+    plt, fig, axes = _panels(1, 2, (3.4, 2.2))
+    loss_ax, metric_ax = axes[0]
     for r in results:
         epochs = [h.epoch for h in r.history]
         loss_ax.plot(epochs, [h.train_loss for h in r.history], marker=".", label=f"seed {r.seed}")
@@ -37,7 +60,6 @@ def _curves(results: list[CellResult], primary: str, path: Path) -> None:
     metric_ax.set(title=f"validation {primary}", xlabel="epoch")
     metric_ax.legend(fontsize="small")
     fig.suptitle(results[0].label().rsplit(" seed=", 1)[0], fontsize="medium")
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
@@ -55,10 +77,9 @@ def _coefficients(results: list[CellResult], path: Path) -> bool:
                 groups[name.split(".", 1)[0]].add(name)
     if not groups:
         return False
-    plt = _pyplot()
     columns = min(4, len(groups))
     rows = -(-len(groups) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), dpi=DPI, squeeze=False)
+    plt, fig, axes = _panels(rows, columns, (2.6, 1.8))
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
     for ax, (group, names) in zip(axes.flat, sorted(groups.items())):
@@ -72,7 +93,6 @@ def _coefficients(results: list[CellResult], path: Path) -> bool:
             ax.legend(fontsize="x-small")
     fig.suptitle(f"{results[0].balancer.label()}: coefficients per epoch (line style = seed "
                  f"{', '.join(str(r.seed) for r in results)})", fontsize="medium")
-    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True

@@ -14,6 +14,8 @@
 * `weights`: a local torchvision ResNet-18 state_dict (e.g. ImageNet `resnet18-f37072fd.pth`); `fc.*` is
   dropped and, for a 1-channel stem, `conv1` is averaged over its RGB input channels. Its sha256 is the
   weights identity that enters the cell id. Default: random initialisation (OGM-GE and MLB train from scratch).
+* `width`: 64 is ResNet-18. A `--fake-data` smoke run builds the same layout from torchvision's blocks with
+  stages 8, 16, 32, 64 wide (64-d features): it reads the same inputs at about 1/50 of the arithmetic.
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ import hashlib
 from pathlib import Path
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import Tensor, nn
 
 from mmbench.api import Encoder, ModalitySpec, Params, hookimpl
+
+RESNET18_WIDTH = 64
+SMOKE_WIDTH = 8
 
 
 class ResNet18Params(Params):
     weights: str | None = Field(None, description="path of a local torchvision ResNet-18 state_dict (.pth); "
                                                   "None: random initialisation")
+    width: PositiveInt = Field(RESNET18_WIDTH, description="the first stage's channels, the others 2x, 4x, 8x "
+                                                           "(64: ResNet-18; smaller for smoke runs only)")
 
     @field_validator("weights")
     @classmethod
@@ -38,6 +45,34 @@ class ResNet18Params(Params):
         if value is not None and not Path(value).expanduser().is_file():
             raise ValueError(f"no weights file at {value!r}: give the path of a torchvision ResNet-18 state_dict")
         return value
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> ResNet18Params:
+        if self.weights is not None and self.width != RESNET18_WIDTH:
+            raise ValueError(f"weights are a ResNet-18's, which is {RESNET18_WIDTH} wide, not {self.width}")
+        return self
+
+
+def narrow_trunk(width: int) -> nn.Module:
+    """ResNet-18's layout (stem, four stages of two `BasicBlock`s, strides 1, 2, 2, 2) from torchvision's own
+    blocks, `width` x (1, 2, 4, 8) channels wide, initialised as torchvision initialises a ResNet."""
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    def stage(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+        downsample = None if stride == 1 and inplanes == planes else \
+            nn.Sequential(conv1x1(inplanes, planes, stride), nn.BatchNorm2d(planes))
+        return nn.Sequential(BasicBlock(inplanes, planes, stride, downsample), BasicBlock(planes, planes))
+
+    trunk = nn.Module()
+    trunk.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    trunk.bn1, trunk.relu = nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+    trunk.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    for i, (inplanes, planes, stride) in enumerate(((1, 1, 1), (1, 2, 2), (2, 4, 2), (4, 8, 2)), start=1):
+        setattr(trunk, f"layer{i}", stage(inplanes * width, planes * width, stride))
+    for module in trunk.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return trunk
 
 
 class Stage(nn.Module):
@@ -81,10 +116,10 @@ class ResNet18Encoder(Encoder):
         if len(modality.shape) not in (3, 4):
             raise ValueError(f"resnet18 takes (C, H, W) images or (C, T, H, W) clips; modality {modality.name!r} "
                              f"has shape {modality.shape}")
-        channels = modality.shape[0]
-        trunk = resnet18(weights=None)
+        channels, width = modality.shape[0], params.width
+        trunk = resnet18(weights=None) if width == RESNET18_WIDTH else narrow_trunk(width)
         if channels != 3:
-            trunk.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            trunk.conv1 = nn.Conv2d(channels, width, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(trunk.conv1.weight, mode="fan_out", nonlinearity="relu")
         if params.weights is not None:
             self._load(trunk, params.weights, channels)
@@ -94,7 +129,7 @@ class ResNet18Encoder(Encoder):
             Stage(trunk.layer3, clip=clip),
             Stage(trunk.layer4, clip=clip, pool=True),
         ])
-        self.out_dim = 512
+        self.out_dim = 8 * width
 
     @staticmethod
     def _load(trunk: nn.Module, path: str, channels: int) -> None:
@@ -110,6 +145,11 @@ class ResNet18Encoder(Encoder):
         if missing or unexpected:
             raise ValueError(f"{path} is not a torchvision ResNet-18 state_dict: missing {missing[:4]}, "
                              f"unexpected {unexpected[:4]}")
+
+    @classmethod
+    def fake_params(cls, params: ResNet18Params) -> ResNet18Params:
+        """Random and narrow: a smoke run checks the wiring at the real input shapes, never the model."""
+        return params.model_copy(update={"weights": None, "width": SMOKE_WIDTH})
 
     @classmethod
     def weights_identity(cls, params: ResNet18Params) -> str | None:
