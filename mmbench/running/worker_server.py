@@ -10,10 +10,8 @@ from __future__ import annotations
 import functools
 import multiprocessing
 
-#: what the server imports once, so that no worker pays for it: torch and mmbench, and torch's compiler front
-#: end, which every torch.optim optimizer imports (over a second). Not the plugins: workers forked from a server
-#: that had imported them all trained a third slower (measured on the quickstart), so each worker loads them.
-PRELOAD = ["mmbench.api", "torch._dynamo"]
+#: what the server imports before it forks workers (torch, mmbench, the plugins; see that module)
+PRELOAD = ["mmbench.running.worker_preload"]
 
 
 @functools.cache
