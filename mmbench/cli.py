@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
 import signal
@@ -25,6 +27,9 @@ new_app = typer.Typer(help="Start a plugin distribution.", no_args_is_help=True)
 app.add_typer(new_app, name="new")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
+# the last exit handler: the interpreter's final collections then skip what a run built (with torch loaded they
+# take about half a second: benchmarks/README.md)
+atexit.register(gc.freeze)
 
 
 class Kind(str, Enum):
@@ -128,10 +133,10 @@ def run(
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
     from mmbench.data.prepared import DataError
     from mmbench.running.executors import ExecutorError, build_executor
-    from mmbench.running.runner import run_grid
     from mmbench.running.store import RunStoreError
 
     registry = _registry(plugins_dir, warm_up_workers=executor in WORKER_EXECUTORS)
+    from mmbench.running.runner import run_grid  # imports torch: after the workers' server has started
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / (f"{grid.name}-fake" if fake_data else grid.name)
     try:
