@@ -99,24 +99,26 @@ def _coefficients(results: list[CellResult], path: Path) -> bool:
 
 
 def _modalities(board: Leaderboard, path: Path) -> None:
-    """Per entry: the multimodal score and each modality's own score (mean over seeds)."""
+    """Per entry: the multimodal score and each modality's own score (mean over seeds). Horizontal bars, so that
+    an entry's label (a tuned balancer's parameters included) reads on one line beside them."""
     plt = _pyplot()
     entries = [e for e in board.entries if e.status == "ok" and board.primary_metric in e.metrics]
     primary = board.primary_metric
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(entries) + 3), 4.2), dpi=DPI)
     bars = ["multimodal", *board.modalities]
-    width = 0.8 / len(bars)
+    row = 0.12 * len(bars) + 0.15  # inches per entry
+    fig, ax = plt.subplots(figsize=(7, 1.2 + row * max(1, len(entries))), dpi=DPI)
+    height = 0.8 / len(bars)
     for i, bar in enumerate(bars):
         values = [(e.metrics if bar == "multimodal" else e.unimodal.get(bar, {})).get(primary) for e in entries]
-        ax.bar([x + i * width for x in range(len(entries))], [v.mean * 100 if v and v.mean else 0 for v in values],
-               width, label=bar)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(entries))])
-    ax.set_xticklabels([f"{e.balancer.label()} / {e.fusion.name if e.fusion else '–'}" for e in entries],
-                       rotation=45, ha="right", fontsize="small")
-    ax.set(ylabel=f"{primary} (%)", title=f"{board.benchmark}: each modality alone vs together")
+        ax.barh([y + i * height for y in range(len(entries))], [v.mean * 100 if v and v.mean else 0 for v in values],
+                height, label=bar)
+    ax.set_yticks([y + 0.4 - height / 2 for y in range(len(entries))])
+    ax.set_yticklabels([f"{e.balancer.label()} / {e.fusion.name if e.fusion else '–'}" for e in entries],
+                       fontsize="small")
+    ax.invert_yaxis()  # the board's order, top to bottom
+    ax.set(xlabel=f"{primary} (%)", title=f"{board.benchmark}: each modality alone vs together")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # the canvas grows to the labels and the legend
     plt.close(fig)
 
 
