@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -109,6 +111,17 @@ def test_ece_uses_fifteen_equal_width_bins():
     probs = logits.softmax(-1)
     assert out == pytest.approx(_ece(probs, target, 15), rel=1e-4)
     assert abs(_ece(probs, target, 10) - _ece(probs, target, 15)) > 1e-3  # the case tells 10 from 15 bins
+
+
+def test_ece_keeps_the_lowest_and_the_highest_bins_apart():
+    """By hand: confidences 0.06 and 0.10 (bins 1 and 2 of 15), 0.90 and 0.95 (bins 14 and 15), of twenty
+    classes, with gaps +0.94, -0.10, -0.90, +0.05, so merging either pair of bins changes the mean."""
+    confidences, correct = [0.06, 0.10, 0.90, 0.95], [True, False, False, True]
+    logits = torch.zeros(4, 20)
+    logits[:, 0] = torch.tensor([math.log(p * 19 / (1 - p)) for p in confidences])  # softmax max = p, class 0
+    target = torch.tensor([0 if c else 1 for c in correct])
+    out = metrics.compute(["ece"], logits, target, 20, multilabel=False)["ece"]
+    assert out == pytest.approx((0.94 + 0.10 + 0.90 + 0.05) / 4, abs=1e-6)
 
 
 def test_ties_absent_classes_and_label_free_columns_score_as_scikit_learn_does():
