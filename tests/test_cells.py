@@ -7,6 +7,7 @@ from mmbench.running.cells import expand, incompatibility
 from mmbench.protocols import Balancer, Requirements
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.concat import ConcatFusion
+from mmbench_plugins.fusions.gmu import GMUFusion
 from mmbench_plugins.tasks.synthetic import SyntheticTask
 from tests.conftest import TINY_GRID
 
@@ -32,6 +33,11 @@ class NeedsAugmentationAndSum(Balancer):
     requires = Requirements(augmented_views=True, fusions=frozenset({"sum"}))
 
 
+class NeedsContributions(Balancer):
+    name = "needs_contributions"
+    requires = Requirements(fusion_contributions=True)
+
+
 class NeedsThreeModalities(Balancer):
     name = "needs_three"
     requires = Requirements(min_modalities=3)
@@ -44,6 +50,9 @@ def test_incompatibility_reasons():
         "needs_things supports fusions ['sum'], not 'concat'"
     assert incompatibility(NeedsThreeModalities, task, encoders, ConcatFusion) == \
         "needs_three handles 3..any modalities; 'synthetic' has 2"
+    assert incompatibility(NeedsContributions, task, encoders, GMUFusion) == \
+        "needs_contributions needs per-modality logit contributions, which fusion 'gmu' does not offer"
+    assert incompatibility(NeedsContributions, task, encoders, ConcatFusion) is None
 
 
 def test_task_defaults_apply_under_grid_params(registry, monkeypatch):
@@ -220,3 +229,15 @@ def test_a_tuning_budget_is_part_of_the_benchmark_version(registry):
     three, five = version("search: {trials: 3}\n"), version("search: {trials: 5}\n")
     assert len({default, three, five}) == 3
     assert version("search: {trials: 3, seed: 9}\n") == three  # the search's seed is not its budget
+
+
+PINNED_VERSION = "1-e30c3c6b"
+
+
+def test_the_benchmark_version_is_the_task_version_and_eight_hex_digits_of_the_protocol(registry, monkeypatch):
+    """Pinned, with the evaluation code's hash held fixed: a change of this value re-versions every board, so it
+    may change only on purpose (a change to the task, recipe or search identity, or to how they are hashed)."""
+    from mmbench.running import cells as cells_module
+
+    monkeypatch.setattr(cells_module, "evaluation_protocol", lambda: "fixed-evaluation")
+    assert _only_cell(IDENTITY_GRID, registry).benchmark_version == PINNED_VERSION

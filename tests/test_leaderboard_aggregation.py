@@ -310,3 +310,11 @@ def test_entries_are_ordered_by_balancer_then_fusion_whatever_their_ids():
     records = [record(0, balancer, fusion=fusion) for balancer in ("b", "a") for fusion in reversed(fusions)]
     assert [(e.balancer.name, e.fusion.name) for e in board_of(records).entries] == \
         [("a", f) for f in fusions] + [("b", f) for f in fusions]
+
+
+def test_missing_modality_scores_are_aggregated_per_modality():
+    first, second = record(0), record(1)
+    second.test.missing_modality["slow"]["accuracy"] = 0.7
+    entry = lb.aggregate_entry([first, second])
+    assert entry.missing_modality["slow"]["accuracy"].per_seed == [0.5, 0.7]
+    assert entry.missing_modality["fast"]["accuracy"].mean == pytest.approx(0.5)
