@@ -38,6 +38,11 @@ class NeedsContributions(Balancer):
     requires = Requirements(fusion_contributions=True)
 
 
+class TwoAtMost(Balancer):
+    name = "two_at_most"
+    requires = Requirements(max_modalities=2)
+
+
 class NeedsThreeModalities(Balancer):
     name = "needs_three"
     requires = Requirements(min_modalities=3)
@@ -53,6 +58,7 @@ def test_incompatibility_reasons():
     assert incompatibility(NeedsContributions, task, encoders, GMUFusion) == \
         "needs_contributions needs per-modality logit contributions, which fusion 'gmu' does not offer"
     assert incompatibility(NeedsContributions, task, encoders, ConcatFusion) is None
+    assert incompatibility(TwoAtMost, task, encoders, ConcatFusion) is None  # the bound is inclusive
 
 
 def test_task_defaults_apply_under_grid_params(registry, monkeypatch):
