@@ -247,3 +247,15 @@ def test_the_benchmark_version_is_the_task_version_and_eight_hex_digits_of_the_p
 
     monkeypatch.setattr(cells_module, "evaluation_protocol", lambda: "fixed-evaluation")
     assert _only_cell(IDENTITY_GRID, registry).benchmark_version == PINNED_VERSION
+
+
+def test_each_modality_gets_its_own_encoder_and_the_grids_paper_numbers_reach_the_cells(registry):
+    text = TINY_GRID.replace('  - "*": {name: mlp, params: {hidden: 16, layers: 2, out_dim: 8}}',
+                             '  - fast: {name: mlp, params: {hidden: 16, layers: 2, out_dim: 8}}\n'
+                             '    "*": {name: mlp, params: {hidden: 4, layers: 2, out_dim: 8}}')
+    text += "published: {source: a paper, results: {joint: {accuracy: 0.6}}}\n"
+    [cell, *_] = expand(grid_lib.parse(text, registry), registry)
+    assert (cell.encoders["fast"].params["hidden"], cell.encoders["slow"].params["hidden"]) == (16, 4)
+    assert (cell.published, cell.published_source) == ({"accuracy": 0.6}, "a paper")
+    [plain, *_] = expand(grid_lib.parse(TINY_GRID, registry), registry)
+    assert (plain.published, plain.published_source) == ({}, None)

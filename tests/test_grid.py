@@ -107,6 +107,9 @@ def test_broken_yaml_reports_the_line(registry):
     ("a: 1\n---\nb: 2\n", "a grid file holds one YAML document; a second one ('---') starts here", 2),
     ("a: 1\nb: t\x07iny\n", "not valid YAML: unacceptable character #x0007: special characters are not allowed",
      2),
+    ("a: 1\nb: 2\na: 3\n", "duplicate key 'a' (first on line 1): the later value would silently win", 3),
+    ("b: 1\nopt: {lr: 0,05}\n", "a key must be a name, got '05'; a decimal comma in a flow mapping (`lr: 0,05`) "
+                                "splits it into two keys: write 0.05", 2),
 ])
 def test_a_yaml_error_is_one_line_naming_the_problem_and_its_line(text, message, line):
     with pytest.raises(YamlProblem) as raised:
