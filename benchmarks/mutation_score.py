@@ -1,6 +1,6 @@
 """Kill rate of a `mutmut run` (mutation testing of the core), overall and per module.
 
-    .venv/bin/mutmut run            # hours: mutates mmbench/ and runs the tests that cover each mutant
+    .venv/bin/mutmut run            # hours: mutates the core ([tool.mutmut]) and runs the tests covering each mutant
     .venv/bin/python benchmarks/mutation_score.py [--survivors]
 
 Where a whole run does not fit, judge a seeded uniform sample and score it alone:

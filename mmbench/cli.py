@@ -27,8 +27,9 @@ new_app = typer.Typer(help="Start a plugin distribution.", no_args_is_help=True)
 app.add_typer(new_app, name="new")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-# the last exit handler: the interpreter's final collections then skip what a run built (with torch loaded they
-# take about half a second: benchmarks/README.md)
+# at exit (after the handlers registered later, such as multiprocessing's), freeze the heap: the interpreter's
+# final collections then skip what a run built (with torch loaded they take about half a second:
+# benchmarks/README.md)
 atexit.register(gc.freeze)
 
 
