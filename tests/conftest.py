@@ -92,3 +92,12 @@ class Spy(Executor):
         words = {CellStarted: lambda e: "started", EpochEnded: lambda e: f"epoch {e.stats.epoch}",
                  CellFinished: lambda e: f"finished {e.result.status}"}
         return [words[type(e)](e) for e in self.events if e.cell.cell_id == cell_id]
+
+
+def assert_failed_mid_cell(story: list[str], epochs: int) -> None:
+    """A cell killed after its first epoch ended failed before its last. Epochs the worker sent before the kill
+    landed may still arrive after epoch 0 (the runner reads its workers while they train), so more than one
+    epoch may be told."""
+    told = len(story) - 2
+    assert story == ["started"] + [f"epoch {i}" for i in range(told)] + ["finished failed"]
+    assert 1 <= told < epochs

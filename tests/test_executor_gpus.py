@@ -9,7 +9,7 @@ from mmbench.running.executors import CellStarted, ExecutorError
 from mmbench.running.runner import run_grid
 from mmbench.schema import grid as grid_lib
 from mmbench_plugins.executors import gpus, workers
-from tests.conftest import TINY_GRID, Spy, results_without_timings
+from tests.conftest import TINY_GRID, Spy, assert_failed_mid_cell, results_without_timings
 
 #: two cells of a few seconds each, so a kill after the first epoch lands mid-cell
 LONG_GRID = TINY_GRID.replace("train_size: 128", "train_size: 2048").replace("epochs: 2", "epochs: 6") \
@@ -50,7 +50,7 @@ def test_a_cell_whose_worker_is_killed_is_retried_then_recorded_failed(tmp_path,
     lost = Spy(gpus.GpusExecutor(gpus.GpusParams(max_retries=0)), kill_at_epoch=0)
     assert run_grid(grid, registry, tmp_path / "lost", executor=lost).counts == {"failed": 1, "ok": 1}
     [(killed, pid)] = lost.killed
-    assert lost.story(killed) == ["started", "epoch 0", "finished failed"]
+    assert_failed_mid_cell(lost.story(killed), epochs=6)
     failed = results_without_timings(tmp_path / "lost")[killed]
     assert "died 1 time(s), last killed by SIGKILL" in failed["reason"] and failed["error"]["type"] == "WorkerLost"
 
