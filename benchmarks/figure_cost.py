@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     from mmbench.reporting import leaderboard
-    from mmbench.reporting.plots import _pyplot, write_plots
+    from mmbench.reporting.plots import pyplot, write_plots
     from mmbench.running.store import RunStore
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -33,7 +33,7 @@ def main() -> None:
                        stderr=subprocess.DEVNULL)
         results = RunStore(run).results()
         [board] = leaderboard.aggregate(results)
-        _pyplot()  # matplotlib's import is a cost of its own (printed apart)
+        pyplot()  # matplotlib's import is a cost of its own (printed apart)
         per_figure = []
         for round_ in range(args.rounds):
             folder = Path(tmp) / f"plots-{round_}"

@@ -3,7 +3,7 @@ starting the process to its exit, median over rounds.
 
 With `--against PYTHON`, that interpreter (another installation of mmbench, e.g. an older commit's) runs the
 same command too, in alternating order within each round, so load drifting on a shared machine falls on both
-alike; the ratio of the medians is the figure to quote.
+alike; the ratio of the medians and the median of the rounds' own ratios are the figures to quote.
 
     python benchmarks/quickstart_wall.py [--rounds 5] [--against /path/to/other/python] [-x workers=1]
 """
@@ -50,7 +50,9 @@ def main() -> None:
     for name, values in times.items():
         print(f"{name}: median {medians[name]:.1f} s (min {min(values):.1f}, max {max(values):.1f})")
     if args.against:
-        print(f"this / against: {medians['this'] / medians['against']:.2f}")
+        paired = sorted(t / a for t, a in zip(times["this"], times["against"]))
+        print(f"this / against: {medians['this'] / medians['against']:.2f} (ratio of medians); within each round: "
+              f"median {statistics.median(paired):.2f} (min {paired[0]:.2f}, max {paired[-1]:.2f})")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,6 @@ def _registry(plugins_dir: list[Path] | None = None, warm_up_workers: bool = Fal
     shows the details). The folders go into the environment so that worker processes load them too."""
     if plugins_dir:
         os.environ[registry_lib.PLUGINS_DIR_VARIABLE] = os.pathsep.join(str(p.resolve()) for p in plugins_dir)
-        registry_lib.default.cache_clear()
     if warm_up_workers:  # their server imports torch on a spare core while this process loads the plugins
         from mmbench.running import worker_server
 
@@ -148,6 +147,10 @@ def run(
     except ExecutorError as exc:
         typer.echo(f"cannot run: {exc}", err=True)
         raise typer.Exit(2) from None
+    if plots:  # imported now, while the workers' server may still be importing, rather than after the cells
+        from mmbench.reporting.plots import pyplot
+
+        pyplot()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's kill ends like Ctrl-C: finished cells are kept
     try:
         summary = run_grid(grid, registry, target, executor=chosen, retry_failed=retry_failed, console=err,

@@ -130,11 +130,6 @@ def _new_manager() -> pluggy.PluginManager:
     return manager
 
 
-def _distribution_of(manager: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
-    return {manager.get_name(plugin): (dist.project_name, dist.version)
-            for plugin, dist in manager.list_plugin_distinfo()}
-
-
 def _defect(kind: str, cls: object) -> str | None:
     """Why `cls` cannot be registered as a component of `kind` (None when it can)."""
     from pydantic import BaseModel
@@ -212,27 +207,36 @@ def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterabl
     """Load every installed plugin, the modules of `plugin_dirs`, and `extra_plugins` (registered in-process)
     into a fresh registry."""
     registry = Registry(manager=_new_manager())
+    dists: dict[str, tuple[str, str]] = {}
+    # one pass over the installed distributions' entry points (pluggy's loader rescans them all per call)
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else None
         if registry.manager.get_plugin(ep.name) is not None:
             registry.problems.append(PluginProblem(
                 ep.name, f"entry point name {ep.name!r} is registered twice; ignoring {ep.value!r}"))
             continue
         try:
-            registry.manager.load_setuptools_entrypoints(hookspecs.PROJECT, name=ep.name)
+            registry.manager.register(ep.load(), name=ep.name)
         except Exception as exc:
-            dist = ep.dist.name if ep.dist is not None else None
-            registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}", dist))
-    local = {}
+            registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}",
+                                                   dist and dist[0]))
+            continue
+        if dist is not None:
+            dists[ep.name] = dist
     for folder in plugin_dirs:
-        local.update(_load_folder(registry, Path(folder)))
+        dists.update(_load_folder(registry, Path(folder)))
     for plugin in extra_plugins:
         registry.manager.register(plugin)
-    _collect(registry, {**_distribution_of(registry.manager), **local})
+    _collect(registry, dists)
     return registry
 
 
-@lru_cache(maxsize=1)
 def default() -> Registry:
-    """The registry of installed plugins (and of the folders in $MMBENCH_PLUGINS_DIR), loaded once per process."""
-    folders = [f for f in os.environ.get(PLUGINS_DIR_VARIABLE, "").split(os.pathsep) if f]
-    return load(plugin_dirs=folders)
+    """The registry of installed plugins (and of the folders in $MMBENCH_PLUGINS_DIR), loaded once per process
+    and value of that variable (a worker forked from the preloaded server inherits the server's)."""
+    return _default_for(os.environ.get(PLUGINS_DIR_VARIABLE, ""))
+
+
+@lru_cache(maxsize=4)
+def _default_for(folders: str) -> Registry:
+    return load(plugin_dirs=[f for f in folders.split(os.pathsep) if f])

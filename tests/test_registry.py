@@ -74,3 +74,25 @@ def test_template_distribution_is_installed_and_registered(registry):
     """The example third-party package under plugins/template is pip-installed by the test command."""
     comp = registry.get("balancers", "modality_dropout")
     assert comp.distribution == "mmbench-example-balancer"
+
+
+def test_the_default_registry_follows_the_plugin_folders_named_in_the_environment(tmp_path, monkeypatch):
+    """A worker forked from the preloaded server reuses the server's registry only while its runner names the
+    same plugin folders."""
+    (tmp_path / "folder_balancer.py").write_text(textwrap.dedent("""
+        from mmbench.hookspecs import hookimpl
+        from mmbench.protocols import Balancer
+        class FolderBalancer(Balancer):
+            name = "folder_balancer"
+        @hookimpl
+        def mmbench_balancers():
+            return [FolderBalancer]
+    """))
+    monkeypatch.setenv(registry_lib.PLUGINS_DIR_VARIABLE, "")
+    installed = registry_lib.default()
+    assert "folder_balancer" not in installed.names("balancers")
+    monkeypatch.setenv(registry_lib.PLUGINS_DIR_VARIABLE, str(tmp_path))
+    with_folder = registry_lib.default()
+    assert "folder_balancer" in with_folder.names("balancers") and with_folder is registry_lib.default()
+    monkeypatch.setenv(registry_lib.PLUGINS_DIR_VARIABLE, "")
+    assert registry_lib.default() is installed

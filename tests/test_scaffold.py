@@ -40,7 +40,6 @@ def test_run_with_plugins_dir_trains_an_uninstalled_balancer(tmp_path, monkeypat
     monkeypatch.setenv(registry_lib.PLUGINS_DIR_VARIABLE, "")
     result = CliRunner().invoke(app, ["run", "--matrix", str(grid), "--out", str(tmp_path / "run"),
                                       "--plugins-dir", str(folder), "--no-plots"])
-    registry_lib.default.cache_clear()
     assert result.exit_code == 0, result.output
     assert "my_method (weight=0.5)" in result.output
 

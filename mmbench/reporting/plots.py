@@ -18,7 +18,8 @@ DPI = 80
 MARGINS = {"left": 0.55, "right": 0.15, "bottom": 0.45, "top": 0.65, "between_columns": 0.55, "between_rows": 0.75}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (imported on the first call, about half a second)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +33,7 @@ def _panels(rows: int, columns: int, panel_size: tuple[float, float]):
     time to measure it, most of a figure's cost (measured in `benchmarks/README.md`). Few ticks, whole epochs."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
+    plt = pyplot()
     m = MARGINS
     width = m["left"] + m["right"] + columns * panel_size[0] + (columns - 1) * m["between_columns"]
     height = m["top"] + m["bottom"] + rows * panel_size[1] + (rows - 1) * m["between_rows"]
@@ -101,7 +102,7 @@ def _coefficients(results: list[CellResult], path: Path) -> bool:
 def _modalities(board: Leaderboard, path: Path) -> None:
     """Per entry: the multimodal score and each modality's own score (mean over seeds). Horizontal bars, so that
     an entry's label (a tuned balancer's parameters included) reads on one line beside them."""
-    plt = _pyplot()
+    plt = pyplot()
     entries = [e for e in board.entries if e.status == "ok" and board.primary_metric in e.metrics]
     primary = board.primary_metric
     bars = ["multimodal", *board.modalities]
