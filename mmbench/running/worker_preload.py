@@ -2,8 +2,8 @@
 
 torch and mmbench; torch's compiler front end, which every torch.optim optimizer imports (over a second); the
 registry of the installed plugins (and of the plugin folders in the server's environment), which a worker
-reuses while its runner names the same folders (`registry.default`). Then the heap is frozen (`gc.freeze`), so that the workers' garbage collections neither walk nor copy the pages of what
-they inherited.
+reuses while its runner names the same folders (`registry.default`). Then the heap is frozen (`gc.freeze`), so
+that the workers' garbage collections neither walk nor copy the pages of what they inherited.
 """
 
 import gc
