@@ -203,6 +203,34 @@ def test_by_default_the_face_cnn_is_frozen_only_when_its_weights_are_loaded(tmp_
     assert not EfficientNetB2Conformer(FRAMES, visual_params()).frozen
 
 
+def _stage_shapes(cnn, images):
+    """The feature-map shape after the stem and after each stage."""
+    shapes, x = [], cnn.bn1(cnn.conv_stem(images))
+    for stage in cnn.blocks:
+        x = stage(x)
+        shapes.append(tuple(x.shape))
+    return shapes
+
+
+def test_a_smoke_cnn_keeps_each_stage_of_efficientnet_b2_with_one_block():
+    """A smoke run's CNN checks the wiring: the stages' first blocks (their strides and widths) and the 1408-d
+    output of EfficientNet-B2, without its repeated blocks."""
+    from mmbench_plugins.encoders.efficientnet_b2 import build_cnn
+
+    whole, smoke = build_cnn(EfficientNetB2Params()), build_cnn(EfficientNetB2Params(blocks_per_stage=1))
+    assert [len(stage) for stage in whole.blocks] == [2, 3, 3, 4, 4, 5, 2]
+    assert [len(stage) for stage in smoke.blocks] == [1] * 7
+    assert [type(s[0]) for s in smoke.blocks] == [type(s[0]) for s in whole.blocks]
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert _stage_shapes(smoke.eval(), images) == _stage_shapes(whole.eval(), images)
+        assert smoke(images).shape == whole(images).shape == (1, 1408)
+    fake = EfficientNetB2Conformer.fake_params(visual_params(pretrained="efficientnet_b2.ra_in1k"))
+    assert fake.blocks_per_stage == 1 and fake.pretrained is None
+    with pytest.raises(ValidationError, match="drop blocks_per_stage"):
+        visual_params(pretrained="efficientnet_b2.ra_in1k", blocks_per_stage=1)
+
+
 def test_frames_are_encoded_one_by_one_in_sample_order():
     torch.manual_seed(0)
     enc = EfficientNetB2Conformer(FRAMES, visual_params()).eval()

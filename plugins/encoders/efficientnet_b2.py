@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 from mmbench.api import Incompatible, ModalitySpec, hookimpl
@@ -42,6 +42,16 @@ class EfficientNetB2Params(FrontEndParams):
     freeze: bool | None = Field(
         None, description="keep the CNN fixed (eval mode, no gradients); null: fixed when weights are loaded (MLB's "
                           "frozen face descriptor), trained from random initialisation")
+    blocks_per_stage: PositiveInt | None = Field(
+        None, description="keep only the first N blocks of each of the CNN's 7 stages (null: all 23, "
+                          "EfficientNet-B2); for smoke runs, which check the wiring: same stages, strides, widths and "
+                          "1408-d output, a fraction of the compute. Random initialisation only")
+
+    @model_validator(mode="after")
+    def _whole_cnn_for_weights(self) -> EfficientNetB2Params:
+        if self.pretrained is not None and self.blocks_per_stage is not None:
+            raise ValueError("pretrained weights are a whole EfficientNet-B2's; drop blocks_per_stage")
+        return self
 
 
 def build_cnn(params: EfficientNetB2Params) -> nn.Module:
@@ -52,6 +62,8 @@ def build_cnn(params: EfficientNetB2Params) -> nn.Module:
     path = local_path(source) if source is not None else None
     if source is None or path is not None:
         cnn = timm.create_model(params.architecture, pretrained=False, num_classes=0)
+        if params.blocks_per_stage is not None:  # a stage's first block changes stride and width, the rest repeat
+            cnn.blocks = nn.Sequential(*(stage[:params.blocks_per_stage] for stage in cnn.blocks))
         if path is not None:
             load_state_dict(cnn, path)
         return cnn
@@ -74,8 +86,8 @@ class EfficientNetB2Conformer(FrontEndConformer):
     name = "efficientnet_b2"
     Params = EfficientNetB2Params
     accepts = frozenset({"visual", "frames"})
-    #: timm's CNN has no smaller size: a smoke run keeps it fixed (no backward through it), as MLB's descriptor is
-    smoke = {**FrontEndConformer.smoke, "pretrained": None, "freeze": True}
+    #: a smoke run keeps one block per stage of the CNN, fixed (no backward through it) as MLB's descriptor is
+    smoke = {**FrontEndConformer.smoke, "pretrained": None, "freeze": True, "blocks_per_stage": 1}
 
     def __init__(self, modality: ModalitySpec, params: EfficientNetB2Params) -> None:
         shape = modality.shape
