@@ -210,7 +210,6 @@ def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterabl
     dists: dict[str, tuple[str, str]] = {}
     # one pass over the installed distributions' entry points (pluggy's loader rescans them all per call)
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
-        dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else None
         if registry.manager.get_plugin(ep.name) is not None:
             registry.problems.append(PluginProblem(
                 ep.name, f"entry point name {ep.name!r} is registered twice; ignoring {ep.value!r}"))
@@ -219,10 +218,10 @@ def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterabl
             registry.manager.register(ep.load(), name=ep.name)
         except Exception as exc:
             registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}",
-                                                   dist and dist[0]))
+                                                   ep.dist.name if ep.dist is not None else None))
             continue
-        if dist is not None:
-            dists[ep.name] = dist
+        if ep.dist is not None:
+            dists[ep.name] = (ep.dist.name, ep.dist.version)
     for folder in plugin_dirs:
         dists.update(_load_folder(registry, Path(folder)))
     for plugin in extra_plugins:

@@ -13,7 +13,9 @@ which skip the CNN and are the fast way to train. The Conformer stack and its di
 HSEmotion's checkpoint pickles a whole timm model: save its `state_dict()` once and give that file as
 `pretrained` (its 8-class classifier is ignored with a warning). Which timm architecture it was trained as is
 not documented in MLB; `architecture` selects timm's `efficientnet_b2` or the TensorFlow-ported
-`tf_efficientnet_b2` (same weights layout, "same" padding and other batch-norm epsilon).
+`tf_efficientnet_b2` (same weights layout, "same" padding and other batch-norm epsilon). A `--fake-data` smoke
+run keeps the first block of each of the CNN's 7 stages (`blocks_per_stage: 1`): its stages' strides, widths and
+1408-d output, at about a third of the compute.
 """
 
 from __future__ import annotations
