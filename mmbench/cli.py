@@ -9,15 +9,16 @@ import os
 import signal
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mmbench import registry as registry_lib
-from mmbench.reporting import leaderboard as lb
-from mmbench.schema import grid as grid_lib
-from mmbench.schema.leaderboard import Leaderboard
+
+if TYPE_CHECKING:  # the schemas import pydantic: `run` starts the workers' server before it pays for that
+    from mmbench.schema.grid import Grid
 
 app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoders x fusions x balancers x tasks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -70,7 +71,9 @@ def _registry(plugins_dir: list[Path] | None = None, warm_up_workers: bool = Fal
     return registry
 
 
-def _load_grid(path: Path, registry: registry_lib.Registry) -> grid_lib.Grid:
+def _load_grid(path: Path, registry: registry_lib.Registry) -> Grid:
+    from mmbench.schema import grid as grid_lib
+
     try:
         return grid_lib.load(path, registry)
     except grid_lib.GridError as exc:
@@ -80,7 +83,7 @@ def _load_grid(path: Path, registry: registry_lib.Registry) -> grid_lib.Grid:
         raise typer.Exit(2) from None
 
 
-def _expand(grid: grid_lib.Grid, registry: registry_lib.Registry, data_root: Path | None, fake_data: bool = False):
+def _expand(grid: Grid, registry: registry_lib.Registry, data_root: Path | None, fake_data: bool = False):
     """The grid's cells, or a clear message and exit 2 when a task's data is missing or malformed."""
     from mmbench.data.prepared import DataError
     from mmbench.running.cells import expand  # torch is imported only by commands that need the plugins' models
@@ -187,6 +190,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def _warn_anomalies(board_path: Path) -> None:
+    from mmbench.reporting import leaderboard as lb
     from mmbench.reporting.anomalies import anomalies
 
     flagged = anomalies(lb.read(board_path))
@@ -221,7 +225,10 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_roo
 @app.command()
 def schema(name: SchemaName = typer.Argument(..., help="which JSON Schema to print")) -> None:
     """Print the JSON Schema of grid files or leaderboard files."""
-    model = grid_lib.Grid if name is SchemaName.grid else Leaderboard
+    from mmbench.schema.grid import Grid
+    from mmbench.schema.leaderboard import Leaderboard
+
+    model = Grid if name is SchemaName.grid else Leaderboard
     typer.echo(json.dumps(model.model_json_schema(by_alias=True), indent=2))
 
 
@@ -266,6 +273,7 @@ def compare(
 ) -> None:
     """Per-entry differences between two leaderboards or runs (B − A, in points, + = better)."""
     from mmbench.reporting import compare as comparing
+    from mmbench.reporting import leaderboard as lb
 
     try:
         board_a, board_b = comparing.load(a), comparing.load(b)
@@ -314,6 +322,8 @@ def new_balancer(
 @leaderboard_app.command("render")
 def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
     """Render a leaderboard JSON file to Markdown on stdout."""
+    from mmbench.reporting import leaderboard as lb
+
     try:
         board = lb.read(file)
     except lb.LeaderboardError as exc:
@@ -334,6 +344,7 @@ def publish(
 
     Publishing never removes evidence: new seeds are added, cells the run reproduces are left as they were, and
     a cell whose outcome differs is replaced and named."""
+    from mmbench.reporting import leaderboard as lb
     from mmbench.reporting.publish import publish as publish_run
     from mmbench.running.store import RunStoreError
 

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -208,6 +208,8 @@ def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterabl
     into a fresh registry."""
     registry = Registry(manager=_new_manager())
     dists: dict[str, tuple[str, str]] = {}
+    # each read of a distribution's name or version parses its metadata file again: once per distribution
+    provenance = cache(lambda dist: (dist.name, dist.version))
     # one pass over the installed distributions' entry points (pluggy's loader rescans them all per call)
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
         if registry.manager.get_plugin(ep.name) is not None:
@@ -218,10 +220,10 @@ def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterabl
             registry.manager.register(ep.load(), name=ep.name)
         except Exception as exc:
             registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}",
-                                                   ep.dist.name if ep.dist is not None else None))
+                                                   provenance(ep.dist)[0] if ep.dist is not None else None))
             continue
         if ep.dist is not None:
-            dists[ep.name] = (ep.dist.name, ep.dist.version)
+            dists[ep.name] = provenance(ep.dist)
     for folder in plugin_dirs:
         dists.update(_load_folder(registry, Path(folder)))
     for plugin in extra_plugins:

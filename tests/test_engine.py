@@ -155,6 +155,38 @@ def test_optimizer_has_one_group_per_model_group():
     assert seen["params"] == seen["total"]
 
 
+@pytest.mark.parametrize("config", [
+    OptimizerConfig(name="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3),
+    OptimizerConfig(name="sgd", lr=0.05, momentum=0.0),
+    OptimizerConfig(name="adam", lr=1e-2, weight_decay=1e-3),
+    OptimizerConfig(name="adamw", lr=1e-2, weight_decay=1e-2),
+])
+def test_the_multi_tensor_update_gives_the_per_parameter_updates_bits(config):
+    from mmbench.training.optim import build_optimizer
+
+    def fresh() -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))
+
+    def trained(foreach: bool) -> list[torch.Tensor]:
+        model = fresh()
+        groups = {"first": list(model[0].parameters()), "second": list(model[1].parameters())}
+        optimizer = build_optimizer(config, groups)
+        assert all(group["foreach"] is True for group in optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["foreach"] = foreach
+        gradients = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=gradients)
+            optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    per_parameter, multi_tensor = trained(False), trained(True)
+    assert not any(torch.equal(a, b) for a, b in zip(per_parameter, fresh().parameters()))  # every one moved
+    assert all(torch.equal(a, b) for a, b in zip(per_parameter, multi_tensor))
+
+
 def test_profile_is_recorded():
     out = train_tiny("joint", epochs=2)
     prof = out.profile
