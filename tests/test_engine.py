@@ -333,6 +333,31 @@ def test_augmented_views_are_redrawn_every_epoch_and_repeatable():
     assert math.sqrt(q0 / n) == pytest.approx(0.5, rel=0.02) and math.sqrt(q1 / n) == pytest.approx(0.5, rel=0.02)
 
 
+@pytest.mark.parametrize("balancer", ["joint", "unimodal"])
+def test_scores_do_not_depend_on_the_evaluation_batch_size(balancer):
+    # the quickstart evaluates each split in one batch (grids/quickstart.yaml): scores are over the whole split,
+    # never per batch, so the selected epoch and every score are the same
+    from mmbench.testing import tiny_components
+
+    def trained(eval_batch_size):
+        recipe = TrainRecipe(epochs=3, batch_size=32, eval_batch_size=eval_batch_size, device="cpu",
+                             optimizer=OptimizerConfig(lr=0.05))
+        return train(tiny_components(balancer), recipe, seed=0)
+
+    def numbers(scores) -> dict[str, float]:
+        flat = {"loss": scores.loss, **scores.metrics}
+        for kind in ("unimodal", "missing_modality"):
+            flat.update({f"{kind}.{m}.{k}": v for m, values in getattr(scores, kind).items() for k, v in values.items()})
+        return flat
+
+    batched, whole = trained(None), trained(1000)
+    assert batched.best_epoch == whole.best_epoch
+    pairs = [(batched.val, whole.val), (batched.test, whole.test)]
+    pairs += [(a.val, b.val) for a, b in zip(batched.history, whole.history, strict=True)]
+    for a, b in pairs:
+        assert numbers(a) == pytest.approx(numbers(b), rel=1e-5, abs=1e-6)
+
+
 def test_evaluation_runs_each_set_of_dropped_modalities_once(monkeypatch):
     from mmbench.testing import tiny_components, tiny_context
     from mmbench.training.engine import evaluate
