@@ -17,7 +17,7 @@ from rich.table import Table
 
 from mmbench import registry as registry_lib
 
-if TYPE_CHECKING:  # the schemas import pydantic: `run` starts the workers' server before it pays for that
+if TYPE_CHECKING:  # `run` starts the workers' server before it builds the schemas (pydantic models, YAML)
     from mmbench.schema.grid import Grid
 
 app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoders x fusions x balancers x tasks.",
@@ -134,11 +134,10 @@ def run(
     fake_data: bool = FAKE_DATA,
 ) -> None:
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
+    registry = _registry(plugins_dir, warm_up_workers=executor in WORKER_EXECUTORS)  # first: it starts the server
     from mmbench.data.prepared import DataError
     from mmbench.running.executors import ExecutorError, build_executor
     from mmbench.running.store import RunStoreError
-
-    registry = _registry(plugins_dir, warm_up_workers=executor in WORKER_EXECUTORS)
     from mmbench.running.runner import run_grid  # imports torch: after the workers' server has started
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / (f"{grid.name}-fake" if fake_data else grid.name)
