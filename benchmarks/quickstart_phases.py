@@ -23,7 +23,7 @@ HZ = 499  # samples per CPU-second
 def record(perf_data: Path) -> None:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(HZ), "-o", str(perf_data), "--",
-                        sys.executable, "-c", COMMAND, "run", "--matrix", str(GRID), "--out", out],
+                        sys.executable, "-c", COMMAND, "run", "--matrix", str(GRID), "--out", out], cwd=out,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
