@@ -3,7 +3,8 @@ starting the process to its exit, median over rounds.
 
 With `--against PYTHON`, that interpreter (another installation of mmbench, e.g. an older commit's) runs the
 same command on its own installation's grid too, in alternating order within each round, so load drifting on a
-shared machine falls on both alike; the ratio of the medians and the median of the rounds' own ratios are the figures to quote.
+shared machine falls on both alike; the ratio of the medians and the median of the rounds' own ratios are the
+figures to quote.
 
     python benchmarks/quickstart_wall.py [--rounds 5] [--against /path/to/other/python] [-x workers=1]
 """

@@ -347,7 +347,8 @@ def test_scores_do_not_depend_on_the_evaluation_batch_size(balancer):
     def numbers(scores) -> dict[str, float]:
         flat = {"loss": scores.loss, **scores.metrics}
         for kind in ("unimodal", "missing_modality"):
-            flat.update({f"{kind}.{m}.{k}": v for m, values in getattr(scores, kind).items() for k, v in values.items()})
+            for m, values in getattr(scores, kind).items():
+                flat.update({f"{kind}.{m}.{k}": v for k, v in values.items()})
         return flat
 
     batched, whole = trained(None), trained(1000)

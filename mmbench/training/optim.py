@@ -11,8 +11,8 @@ def build_optimizer(config: OptimizerConfig, groups: dict[str, list[torch.nn.Par
     """One optimizer param group per declared model group, each tagged with its `name`.
 
     Always torch's multi-tensor (`foreach`) update, which torch picks by itself on CUDA only: on the CPU it
-    gives the same bits with one call per group instead of one per parameter, which is most of a small model's
-    update (`benchmarks/README.md`)."""
+    gives the same bits with one call per group instead of one per parameter (an SGD step of the quickstart's
+    model in 0.76× the time, `benchmarks/README.md`)."""
     param_groups = [{"params": params, "name": name} for name, params in groups.items() if params]
     if config.name == "sgd":
         return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum,
