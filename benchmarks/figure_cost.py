@@ -1,8 +1,8 @@
 """Seconds per figure that `mmbench run` draws next to a board: the synthetic grid's smoke run (62 cells: every
 balancer and fusion, so every kind of coefficient figure) is run once without figures, then its figures are drawn
-`--rounds` times.
+`--rounds` times, side by side in forked processes as `mmbench run` draws them (`--processes 0`: in this process).
 
-    python benchmarks/figure_cost.py [--rounds 3]
+    python benchmarks/figure_cost.py [--rounds 3] [--processes N]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ GRID = Path(__file__).resolve().parent.parent / "grids" / "synthetic.yaml"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=None, help="drawing processes (default: one per CPU)")
     args = parser.parse_args()
     from mmbench.reporting import leaderboard
     from mmbench.reporting.plots import pyplot, write_plots
@@ -38,7 +39,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             folder = Path(tmp) / f"plots-{round_}"
             started = time.perf_counter()
-            write_plots(board, results, folder)
+            write_plots(board, results, folder, processes=args.processes)
             figures = len(list(folder.glob("*.png")))
             per_figure.append((time.perf_counter() - started) / figures)
             print(f"round {round_ + 1}: {figures} figures, {per_figure[-1]:.3f} s each", flush=True)

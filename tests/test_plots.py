@@ -1,5 +1,9 @@
 """Figures next to a leaderboard: they decode, carry drawn content, and the Markdown links them."""
 
+import subprocess
+import sys
+
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,12 +21,19 @@ def _drawn(path) -> int:
         return len(image.convert("RGB").getcolors(maxcolors=1 << 20))
 
 
-def test_run_writes_curves_coefficients_and_the_modality_chart_and_links_them(tmp_path):
-    grid = tmp_path / "grid.yaml"
+@pytest.fixture(scope="module")
+def plotted_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plots")
+    grid = tmp / "grid.yaml"
     grid.write_text(GRID)
-    out = tmp_path / "run"
+    out = tmp / "run"
     result = CliRunner().invoke(app, ["run", "--matrix", str(grid), "--out", str(out)])
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_writes_curves_coefficients_and_the_modality_chart_and_links_them(plotted_run):
+    out = plotted_run
     folder = out / "leaderboard-plots"
     curves = sorted(folder.glob("*-curves.png"))
     coefficients = sorted(folder.glob("*-coefficients.png"))
@@ -33,3 +44,55 @@ def test_run_writes_curves_coefficients_and_the_modality_chart_and_links_them(tm
     assert "![each modality alone and together](leaderboard-plots/modalities.png)" in markdown
     assert f"[coefficients](leaderboard-plots/{coefficients[0].name})" in markdown
     assert all(f"[curves](leaderboard-plots/{p.name})" in markdown for p in curves)
+
+
+#: draws a run's figures in two forked processes and in this one; prints the pids that drew curves, then whether
+#: the two folders hold the same files, byte for byte, and the same links
+SIDE_BY_SIDE = """
+import filecmp, os, sys
+from pathlib import Path
+from mmbench.reporting import leaderboard, plots
+from mmbench.running.store import RunStore
+
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+results = RunStore(run).results()
+[board] = leaderboard.aggregate(results)
+curves = plots._curves
+
+def recorded(*args):
+    (out / f"drawn-by-{os.getpid()}").touch()
+    return curves(*args)
+
+plots._curves = recorded
+links = {n: plots.write_plots(board, results, out / str(n), processes=n) for n in (2, 0)}
+print(len({p for p in out.glob("drawn-by-*")} - {out / f"drawn-by-{os.getpid()}"}))
+same = [p.name for p in sorted((out / "2").iterdir())] == [p.name for p in sorted((out / "0").iterdir())]
+same = same and all(filecmp.cmp(p, out / "0" / p.name, shallow=False) for p in (out / "2").iterdir())
+as_names = {n: {k: {kind: p.name for kind, p in v.items()} for k, v in found.items()} for n, found in links.items()}
+print(same, as_names[2] == as_names[0], len(list((out / "0").iterdir())))
+"""
+
+
+def test_figures_drawn_in_forked_processes_are_the_same_files(plotted_run, tmp_path):
+    # in its own process: forking is only done where no other thread runs, and pytest's workers run threads
+    found = subprocess.run([sys.executable, "-c", SIDE_BY_SIDE, str(plotted_run), str(tmp_path)],
+                           capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr
+    drawers, verdict = found.stdout.strip().splitlines()[-2:]
+    assert int(drawers) >= 1  # curves were drawn outside the calling process
+    assert verdict == "True True 4"  # 2 curves, 1 coefficient figure, the modality chart
+
+
+def test_figures_are_drawn_in_this_process_when_another_thread_runs():
+    import threading
+
+    from mmbench.reporting.plots import drawing_processes
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert drawing_processes(5) == 0
+    finally:
+        stop.set()
+        thread.join()

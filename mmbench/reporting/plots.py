@@ -1,12 +1,19 @@
 """Figures written next to a leaderboard: each entry's learning curves and coefficient trajectories, and one
 chart of every entry's per-modality accuracy — the imbalance at a glance. Linked from the Markdown.
 
-matplotlib is imported here only, with its file-only backend, so nothing else pays for it.
+matplotlib is imported here only, with its file-only backend, so nothing else pays for it. The figures are
+drawn side by side in processes forked from this one (one per CPU), which inherit its matplotlib: drawing, not
+the board, is most of what a run does after its last cell.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from mmbench.schema.leaderboard import Leaderboard
@@ -123,23 +130,51 @@ def _modalities(board: Leaderboard, path: Path) -> None:
     plt.close(fig)
 
 
-def write_plots(board: Leaderboard, results: list[CellResult], folder: Path) -> dict[str, dict[str, Path]]:
+def _entry_figures(entry_id: str, runs: list[CellResult], primary: str, folder: Path) -> tuple[str, dict[str, Path]]:
+    """One entry's curves and, when its balancer reports coefficients, their trajectories."""
+    files = {"curves": folder / f"{entry_id}-curves.png"}
+    _curves(runs, primary, files["curves"])
+    if _coefficients(runs, folder / f"{entry_id}-coefficients.png"):
+        files["coefficients"] = folder / f"{entry_id}-coefficients.png"
+    return entry_id, files
+
+
+def _board_figure(board: Leaderboard, folder: Path) -> tuple[str, dict[str, Path]]:
+    _modalities(board, folder / "modalities.png")
+    return "", {"modalities": folder / "modalities.png"}
+
+
+def _draw(job: tuple[Callable, tuple]) -> tuple[str, dict[str, Path]]:
+    function, args = job
+    return function(*args)
+
+
+def drawing_processes(jobs: int) -> int:
+    """Processes to fork for `jobs` figures: one per CPU this process may use, none (draw here) with one CPU or
+    one job, or where forking is unavailable or unsafe (another thread, such as Ray's client, may hold a lock)."""
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, jobs) if cpus > 1 and jobs > 1 else 0
+
+
+def write_plots(board: Leaderboard, results: list[CellResult], folder: Path,
+                processes: int | None = None) -> dict[str, dict[str, Path]]:
     """Write the figures into `folder`; returns entry id -> {"curves": path, "coefficients": path} and the
-    board's chart under the key "" ({"modalities": path})."""
+    board's chart under the key "" ({"modalities": path}). `processes`: how many forked processes draw them
+    (default `drawing_processes`; 0 draws them in this process)."""
     folder.mkdir(parents=True, exist_ok=True)
     by_entry: dict[str, list[CellResult]] = defaultdict(list)
     for r in results:
         if r.status == "ok" and r.history:
             by_entry[r.entry_id].append(r)
-    written: dict[str, dict[str, Path]] = {}
-    for entry_id, runs in by_entry.items():
-        runs.sort(key=lambda r: r.seed)
-        files = {"curves": folder / f"{entry_id}-curves.png"}
-        _curves(runs, board.primary_metric, files["curves"])
-        if _coefficients(runs, folder / f"{entry_id}-coefficients.png"):
-            files["coefficients"] = folder / f"{entry_id}-coefficients.png"
-        written[entry_id] = files
+    jobs: list[tuple[Callable, tuple]] = []
     if any(e.status == "ok" for e in board.entries):
-        written[""] = {"modalities": folder / "modalities.png"}
-        _modalities(board, written[""]["modalities"])
-    return written
+        jobs.append((_board_figure, (board, folder)))  # first: the slowest (drawn twice, to fit its labels)
+    for entry_id, runs in by_entry.items():
+        jobs.append((_entry_figures, (entry_id, sorted(runs, key=lambda r: r.seed), board.primary_metric, folder)))
+    processes = drawing_processes(len(jobs)) if processes is None else processes
+    if not processes:
+        return dict(map(_draw, jobs))
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        return dict(pool.map(_draw, jobs))
