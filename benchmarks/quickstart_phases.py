@@ -1,7 +1,8 @@
 """Where the quickstart's time goes, per process: runs `mmbench run --matrix grids/quickstart.yaml` under
 `perf record -e cpu-clock` (Linux perf, root or perf_event_paranoid <= 1) and prints, for each Python process of
-the run (the runner, the workers' server, the workers), its first and last sample in seconds from the start and
-its CPU-seconds; the runner's CPU-seconds are split into before, while and after the workers train.
+the run (the runner, the workers' server, the workers, the runner's figure drawers), its first and last sample in
+seconds from the start and its CPU-seconds; the runner's CPU-seconds are split into before, while and after the
+workers train.
 
     python benchmarks/quickstart_phases.py [--rounds 3]
 """
@@ -41,13 +42,18 @@ def samples(perf_data: Path) -> dict[int, list[float]]:
 
 def report(times: dict[int, list[float]]) -> str:
     start = min(t[0] for t in times.values())
-    runner, server, *workers = sorted(times, key=lambda pid: times[pid][0])
+    runner, server, *forked = sorted(times, key=lambda pid: times[pid][0])
+    # the training workers start together; the runner forks its figure drawers after their last cell
+    workers = [pid for pid in forked if times[pid][0] < times[forked[0]][-1]]
+    drawers = [pid for pid in forked if pid not in workers]
     first, last = min(times[w][0] for w in workers), max(times[w][-1] for w in workers)
     before, during, after = (sum(1 for t in times[runner] if test(t)) / HZ
                              for test in (lambda t: t < first, lambda t: first <= t <= last, lambda t: t > last))
     parts = [f"runner 0-{times[runner][-1] - start:.1f} s ({before:.1f} + {during:.1f} + {after:.1f} CPU-s before, "
              "while and after the workers train)"]
-    for name, pid in [("server", server), *((f"worker {i}", pid) for i, pid in enumerate(workers))]:
+    named = [("server", server), *((f"worker {i}", pid) for i, pid in enumerate(workers)),
+             *((f"figures {i}", pid) for i, pid in enumerate(drawers))]
+    for name, pid in named:
         t = times[pid]
         parts.append(f"{name} {t[0] - start:.1f}-{t[-1] - start:.1f} s ({len(t) / HZ:.1f} CPU-s)")
     return "; ".join(parts)
