@@ -9,13 +9,13 @@ the board, is most of what a run does after its last cell.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from mmbench.cpus import usable_cpus
 from mmbench.schema.leaderboard import Leaderboard
 from mmbench.schema.results import CellResult
 
@@ -154,7 +154,7 @@ def drawing_processes(jobs: int) -> int:
     one job, or where forking is unavailable or unsafe (another thread, such as Ray's client, may hold a lock)."""
     if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = usable_cpus()
     return min(cpus, jobs) if cpus > 1 and jobs > 1 else 0
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from mmbench.cpus import usable_cpus
 from mmbench.schema.recipe import TrainRecipe
 
 #: data-loading processes per cell at most: beyond this, more processes only add memory
@@ -43,13 +44,6 @@ def _deterministic_kernels(mode: bool, recipe: TrainRecipe) -> None:
         torch.use_deterministic_algorithms(mode, warn_only=True)
     else:
         torch._C._set_deterministic_algorithms(mode, warn_only=True)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: its share under the `gpus` executor or Slurm, else the machine's."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def loader_options(device: torch.device, recipe: TrainRecipe, dataset: Dataset) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from mmbench.api import Cell, Event, Executor, Params, hookimpl
+from mmbench.cpus import usable_cpus
 from mmbench.registry import Registry
 from mmbench.running.executors import CellFinished, CellStarted, EpochEnded
 from mmbench.running.worker import run_cell
-from mmbench.training.acceleration import usable_cpus
 from mmbench_plugins.executors.workers import Place, cpu_slices, run_pool
 
 
