@@ -26,11 +26,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmbench import registry as registry_lib
-from mmbench.protocols import Batch, Encoder, ModalitySpec, Task
+from mmbench.contract.batch import Batch
+from mmbench.contract.context import TrainContext
+from mmbench.contract.encoder import Encoder
+from mmbench.contract.task import ModalitySpec, Task
 from mmbench.schema.params import NoParams
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.training import acceleration, profiling
-from mmbench.training.context import TrainContext
 from mmbench.training.engine import CellComponents, EpochTotals, build_model, step, task_loss_fn
 from mmbench.training.optim import build_optimizer
 

@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     from mmbench.reporting import leaderboard
     from mmbench.reporting.plots import pyplot, write_plots
-    from mmbench.running.store import RunStore
+    from mmbench.rundir import RunStore
 
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mmbench import registry as registry_lib
 from mmbench.running.search import Plan
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench.schema.results import CellResult
 
 GRID = Path(__file__).resolve().parent.parent / "grids" / "synthetic-tuned.yaml"

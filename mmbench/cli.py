@@ -18,7 +18,7 @@ from rich.table import Table
 from mmbench import registry as registry_lib
 
 if TYPE_CHECKING:  # `run` starts the workers' server before it builds the schemas (pydantic models, YAML)
-    from mmbench.schema.grid import Grid
+    from mmbench.running.grid import Grid
 
 app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoders x fusions x balancers x tasks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -72,7 +72,7 @@ def _registry(plugins_dir: list[Path] | None = None, warm_up_workers: bool = Fal
 
 
 def _load_grid(path: Path, registry: registry_lib.Registry) -> Grid:
-    from mmbench.schema import grid as grid_lib
+    from mmbench.running import grid as grid_lib
 
     try:
         return grid_lib.load(path, registry)
@@ -85,7 +85,7 @@ def _load_grid(path: Path, registry: registry_lib.Registry) -> Grid:
 
 def _expand(grid: Grid, registry: registry_lib.Registry, data_root: Path | None, fake_data: bool = False):
     """The grid's cells, or a clear message and exit 2 when a task's data is missing or malformed."""
-    from mmbench.data.prepared import DataError
+    from mmbench.contract.errors import DataError
     from mmbench.running.cells import expand  # torch is imported only by commands that need the plugins' models
 
     try:
@@ -135,9 +135,9 @@ def run(
 ) -> None:
     """Run every cell of a grid (resuming finished ones), then write and print the leaderboard."""
     registry = _registry(plugins_dir, warm_up_workers=executor in WORKER_EXECUTORS)  # first: it starts the server
-    from mmbench.data.prepared import DataError
+    from mmbench.contract.errors import DataError
+    from mmbench.rundir import RunStoreError
     from mmbench.running.executors import ExecutorError, build_executor
-    from mmbench.running.store import RunStoreError
     from mmbench.running.runner import run_grid  # imports torch: after the workers' server has started
     grid = _load_grid(matrix, registry)
     target = out_dir or Path("runs") / (f"{grid.name}-fake" if fake_data else grid.name)
@@ -224,7 +224,7 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_roo
 @app.command()
 def schema(name: SchemaName = typer.Argument(..., help="which JSON Schema to print")) -> None:
     """Print the JSON Schema of grid files or leaderboard files."""
-    from mmbench.schema.grid import Grid
+    from mmbench.running.grid import Grid
     from mmbench.schema.leaderboard import Leaderboard
 
     model = Grid if name is SchemaName.grid else Leaderboard
@@ -345,7 +345,7 @@ def publish(
     a cell whose outcome differs is replaced and named."""
     from mmbench.reporting import leaderboard as lb
     from mmbench.reporting.publish import publish as publish_run
-    from mmbench.running.store import RunStoreError
+    from mmbench.rundir import RunStoreError
 
     try:
         done = publish_run(run_dir, to, plots)
@@ -421,7 +421,8 @@ def data_prepare(
     param: list[str] = TASK_PARAM,
 ) -> None:
     """Read a release, preprocess it once and write the prepared root (resumable; a report lists bad media)."""
-    from mmbench.data.prepared import DataError, read_manifest
+    from mmbench.contract.errors import DataError
+    from mmbench.data.prepared import read_manifest
 
     instance = _data_task(task, root, param)
     try:
@@ -437,7 +438,8 @@ def data_prepare(
 def data_check(task: str = typer.Argument(..., help="task name"), root: Path | None = TASK_ROOT,
                param: list[str] = TASK_PARAM) -> None:
     """Check a prepared root: class count, split sizes, shapes; says precisely what is wrong (exit 1)."""
-    from mmbench.data.prepared import DataError, read_manifest
+    from mmbench.contract.errors import DataError
+    from mmbench.data.prepared import read_manifest
 
     instance = _data_task(task, root, param)
     try:
@@ -458,7 +460,8 @@ def data_check(task: str = typer.Argument(..., help="task name"), root: Path | N
 @data_app.command("list")
 def data_list(data_root: Path | None = DATA_ROOT) -> None:
     """Every installed task that reads data: where its prepared root is, whether it is prepared, its fingerprint."""
-    from mmbench.data.prepared import DataError, read_manifest
+    from mmbench.contract.errors import DataError
+    from mmbench.data.prepared import read_manifest
     from mmbench.data.roots import resolve_data_root
 
     registry = _registry()

@@ -21,7 +21,7 @@ from typing import Any
 
 import pluggy
 
-from mmbench import hookspecs
+from mmbench.contract import hooks as hookspecs
 
 KINDS = ("encoders", "fusions", "balancers", "tasks", "executors")
 BUILTIN_DISTRIBUTION = "mmbench"

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from mmbench import registry as registry_lib
-from mmbench.protocols import Balancer, Batch
+from mmbench.contract.balancer import Balancer
+from mmbench.contract.batch import Batch
+from mmbench.contract.context import TrainContext
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
-from mmbench.training.context import TrainContext
 from mmbench.training.engine import CellComponents, TrainOutcome, build_model, collate, task_loss_fn, train
 
 #: a small synthetic task: two modalities, 4 classes, a few hundred samples

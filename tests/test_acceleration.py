@@ -1,15 +1,14 @@
 """Engine speed settings: batched fetching, loader processes and pinned memory, channels-last, cuDNN flags and
 torch.compile. The CUDA choices are functions of the device, checked here with a CUDA device object."""
 
-import functools
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from mmbench.contract.batch import Batch
 from mmbench.data.datasets import TensorDictDataset
-from mmbench.protocols import Batch
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
 from mmbench.training import acceleration

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from mmbench import registry as registry_lib
 from mmbench.cli import app
-from mmbench.data.prepared import DataError
+from mmbench.contract.errors import DataError
 from mmbench_plugins.tasks.ave import CLASSES as AVE_CLASSES
 from tests.av_fixtures import (
     UCF_CLASSES,

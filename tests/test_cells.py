@@ -2,9 +2,9 @@
 
 import pytest
 
-from mmbench.schema import grid as grid_lib
+from mmbench.contract.balancer import Balancer, Requirements
 from mmbench.running.cells import expand, incompatibility
-from mmbench.protocols import Balancer, Requirements
+from mmbench.running import grid as grid_lib
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.concat import ConcatFusion
 from mmbench_plugins.fusions.gmu import GMUFusion
@@ -77,7 +77,7 @@ class OwnPredictions(Balancer):
 
 def test_a_balancer_that_ignores_the_fusion_gets_one_cell_without_a_fusion(monkeypatch):
     from mmbench import registry as registry_lib
-    from mmbench.hookspecs import hookimpl
+    from mmbench.contract.hooks import hookimpl
 
     class Plugin:
         @hookimpl

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mmbench import registry as registry_lib
-from mmbench.protocols import Balancer, Params
+from mmbench.contract.balancer import Balancer
+from mmbench.schema.params import Params
 from mmbench.testing import check_balancer, forbid_host_sync, train_tiny
 from mmbench.training import engine
 

@@ -15,8 +15,8 @@ import torch
 from typer.testing import CliRunner
 
 from mmbench.cli import app
+from mmbench.contract.errors import DataError
 from mmbench.data import prepare as prepare_lib
-from mmbench.data.prepared import DataError
 from mmbench_plugins.tasks import audiovisual
 from mmbench_plugins.tasks.cremad import CremadTask
 from tests.av_fixtures import cremad_stems, run_one_epoch, shipped_lines, write_cremad, write_video

@@ -15,7 +15,8 @@ import torch
 from typer.testing import CliRunner
 
 from mmbench.cli import app
-from mmbench.data.prepared import DataError, Manifest
+from mmbench.contract.errors import DataError
+from mmbench.data.prepared import Manifest
 from mmbench_plugins.encoders.conformer import Wav2Vec2Conformer
 from mmbench_plugins.encoders.efficientnet_b2 import EfficientNetB2Conformer
 from mmbench_plugins.tasks.cremad import CremadTask

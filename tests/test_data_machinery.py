@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmbench.contract.errors import DataError
 from mmbench.data import prepare as prepare_lib
 from mmbench.data.media import MediaError, fit_length, log_spectrogram, read_audio, read_frames, resample
 from mmbench.data.prepare import Item, prepare_samples
-from mmbench.data.prepared import DataError
 from mmbench.data.splits import SplitFiles, sha256, stratified_holdout
 from mmbench.data.store import PreparedArrays, write_arrays
 from tests.av_fixtures import write_video, write_wav

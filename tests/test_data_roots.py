@@ -6,11 +6,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mmbench import registry as registry_lib
-from mmbench.api import ModalitySpec, Task, hookimpl
-from mmbench.data.prepared import DataError, Manifest, write_manifest
+from mmbench.api import DataError, ModalitySpec, hookimpl
+from mmbench.api.data import PreparedTask
+from mmbench.data.prepared import Manifest, write_manifest
 from mmbench.data.roots import resolve_data_root
 from mmbench.running.cells import expand
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 
 
 def test_resolution_order(monkeypatch, tmp_path):
@@ -24,10 +25,9 @@ def test_resolution_order(monkeypatch, tmp_path):
     assert resolve_data_root("cremad", explicit=tmp_path / "cli", task_root="mine") == tmp_path / "cli" / "cremad"
 
 
-class Prepared(Task):
+class Prepared(PreparedTask):
     name = "prepared_test"
     version = "3"
-    needs_data = True
     source = "made by the test"
 
     @property

@@ -22,7 +22,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_quickstart_grid_is_valid(registry):
-    from mmbench.schema import grid
+    from mmbench.running import grid
 
     parsed = grid.load(ROOT / "grids" / "quickstart.yaml", registry)
     assert [f.name for f in parsed.fusions] == ["concat", "sum"] and len(parsed.seeds) == 3

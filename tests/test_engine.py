@@ -8,10 +8,10 @@ import psutil
 import pytest
 import torch
 
-from mmbench.training.engine import train
-from mmbench.protocols import Balancer, Requirements
+from mmbench.contract.balancer import Balancer, Requirements
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import train_tiny
+from mmbench.training.engine import train
 
 
 def test_cpu_runs_are_bit_for_bit_repeatable():
@@ -80,8 +80,8 @@ def test_non_finite_weights_with_a_finite_loss_stop_the_cell_and_its_result_is_v
     assert len(out.history) == 1 and out.best_epoch == 0
     # the run records it (no NaN reaches the result file, which JSON could not hold) and goes on
     from mmbench import registry as registry_lib
-    from mmbench.schema import grid as grid_lib
     from mmbench.running.cells import expand
+    from mmbench.running import grid as grid_lib
 
     class Plugin:
         @hookimpl

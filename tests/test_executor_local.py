@@ -5,7 +5,7 @@ import pytest
 from mmbench.running.cells import expand
 from mmbench.running.executors import CellStarted
 from mmbench.running.runner import run_grid
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench_plugins.executors import local, workers
 from tests.conftest import TINY_GRID, Spy, results_without_timings
 

@@ -6,7 +6,7 @@ import ray
 
 from mmbench.running.executors import ExecutorError
 from mmbench.running.runner import run_grid
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench_plugins.executors.ray import RayExecutor, RayParams, _check_fits
 from tests.conftest import TINY_GRID, Spy, assert_failed_mid_cell, results_without_timings
 

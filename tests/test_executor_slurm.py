@@ -13,7 +13,7 @@ import pytest
 
 from mmbench.running.executors import CellStarted, ExecutorError
 from mmbench.running.runner import run_grid
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench_plugins.executors import slurm
 from tests.conftest import TINY_GRID, Spy, results_without_timings
 

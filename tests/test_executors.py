@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from mmbench import registry as registry_lib
-from mmbench.hookspecs import hookimpl
+from mmbench.contract.hooks import hookimpl
 from mmbench.running.executors import CellFinished, CellStarted, Event, Executor, build_executor
 from mmbench.running.runner import run_grid
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench.schema.cell import Cell
 from mmbench.schema.results import CellResult
 from tests.conftest import TINY_GRID, results_without_timings

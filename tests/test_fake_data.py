@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mmbench.cli import app
 from mmbench.data.fake import FAKE_BATCH, FAKE_SIZES, fake_splits
 from mmbench.running.cells import expand
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 
 ROOT = Path(__file__).resolve().parent.parent
 #: grids run by a test of their own (nvgesture: at the real clip shapes a CPU cell takes minutes, so its test

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from mmbench.training.engine import train
+from mmbench.api import Incompatible
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
-from mmbench.api import Incompatible
+from mmbench.training.engine import train
 from mmbench_plugins.balancers.joint import Joint
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams, Maxout, gated_mix
 

@@ -10,14 +10,16 @@ import math
 import pytest
 import torch
 
-from mmbench.training.engine import CellComponents, build_model, collate, train
-from mmbench.protocols import Encoder, Incompatible, ModalitySpec
+from mmbench.contract.batch import Batch
+from mmbench.contract.encoder import Encoder
+from mmbench.contract.errors import Incompatible
+from mmbench.contract.task import ModalitySpec
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
+from mmbench.training.engine import CellComponents, build_model, collate, train
 from mmbench_plugins.balancers.joint import Joint
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.mmtm import MMTM, MMTMFusion, MMTMParams, running_mean
-from mmbench.protocols import Batch
 
 RTOL = 1e-5
 SIG = {1.5: 0.8175744762, -1.0: 0.2689414214, -2.0: 0.1192029220}  # σ(x), by hand

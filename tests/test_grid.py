@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench.schema.yaml_text import YamlProblem, decode, load_yaml
 from tests.conftest import TINY_GRID
 

@@ -17,8 +17,16 @@ from mmbench_plugins.tasks.imagetext import pad_text, replace_tokens
 from mmbench_plugins.tasks.mmimdb import MMIMDbTask
 from mmbench_plugins.tasks.moviescope import MoviescopeTask
 from mmbench_plugins.tasks.sarcasm import SarcasmTask
-from tests.it_fixtures import (fixture_texts, run_cells, write_jpeg, write_mmimdb_movie, write_mmimdb_raw,
-                               write_moviescope, write_sarcasm, write_tokenizer)
+from tests.it_fixtures import (
+    fixture_texts,
+    run_cells,
+    write_jpeg,
+    write_mmimdb_movie,
+    write_mmimdb_raw,
+    write_moviescope,
+    write_sarcasm,
+    write_tokenizer,
+)
 
 runner = CliRunner()
 TINY = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}

@@ -141,7 +141,7 @@ def test_pretrained_weight_identity_enters_the_cell_id(tmp_path):
     """Same parameters, same path, other bytes in the weights file: another cell."""
     from mmbench import registry as registry_lib
     from mmbench.running.cells import expand
-    from mmbench.schema import grid as grid_lib
+    from mmbench.running import grid as grid_lib
     from tests.conftest import TINY_GRID
 
     class Plugin:

@@ -236,7 +236,7 @@ def test_fake_runs_build_large_encoders_small_and_without_weights(registry):
     from pathlib import Path
 
     from mmbench.running.cells import expand
-    from mmbench.schema import grid as grid_lib
+    from mmbench.running import grid as grid_lib
 
     grid = grid_lib.load(Path(__file__).resolve().parent.parent / "grids" / "moviescope.yaml", registry)
     cell = expand(grid, registry, fake_data=True)[0]

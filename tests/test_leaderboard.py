@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from mmbench.schema import grid as grid_lib
 from mmbench.reporting import leaderboard as lb
 from mmbench.reporting import markdown as md
 from mmbench.reporting.publish import publish
 from mmbench.running.runner import run_grid
+from mmbench.running import grid as grid_lib
 from tests.conftest import TINY_GRID
 
 

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from mmbench.reporting import leaderboard as lb
 from mmbench.reporting import markdown as md
 from mmbench.reporting.publish import publish
-from mmbench.running.store import RunStore, RunStoreError
+from mmbench.rundir import RunStore, RunStoreError
+from mmbench.schema.leaderboard import SCHEMA as LEADERBOARD_SCHEMA
 from mmbench.schema.results import CellResult
 
 ENCODERS = {"fast": {"name": "mlp", "params": {}}, "slow": {"name": "mlp", "params": {}}}
@@ -186,7 +187,7 @@ def test_written_json_round_trips_and_is_strict(tmp_path):
     board = board_of([record(0), record(1, accuracy=0.6)])
     lb.write(board, path)
     data = json.loads(path.read_text())
-    assert data["schema"] == lb.SCHEMA and lb.read(path) == board
+    assert data["schema"] == LEADERBOARD_SCHEMA and lb.read(path) == board
     assert all(math.isfinite(v) for v in data["entries"][0]["metrics"]["accuracy"]["per_seed"])
 
 

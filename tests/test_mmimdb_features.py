@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from mmbench.cli import app
-from mmbench.data.prepared import DataError
+from mmbench.contract.errors import DataError
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams
 from mmbench_plugins.tasks.mmimdb_features import MMIMDbFeaturesTask
 from tests.it_fixtures import MMIMDB_IDS, run_cells, write_mmimdb_hdf5

@@ -14,8 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from mmbench.cli import app
+from mmbench.contract.errors import DataError
 from mmbench.data.media import optical_flow
-from mmbench.data.prepared import DataError
 from mmbench.data.store import PreparedArrays
 from mmbench_plugins.tasks.nvgesture import NVGestureParams, NVGestureTask, parse_list
 from tests.nvgesture_fixture import TEST_LINES, TRAIN_LINES, folder_of, write_avi, write_flow_arrays, write_nvgesture

@@ -52,7 +52,7 @@ SIDE_BY_SIDE = """
 import filecmp, os, sys
 from pathlib import Path
 from mmbench.reporting import leaderboard, plots
-from mmbench.running.store import RunStore
+from mmbench.rundir import RunStore
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 results = RunStore(run).results()

@@ -38,8 +38,8 @@ def test_broken_plugin_and_name_clash_are_reported_and_others_keep_working(tmp_p
         {"broken": "module_that_does_not_exist_xyz", "clashing": "clashing_plugin", "extra": "extra_plugin"},
         {
             "clashing_plugin": """
-                from mmbench.hookspecs import hookimpl
-                from mmbench.protocols import Balancer
+                from mmbench.api import hookimpl
+                from mmbench.api import Balancer
                 class FakeJoint(Balancer):
                     name = "joint"
                 @hookimpl
@@ -47,8 +47,8 @@ def test_broken_plugin_and_name_clash_are_reported_and_others_keep_working(tmp_p
                     return [FakeJoint]
             """,
             "extra_plugin": """
-                from mmbench.hookspecs import hookimpl
-                from mmbench.protocols import Balancer
+                from mmbench.api import hookimpl
+                from mmbench.api import Balancer
                 class Extra(Balancer):
                     name = "extra_balancer"
                 @hookimpl
@@ -80,8 +80,8 @@ def test_the_default_registry_follows_the_plugin_folders_named_in_the_environmen
     """A worker forked from the preloaded server reuses the server's registry only while its runner names the
     same plugin folders."""
     (tmp_path / "folder_balancer.py").write_text(textwrap.dedent("""
-        from mmbench.hookspecs import hookimpl
-        from mmbench.protocols import Balancer
+        from mmbench.api import hookimpl
+        from mmbench.api import Balancer
         class FolderBalancer(Balancer):
             name = "folder_balancer"
         @hookimpl

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from mmbench import registry as registry_lib
 from mmbench.cli import app
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer
+from mmbench.contract.balancer import Balancer
+from mmbench.contract.hooks import hookimpl
+from mmbench.rundir import RunStore, RunStoreError
 from mmbench.running.runner import run_grid
-from mmbench.running.store import RunStore, RunStoreError
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from tests.conftest import TINY_GRID
 from tests.test_registry import _fake_distribution
 
@@ -50,8 +50,8 @@ class RaisingObserver:
 
 def test_a_class_without_a_name_is_reported_with_its_distribution_and_the_rest_works(tmp_path, monkeypatch):
     _fake_distribution(tmp_path, "broken_dist", {"nameless": "nameless_plugin"}, {"nameless_plugin": """
-        from mmbench.hookspecs import hookimpl
-        from mmbench.protocols import Balancer
+        from mmbench.api import hookimpl
+        from mmbench.api import Balancer
         class Nameless(Balancer):
             pass
         @hookimpl
@@ -113,7 +113,7 @@ def test_out_being_a_file_is_one_clear_line(tmp_path):
 
 @pytest.mark.parametrize("code, words", [(errno.EACCES, "Permission denied"), (errno.ENOSPC, "No space left")])
 def test_an_unwritable_or_full_disk_is_one_clear_line_and_keeps_finished_cells(tmp_path, monkeypatch, code, words):
-    import mmbench.running.store as store_module
+    import mmbench.rundir as store_module
 
     real = store_module.atomic_write_json
     calls = []

@@ -11,13 +11,13 @@ import jsonschema
 import pytest
 import torch
 
-from mmbench.schema import grid as grid_lib
+from mmbench import registry as registry_lib
+from mmbench.contract.balancer import Balancer
+from mmbench.contract.hooks import hookimpl
 from mmbench.reporting import leaderboard as lb
 from mmbench.reporting import markdown as md
-from mmbench import registry as registry_lib
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer
 from mmbench.running.runner import run_grid
+from mmbench.running import grid as grid_lib
 from tests.conftest import TINY_GRID
 
 
@@ -44,7 +44,7 @@ class RunsOutOfMemory(Balancer):
 
 class NeedsSum(Balancer):
     name = "needs_sum"
-    from mmbench.protocols import Requirements
+    from mmbench.contract.balancer import Requirements
     requires = Requirements(fusions=frozenset({"sum"}))
 
 

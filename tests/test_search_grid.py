@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from mmbench.cli import app
 from mmbench.running.cells import expand
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from tests.conftest import TINY_GRID
 
 SEARCH = TINY_GRID.replace("balancers: [joint]", "balancers: [joint, ogm]") + "search: {trials: 3}\n"

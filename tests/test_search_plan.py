@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from mmbench import registry as registry_lib
 from mmbench.api import Balancer, Params, hookimpl, search
 from mmbench.running.search import Plan
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench.schema.results import CellResult
 from tests.conftest import TINY_GRID
 

@@ -8,12 +8,12 @@ from rich.console import Console
 from torch.utils.data import Dataset
 
 from mmbench import registry as registry_lib
-from mmbench.hookspecs import hookimpl
+from mmbench.contract.hooks import hookimpl
 from mmbench.reporting import leaderboard as lb
 from mmbench.reporting.publish import publish
+from mmbench.rundir import RunStore
 from mmbench.running.runner import run_grid
-from mmbench.running.store import RunStore
-from mmbench.schema import grid as grid_lib
+from mmbench.running import grid as grid_lib
 from mmbench_plugins.tasks.synthetic import SyntheticTask
 from tests.conftest import TINY_GRID
 

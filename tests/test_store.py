@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from mmbench.schema import grid as grid_lib
-from mmbench.running.runner import run_grid
 from mmbench import files
 from mmbench.files import atomic_write_text
-from mmbench.running.store import RunStore, RunStoreError
+from mmbench.rundir import RunStore, RunStoreError
+from mmbench.running.runner import run_grid
+from mmbench.running import grid as grid_lib
 from tests.conftest import TINY_GRID
 
 

@@ -41,7 +41,7 @@ from mmbench.cli import app
 from mmbench.running import worker_server
 
 def warm_up():
-    heavy = ("torch", "yaml", "mmbench.schema.grid", "mmbench.data.prepared", "mmbench.running.executors")
+    heavy = ("torch", "yaml", "mmbench.running.grid", "mmbench.data.prepared", "mmbench.running.executors")
     print(sorted(m for m in heavy if m in sys.modules), file=sys.__stderr__)
     raise SystemExit(3)
 

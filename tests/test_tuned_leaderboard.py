@@ -75,7 +75,7 @@ def test_the_markdown_shows_the_protocol_the_choices_and_the_spread():
 
 def test_republishing_a_trial_with_another_validation_score_replaces_it_and_says_so(tmp_path):
     from mmbench.reporting.publish import publish
-    from mmbench.running.store import RunStore
+    from mmbench.rundir import RunStore
 
     def run(name, results):
         store = RunStore(tmp_path / name)

@@ -13,8 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mmbench.cli import app
+from mmbench.contract.errors import DataError
 from mmbench.data import prepare as prepare_lib
-from mmbench.data.prepared import DataError, read_manifest
+from mmbench.data.prepared import read_manifest
 from mmbench_plugins.tasks.twitter2015 import Twitter2015Task
 from tests.it_fixtures import fixture_texts, run_cells, write_tokenizer, write_twitter2015
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from mmbench.protocols import Task
+from mmbench.contract.task import Task
 
 #: two training samples: batch normalisation of a vector (e.g. in the gmu fusion) needs more than one
 FAKE_SIZES = {"train": 2, "val": 1, "test": 1}

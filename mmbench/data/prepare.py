@@ -31,7 +31,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mmbench.data.prepared import MANIFEST, DataError
+from mmbench.contract.errors import DataError
+from mmbench.data.prepared import MANIFEST
 from mmbench.files import atomic_write_json
 
 #: the documented tolerance: prepare fails when more than 1 % of the listed samples are bad (or, without

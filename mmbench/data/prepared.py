@@ -14,14 +14,12 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from mmbench.contract.errors import DataError
+from mmbench.files import atomic_write_json
 from mmbench.schema.cell import content_hash
 from mmbench.schema.record import Record
 
 MANIFEST = "mmbench-prepared.json"
-
-
-class DataError(Exception):
-    """A task's data is missing or malformed; the message names the expected layout and where to get it."""
 
 
 class Manifest(Record):
@@ -55,8 +53,6 @@ class Manifest(Record):
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    from mmbench.running.store import atomic_write_json
-
     atomic_write_json(Path(root) / MANIFEST, {**manifest.model_dump(mode="json"), "fingerprint": manifest.fingerprint})
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbench.data.prepared import DataError
+from mmbench.contract.errors import DataError
 
 SUMS = "SHA256SUMS"
 

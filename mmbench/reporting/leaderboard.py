@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from mmbench.files import atomic_write_json, atomic_write_text
 from mmbench.reporting import confidence, tuning
 from mmbench.schema.leaderboard import (
-    SCHEMA,
     CoefficientSummary,
     Entry,
     EntryError,

@@ -17,9 +17,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mmbench.files import atomic_write_text
-from mmbench.reporting.markdown import is_fake
 from mmbench.reporting.leaderboard import LeaderboardError, aggregate, read, write
-from mmbench.running.store import RunStore
+from mmbench.reporting.markdown import is_fake
+from mmbench.rundir import RunStore
 from mmbench.schema.results import CellResult
 
 CELLS_SUFFIX = ".cells.jsonl"

@@ -6,12 +6,15 @@ import inspect
 import itertools
 from pathlib import Path
 
+from mmbench.contract.balancer import Balancer
+from mmbench.contract.encoder import Encoder
+from mmbench.contract.fusion import Fusion
+from mmbench.contract.task import Task
 from mmbench.data.fake import FAKE_BATCH, FAKE_EPOCHS
 from mmbench.data.roots import resolve_data_root
-from mmbench.protocols import Balancer, Encoder, Fusion, Task
 from mmbench.registry import Registry, Resolved
 from mmbench.schema.cell import Cell, ComponentSpec, EncoderSpec, Scoring, TaskSpec, content_hash
-from mmbench.schema.grid import ALL_MODALITIES, ComponentRef, Grid
+from mmbench.running.grid import ALL_MODALITIES, ComponentRef, Grid
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.training import metrics
 from mmbench.training.engine import evaluate

@@ -19,10 +19,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from mmbench.files import atomic_write_text
 from mmbench.registry import Registry
 from mmbench.reporting import leaderboard
+from mmbench.rundir import RunStore
 from mmbench.running.cells import expand
 from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor, build_executor
-from mmbench.running.store import RunStore
-from mmbench.schema.grid import Grid
+from mmbench.running.grid import Grid
 from mmbench.schema.results import CellResult
 
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from mmbench.registry import Registry
 from mmbench.running.cells import configurations
 from mmbench.schema.cell import Cell, ComponentSpec, Tuning, content_hash
-from mmbench.schema.grid import Grid
+from mmbench.running.grid import Grid
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.schema.results import CellResult
 from mmbench.schema.search import BALANCER, OPTIMIZER, SearchConfig, group_space, validation_score

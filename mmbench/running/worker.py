@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from mmbench import registry as registry_lib
-from mmbench.data.prepared import DataError
-from mmbench.protocols import Incompatible
+from mmbench.contract.errors import DataError, Incompatible
 from mmbench.schema.cell import Cell
 from mmbench.schema.results import CellProfile, CellResult, EpochRecord, ErrorInfo
 from mmbench.training import profiling

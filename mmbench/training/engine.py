@@ -19,13 +19,19 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from mmbench.contract.balancer import Balancer
+from mmbench.contract.batch import Batch, ModelOutput
+from mmbench.contract.context import TrainContext
+from mmbench.contract.encoder import Encoder
+from mmbench.contract.errors import Incompatible
+from mmbench.contract.fusion import Fusion
+from mmbench.contract.task import Task
 from mmbench.data.fake import fake_splits
-from mmbench.protocols import Balancer, Batch, Encoder, Fusion, Incompatible, ModelOutput, Params, Task
+from mmbench.schema.params import Params
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.schema.results import EpochRecord, SplitScores
 from mmbench.training import acceleration, profiling
 from mmbench.training import metrics as metric_lib
-from mmbench.training.context import TrainContext
 from mmbench.training.model import MultimodalModel
 from mmbench.training.optim import build_optimizer, build_scheduler, resolve_device
 

@@ -11,7 +11,9 @@ from collections.abc import Collection, Mapping
 import torch
 from torch import Tensor, nn
 
-from mmbench.protocols import Encoder, Fusion, Inputs, ModelOutput
+from mmbench.contract.batch import Inputs, ModelOutput
+from mmbench.contract.encoder import Encoder
+from mmbench.contract.fusion import Fusion
 
 
 class MultimodalModel(nn.Module):

@@ -60,8 +60,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
-from mmbench.api import late_fusion
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl, late_fusion
 
 HEAD = "mla_head"
 #: official fixed fusion weights by number of modalities (`main(av_alpha=0.55)`; a/v/t = 0.35/0.25/0.4)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from mmbench.api import Cell, Event, Executor, ExecutorError, Params, hookimpl
+from mmbench.api import Params, hookimpl
+from mmbench.api.running import Cell, Event, Executor, ExecutorError
 from mmbench_plugins.executors.workers import Place, cpu_slices, run_pool
 
 

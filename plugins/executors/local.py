@@ -9,11 +9,18 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from mmbench.api import Cell, Event, Executor, Params, hookimpl
-from mmbench.cpus import usable_cpus
-from mmbench.registry import Registry
-from mmbench.running.executors import CellFinished, CellStarted, EpochEnded
-from mmbench.running.worker import run_cell
+from mmbench.api import Params, hookimpl
+from mmbench.api.running import (
+    Cell,
+    CellFinished,
+    CellStarted,
+    EpochEnded,
+    Event,
+    Executor,
+    Registry,
+    run_cell,
+    usable_cpus,
+)
 from mmbench_plugins.executors.workers import Place, cpu_slices, run_pool
 
 

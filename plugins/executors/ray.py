@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mmbench.api import Cell, Event, Executor, ExecutorError, Params, Relay, hookimpl, run_cell
+from mmbench.api import Params, hookimpl
+from mmbench.api.running import Cell, Event, Executor, ExecutorError, Relay, run_cell
 
 
 class RayParams(Params):

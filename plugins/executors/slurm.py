@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mmbench.api import Cell, Event, Executor, ExecutorError, Params, Relay, hookimpl, run_cell
+from mmbench.api import Params, hookimpl
+from mmbench.api.running import Cell, Event, Executor, ExecutorError, Relay, run_cell
 
 
 class SlurmParams(Params):

@@ -1,6 +1,6 @@
 """Worker processes that train cells for the `local` (CPU) and `gpus` executors.
 
-Each worker is a process forked from `mmbench.running.worker_server`'s server, so it starts in a moment. A
+Each worker is a process forked from mmbench's worker server (`worker_context`), so it starts in a moment. A
 worker trains one cell at a time and sends its start, epochs and result back to the runner's process, which
 saves them. A worker that dies (a segfault, the kernel's out-of-memory killer) is replaced and its cell retried up to
 `max_retries` times, then recorded failed with the exit signal.
@@ -17,9 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-from mmbench import registry
-from mmbench.api import Cell, Event, Relay, run_cell
-from mmbench.running.worker_server import context
+from mmbench.api.running import PLUGINS_DIR_VARIABLE, Cell, Event, Relay, run_cell, worker_context
 
 
 @dataclass(frozen=True)
@@ -69,10 +67,10 @@ class Slot:
         self.start()
 
     def start(self) -> None:
-        self.conn, child = context().Pipe()
-        env = {registry.PLUGINS_DIR_VARIABLE: os.environ.get(registry.PLUGINS_DIR_VARIABLE, "")}
+        self.conn, child = worker_context().Pipe()
+        env = {PLUGINS_DIR_VARIABLE: os.environ.get(PLUGINS_DIR_VARIABLE, "")}
         # not a daemon: a cell's data loader starts processes of its own
-        self.process = context().Process(target=_worker, args=(child, self.place, env),
+        self.process = worker_context().Process(target=_worker, args=(child, self.place, env),
                                        name=f"mmbench-{self.place.name.replace(' ', '')}")
         self.process.start()
         child.close()  # the worker holds the only other end, so its death reads as end-of-file here

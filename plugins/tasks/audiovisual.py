@@ -32,22 +32,26 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
-from mmbench.data.media import fit_length, log_spectrogram, read_frames, resample
-from mmbench.data.prepare import (
+from mmbench.api import DataError, ModalitySpec, Params, Task
+from mmbench.api.data import (
     ARRAYS,
     Item,
+    Manifest,
+    PreparedArrays,
+    SplitFiles,
     checked_raw,
+    fit_length,
+    log_spectrogram,
     prepare_samples,
     raw_error,
+    read_frames,
+    read_manifest,
     read_samples,
+    resample,
     split_rows,
     split_size_problems,
     write_prepared_manifest,
 )
-from mmbench.data.prepared import read_manifest
-from mmbench.data.splits import SplitFiles
-from mmbench.data.store import PreparedArrays
 from mmbench_plugins.tasks import waveform as wave
 
 SPLITS_DIR = Path(__file__).parent / "splits"

@@ -29,8 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import fit_length, log_power_spectrogram, read_audio, resample
-from mmbench.data.prepare import Item
+from mmbench.api.data import Item, fit_length, log_power_spectrogram, read_audio, resample
 from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 CLASSES = (

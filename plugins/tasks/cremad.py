@@ -32,8 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import MediaError, read_audio
-from mmbench.data.prepare import Item
+from mmbench.api.data import Item, MediaError, read_audio
 from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
 from mmbench_plugins.tasks.waveform import waveform_fields
 

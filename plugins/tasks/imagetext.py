@@ -33,14 +33,23 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task
-from mmbench.data.media import MediaError
-from mmbench.data.prepare import (ARRAYS, Item, checked_raw, kept_hash, prepare_samples, raw_error,
-                                  read_samples)
-from mmbench.data.prepared import read_manifest, write_manifest
-from mmbench.data.splits import sha256
-from mmbench.data.store import PreparedArrays
-from mmbench.files import atomic_write_json
+from mmbench.api import DataError, ModalitySpec, Params, Task
+from mmbench.api.data import (
+    ARRAYS,
+    Item,
+    Manifest,
+    MediaError,
+    PreparedArrays,
+    atomic_write_json,
+    checked_raw,
+    kept_hash,
+    prepare_samples,
+    raw_error,
+    read_manifest,
+    read_samples,
+    sha256,
+    write_manifest,
+)
 from mmbench_plugins.encoders.weights import weights_identity
 from mmbench_plugins.tasks.word_vectors import neighbour_table
 

@@ -23,8 +23,7 @@ import torch
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import read_audio, resample
-from mmbench.data.prepare import Item
+from mmbench.api.data import Item, read_audio, resample
 from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 NUM_CLASSES = 31

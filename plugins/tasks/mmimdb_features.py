@@ -23,12 +23,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, Manifest, ModalitySpec, Task, TensorDictDataset, hookimpl
-from mmbench.data.prepare import ARRAYS, MAX_BAD_FRACTION, REPORT, SAMPLES, kept_hash
-from mmbench.data.prepared import read_manifest, write_manifest
-from mmbench.data.splits import sha256
-from mmbench.data.store import PreparedArrays, write_arrays
-from mmbench.files import atomic_write_json
+from mmbench.api import DataError, ModalitySpec, Task, TensorDictDataset, hookimpl
+from mmbench.api.data import (
+    ARRAYS,
+    MAX_BAD_FRACTION,
+    REPORT,
+    SAMPLES,
+    Manifest,
+    PreparedArrays,
+    atomic_write_json,
+    kept_hash,
+    read_manifest,
+    sha256,
+    write_arrays,
+    write_manifest,
+)
 
 FILE = "multimodal_imdb.hdf5"
 #: hdf5 source -> (modality, width)
@@ -142,6 +151,9 @@ class MMIMDbFeaturesTask(Task):
 
     def _manifest(self) -> Manifest:
         return read_manifest(self.root, self.name, self.source)
+
+    def fingerprint(self) -> str:
+        return self._manifest().fingerprint
 
     def splits(self) -> dict[str, Dataset]:
         self._manifest()

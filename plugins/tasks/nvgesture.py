@@ -54,20 +54,26 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, Manifest, ModalitySpec, Params, Task, hookimpl
-from mmbench.data.media import FLOW_METHODS, MediaError, optical_flow, read_clip
-from mmbench.data.prepare import (
+from mmbench.api import DataError, ModalitySpec, Params, Task, hookimpl
+from mmbench.api.data import (
     ARRAYS,
+    FLOW_METHODS,
+    SUMS,
     Item,
+    Manifest,
+    MediaError,
+    PreparedArrays,
+    SplitFiles,
+    optical_flow,
     prepare_samples,
+    read_clip,
+    read_manifest,
     read_samples,
+    sha256,
     split_rows,
     split_size_problems,
     write_prepared_manifest,
 )
-from mmbench.data.prepared import read_manifest
-from mmbench.data.splits import SUMS, SplitFiles, sha256
-from mmbench.data.store import PreparedArrays
 
 CLASSES = 25
 #: frames of a sensor window the reader keeps (its buffer holds 80)

@@ -28,9 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.data.media import read_audio
-from mmbench.data.prepare import Item
-from mmbench.data.splits import SUMS, SplitFiles, sha256
+from mmbench.api.data import SUMS, Item, SplitFiles, read_audio, sha256
 from mmbench_plugins.tasks.audiovisual import SPLITS_DIR, AudioVisualParams, AudioVisualTask, clip_fields, stft_features
 
 CLASSES = tuple((SPLITS_DIR / "ucf101" / "audio_classes.txt").read_text().split())

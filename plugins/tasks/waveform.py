@@ -23,8 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from mmbench.data.media import resample
-from mmbench.data.store import PreparedArrays
+from mmbench.api.data import PreparedArrays, resample
 
 FIELDS = ("waveform", "waveform_moments")
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mmbench.training.context import TrainContext
-from mmbench.training.engine import build_model, collate, task_loss_fn
-from mmbench.training.optim import build_optimizer
+from mmbench.contract.context import TrainContext
 from mmbench.schema.recipe import OptimizerConfig
 from mmbench.testing import assert_trained, tiny_components, train_tiny
+from mmbench.training.engine import build_model, collate, task_loss_fn
+from mmbench.training.optim import build_optimizer
 from mmbench_plugins.balancers.agm import (
     AGM,
     agm_coefficients,

@@ -6,16 +6,25 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mmbench.contract.batch import Batch
+from mmbench.contract.task import ModalitySpec
+from mmbench.schema.params import NoParams
 from mmbench.schema.results import EpochRecord, SplitScores
-from mmbench.training.model import MultimodalModel
-from mmbench.protocols import ModalitySpec, NoParams
 from mmbench.testing import tiny_components, train_tiny
+from mmbench.training.model import MultimodalModel
 from mmbench_plugins.balancers.dynamic_uda import (
-    CASE_BOTH_UP, CASE_GENERALISE, CASE_OTHER, CASE_OVERFIT, UDA, WARMUP, DynamicUDA, consistency_kl, dynamic_lambda,
+    CASE_BOTH_UP,
+    CASE_GENERALISE,
+    CASE_OTHER,
+    CASE_OVERFIT,
+    UDA,
+    WARMUP,
+    DynamicUDA,
+    consistency_kl,
+    dynamic_lambda,
 )
 from mmbench_plugins.encoders.mlp import MLPEncoder, MLPParams
 from mmbench_plugins.fusions.concat import ConcatFusion
-from mmbench.protocols import Batch
 
 P_LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
 Q_LOGITS = torch.tensor([[1.0, 1.0, -0.5], [0.5, 0.5, 0.2]])

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from mmbench.training.context import TrainContext
-from mmbench.training.engine import build_model, collate
+from mmbench.contract.context import TrainContext
 from mmbench.testing import tiny_components, train_tiny
+from mmbench.training.engine import build_model, collate
 from mmbench_plugins.balancers.gradient_blending import GradientBlending, blend_weights
 
 RTOL = 1e-5

@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmbench.contract.batch import Batch
+from mmbench.contract.context import TrainContext
+from mmbench.contract.errors import Incompatible
 from mmbench.running.cells import incompatibility
-from mmbench.training.context import TrainContext
-from mmbench.training.engine import build_model, evaluate, train
-from mmbench.protocols import Batch, Incompatible
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components, tiny_context
+from mmbench.training.engine import build_model, evaluate, train
 from mmbench_plugins.balancers.greedy import Greedy, GreedyState, guided_step, learning_speed, random_step
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.concat import ConcatFusion

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mmbench.training.context import TrainContext
-from mmbench.training.engine import build_model, collate
-from mmbench.training.optim import build_optimizer
+from mmbench.contract.context import TrainContext
 from mmbench.schema.recipe import OptimizerConfig
 from mmbench.testing import tiny_components, train_tiny
+from mmbench.training.engine import build_model, collate
+from mmbench.training.optim import build_optimizer
 from mmbench_plugins.balancers.mie import (
     MIE,
     batch_mean_covariance,

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from mmbench.training.context import TrainContext
-from mmbench.training.engine import build_model, collate, train
-from mmbench.training.optim import build_optimizer
+from mmbench.contract.context import TrainContext
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components, train_tiny
+from mmbench.training.engine import build_model, collate, train
 from mmbench.training.late_fusion import fuse_logits, gate_weights, mask_weights, presence
+from mmbench.training.optim import build_optimizer
 from mmbench_plugins.balancers.mla import (
     HEAD,
     MLA,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.protocols import NoParams
+from mmbench.schema.params import NoParams
 from mmbench.testing import assert_trained, tiny_components, tiny_context, train_tiny
 from mmbench_plugins.balancers.mmcosine import MMCosine, MMCosineParams, cosine_logits
 from mmbench_plugins.fusions.concat import ConcatFusion

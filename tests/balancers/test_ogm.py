@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.training.context import TrainContext
-from mmbench.training.engine import build_model, collate
-from mmbench.protocols import NoParams
+from mmbench.contract.context import TrainContext
+from mmbench.schema.params import NoParams
 from mmbench.testing import assert_trained, tiny_components, train_tiny
+from mmbench.training.engine import build_model, collate
 from mmbench_plugins.balancers.ogm import OGM, OGMGE, OGMParams, ge_noise_std, ogm_coefficients
 from mmbench_plugins.fusions.concat import ConcatFusion
 from mmbench_plugins.fusions.sum import SumFusion

@@ -10,18 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmbench.contract.batch import Batch
+from mmbench.contract.task import ModalitySpec
 from mmbench.running.cells import incompatibility
-from mmbench.training.engine import task_loss_fn, train
-from mmbench.training.model import MultimodalModel
-from mmbench.protocols import ModalitySpec
-from mmbench.training.optim import build_optimizer
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components
+from mmbench.training.engine import task_loss_fn, train
+from mmbench.training.model import MultimodalModel
+from mmbench.training.optim import build_optimizer
 from mmbench_plugins.balancers.pmmo import EXTRAS_KEY, PMMO, laplace_posterior, site_terms
 from mmbench_plugins.encoders.mlp import MLPEncoder, MLPParams
 from mmbench_plugins.fusions.concat import ConcatFusion
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams, Maxout, gated_mix
-from mmbench.protocols import Batch
 
 W, LOC, RAW = torch.tensor(0.02), torch.tensor(0.001), torch.tensor(0.005)
 N_TRAIN = 64  # training samples of the hand-built cell (its minibatches hold 16)

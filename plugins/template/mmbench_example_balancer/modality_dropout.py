@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from mmbench.hookspecs import hookimpl
-from mmbench.protocols import Balancer, Params
+from mmbench.api import Balancer, Params, hookimpl
 
 
 class ModalityDropoutParams(Params):

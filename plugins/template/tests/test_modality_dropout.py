@@ -1,9 +1,9 @@
 """The example plugin's own tests: mmbench's balancer contract in one line, and the method's arithmetic."""
 
 import torch
+from mmbench_example_balancer.modality_dropout import ModalityDropout
 
 from mmbench.testing import check_balancer, tiny_components, tiny_context
-from mmbench_example_balancer.modality_dropout import ModalityDropout
 
 
 def test_contract():

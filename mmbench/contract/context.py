@@ -1,4 +1,4 @@
-"""What the engine hands a balancer at every hook: the model, optimizer, position in training, history."""
+"""`TrainContext`: what the engine hands a balancer at every hook — the model, optimizer, position, history."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from mmbench.protocols import Task
+from mmbench.contract.model import Model
+from mmbench.contract.task import Task
 from mmbench.schema.results import EpochRecord, SplitScores
-from mmbench.training.model import MultimodalModel
 
 
 @dataclass
 class TrainContext:
     """State shared by the engine and the balancer during one cell's training."""
 
-    model: MultimodalModel
+    model: Model
     optimizer: torch.optim.Optimizer
     task: Task
     device: torch.device

@@ -16,7 +16,6 @@ from mmbench.files import atomic_write_json
 from mmbench.schema.record import check_schema
 from mmbench.schema.results import SCHEMA_FAMILY, SCHEMA_MAJOR, CellResult
 
-
 LOCK = ".lock"
 
 

@@ -1,0 +1,27 @@
+"""The face for executor authors: where a grid's cells run.
+
+An `Executor` receives the cells still to run and reports `CellStarted`, `EpochEnded` and `CellFinished` events;
+`run_cell` trains one cell wherever it is called (in this process, a worker process, a cluster node), and a
+`Relay` passes on what remote workers send. `worker_context` is the process context workers are started from
+(forked from a server preloaded with torch and mmbench), `usable_cpus` the CPUs this process may use.
+"""
+
+from mmbench.cpus import usable_cpus
+from mmbench.registry import PLUGINS_DIR_VARIABLE, Registry
+from mmbench.running.executors import (
+    CellFinished,
+    CellStarted,
+    EpochEnded,
+    Event,
+    Executor,
+    ExecutorError,
+    Relay,
+)
+from mmbench.running.worker import run_cell
+from mmbench.running.worker_server import context as worker_context
+from mmbench.schema.cell import Cell
+
+__all__ = [
+    "PLUGINS_DIR_VARIABLE", "Cell", "CellFinished", "CellStarted", "EpochEnded", "Event", "Executor",
+    "ExecutorError", "Registry", "Relay", "run_cell", "usable_cpus", "worker_context",
+]
