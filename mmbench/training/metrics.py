@@ -1,6 +1,6 @@
 """Task metrics on a whole split's logits, with scikit-learn's definitions (the reference implementations
 score with scikit-learn), written in torch: no import cost and microseconds per call, where a metric library
-cost seconds to import and milliseconds per call on every epoch's evaluation. `tests/test_metrics.py` checks
+cost seconds to import and milliseconds per call on every epoch's evaluation. `tests/core/training/test_metrics.py` checks
 each against scikit-learn on the same arrays, ties and absent classes included."""
 
 from __future__ import annotations
