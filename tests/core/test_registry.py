@@ -25,8 +25,12 @@ def test_unknown_name_suggests_close_matches(registry):
 def test_broken_plugin_and_name_clash_are_reported_and_others_keep_working(tmp_path, monkeypatch):
     fake_distribution(
         tmp_path, "third_party",
-        {"broken": "module_that_does_not_exist_xyz", "clashing": "clashing_plugin", "extra": "extra_plugin"},
+        {"broken": "module_that_does_not_exist_xyz", "raising": "raising_plugin", "clashing": "clashing_plugin",
+         "extra": "extra_plugin"},
         {
+            "raising_plugin": """
+                raise RuntimeError("this plugin cannot start here")
+            """,
             "clashing_plugin": """
                 from mmbench.api import hookimpl
                 from mmbench.api import Balancer
@@ -51,12 +55,13 @@ def test_broken_plugin_and_name_clash_are_reported_and_others_keep_working(tmp_p
     registry = registry_lib.load()
     problems = {p.plugin: p.message for p in registry.problems}
     assert "module_that_does_not_exist_xyz" in problems["broken"]
+    assert "RuntimeError" in problems["raising"] and "cannot start here" in problems["raising"]
     assert "clashes" in problems["clashing"] and "'joint'" in problems["clashing"]
     # the built-in wins the clash; the healthy third-party plugin is there with its distribution
     assert registry.get("balancers", "joint").distribution == "mmbench"
     extra = registry.get("balancers", "extra_balancer")
     assert (extra.distribution, extra.version) == ("third_party", "0.1")
-    for name in ("clashing_plugin", "extra_plugin"):
+    for name in ("raising_plugin", "clashing_plugin", "extra_plugin"):
         sys.modules.pop(name, None)
 
 
@@ -86,3 +91,19 @@ def test_the_default_registry_follows_the_plugin_folders_named_in_the_environmen
     assert "folder_balancer" in with_folder.names("balancers") and with_folder is registry_lib.default()
     monkeypatch.setenv(registry_lib.PLUGINS_DIR_VARIABLE, "")
     assert registry_lib.default() is installed
+
+
+def test_a_plugin_folder_module_that_raises_is_reported_and_the_others_load(tmp_path):
+    (tmp_path / "raises_at_import.py").write_text('raise ValueError("a setting this plugin needs is missing")\n')
+    (tmp_path / "folder_balancer.py").write_text(textwrap.dedent("""
+        from mmbench.api import Balancer, hookimpl
+        class FolderBalancer(Balancer):
+            name = "folder_balancer"
+        @hookimpl
+        def mmbench_balancers():
+            return [FolderBalancer]
+    """))
+    registry = registry_lib.load(plugin_dirs=[tmp_path])
+    [problem] = registry.problems
+    assert problem.plugin == "raises_at_import" and "ValueError" in problem.message
+    assert "folder_balancer" in registry.names("balancers") and "joint" in registry.names("balancers")

@@ -104,10 +104,13 @@ def test_rerun_resumes_and_only_runs_missing_cells(registry, tmp_path):
 
 def test_retry_failed_reruns_only_failed_cells(registry_with_test_balancers, tmp_path):
     text = TINY_GRID.replace("balancers: [joint]", "balancers: [explodes, joint]")
-    run(text, registry_with_test_balancers, tmp_path)
+    first = run(text, registry_with_test_balancers, tmp_path)
+    assert first.counts == {"failed": 4, "ok": 4}
+    resumed = run(text, registry_with_test_balancers, tmp_path)  # without --retry-failed: nothing is re-run
+    assert (resumed.resumed, resumed.ran) == (8, 0)
     again = run_grid(grid_lib.parse(text, registry_with_test_balancers), registry_with_test_balancers,
                      tmp_path, retry_failed=True)
-    assert again.resumed == 4  # the ok cells
+    assert (again.resumed, again.ran) == (4, 4)  # the ok cells are kept, the failed ones re-run
 
 
 def test_leaderboard_validates_against_its_schema_and_round_trips(registry, tmp_path):

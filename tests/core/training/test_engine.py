@@ -378,3 +378,28 @@ def test_evaluation_runs_each_set_of_dropped_modalities_once(monkeypatch):
     assert drops == [set(), {"fast"}, {"slow"}]  # with two modalities, "fast" alone is "slow" missing
     assert scores.unimodal["fast"] == scores.missing_modality["slow"]
     assert len(scored) == 3  # and the same predictions are scored once: fused, fast alone, slow alone
+
+
+class RecordsViews(Balancer):
+    """Joint training that records every step's inputs and augmented views of the first modality."""
+
+    name = "records_views"
+    requires = Requirements(augmented_views=True)
+    seen: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def train_step(self, ctx, batch):
+        first = ctx.model.modalities[0]
+        self.seen.append((ctx.epoch, batch.inputs[first].clone(), batch.views[first].clone()))
+        return super().train_step(ctx, batch)
+
+
+def test_augmented_views_are_drawn_anew_every_epoch():
+    """A sample's view in epoch 1 is not its view in epoch 0 (the training split's augmentation follows the epoch)."""
+    RecordsViews.seen = []
+    train_tiny(RecordsViews, epochs=2)
+    views: list[dict[tuple, torch.Tensor]] = [{}, {}]
+    for epoch, inputs, augmented in RecordsViews.seen:
+        for x, v in zip(inputs, augmented, strict=True):
+            views[epoch][tuple(x.tolist())] = v
+    assert views[0].keys() == views[1].keys() and len(views[0]) == 256
+    assert not any(torch.equal(views[0][k], views[1][k]) for k in views[0])
