@@ -17,6 +17,23 @@ from mmbench.schema.record import check_schema
 from mmbench.schema.results import SCHEMA_FAMILY, SCHEMA_MAJOR, CellResult
 
 LOCK = ".lock"
+#: descriptors of the run locks this process holds; a child forked while one is held must not keep it
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: point each inherited lock descriptor at /dev/null, so the lock is the parent's alone
+    (an flock lives as long as any process holds its open file) and ends with the parent."""
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd in _HELD_LOCKS:
+        os.dup2(null, fd, inheritable=False)
+    os.close(null)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 class RunStoreError(Exception):
@@ -33,7 +50,8 @@ class RunStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run directory for one run: a second run on it is refused instead of re-training the cells
-        the first has not saved yet. The operating system releases the lock when the process ends, however."""
+        the first has not saved yet. The operating system releases the lock when the process ends, however; the
+        processes it forks (figure drawers, data-loader workers) do not inherit it."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / LOCK, "a+") as handle:
             try:
@@ -47,9 +65,11 @@ class RunStore:
             handle.truncate()
             handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
             handle.flush()
+            _HELD_LOCKS.add(handle.fileno())
             try:
                 yield
             finally:
+                _HELD_LOCKS.discard(handle.fileno())
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def path(self, cell_id: str) -> Path:

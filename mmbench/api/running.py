@@ -3,10 +3,12 @@
 An `Executor` receives the cells still to run and reports `CellStarted`, `EpochEnded` and `CellFinished` events;
 `run_cell` trains one cell wherever it is called (in this process, a worker process, a cluster node), and a
 `Relay` passes on what remote workers send. `worker_context` is the process context workers are started from
-(forked from a server preloaded with torch and mmbench), `usable_cpus` the CPUs this process may use.
+(forked from a server preloaded with torch and mmbench), `usable_cpus` the CPUs this process may use, and
+`end_with_parent` what a process an executor starts calls first, so that it never outlives the run.
 """
 
 from mmbench.cpus import usable_cpus
+from mmbench.lifetime import end_with_parent
 from mmbench.registry import PLUGINS_DIR_VARIABLE, Registry
 from mmbench.running.executors import (
     CellFinished,
@@ -23,5 +25,5 @@ from mmbench.schema.cell import Cell
 
 __all__ = [
     "PLUGINS_DIR_VARIABLE", "Cell", "CellFinished", "CellStarted", "EpochEnded", "Event", "Executor",
-    "ExecutorError", "Registry", "Relay", "run_cell", "usable_cpus", "worker_context",
+    "ExecutorError", "Registry", "Relay", "end_with_parent", "run_cell", "usable_cpus", "worker_context",
 ]

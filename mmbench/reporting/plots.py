@@ -9,6 +9,7 @@ the board, is most of what a run does after its last cell.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from mmbench.cpus import usable_cpus
+from mmbench.lifetime import end_with_parent
 from mmbench.schema.leaderboard import Leaderboard
 from mmbench.schema.results import CellResult
 
@@ -176,5 +178,6 @@ def write_plots(board: Leaderboard, results: list[CellResult], folder: Path,
     processes = drawing_processes(len(jobs)) if processes is None else processes
     if not processes:
         return dict(map(_draw, jobs))
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"), initializer=end_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         return dict(pool.map(_draw, jobs))

@@ -8,10 +8,14 @@ that the workers' garbage collections neither walk nor copy the pages of what th
 
 import gc
 
-import torch._dynamo  # noqa: F401
+from mmbench.lifetime import end_with_parent
 
-import mmbench.api  # noqa: F401
-from mmbench import registry
+end_with_parent()  # the server ends with the runner that started it, and its workers with the server
+
+import torch._dynamo  # noqa: E402, F401
+
+import mmbench.api  # noqa: E402, F401
+from mmbench import registry  # noqa: E402
 
 registry.default()
 gc.freeze()

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mmbench.cpus import usable_cpus
+from mmbench.lifetime import end_with_parent
 from mmbench.schema.recipe import TrainRecipe
 
 #: data-loading processes per cell at most: beyond this, more processes only add memory
@@ -60,7 +61,13 @@ def loader_options(device: torch.device, recipe: TrainRecipe, dataset: Dataset) 
     if workers == "auto":
         in_memory = getattr(dataset, "in_memory", False)
         workers = 0 if device.type != "cuda" or in_memory else max(1, min(MAX_LOADER_WORKERS, usable_cpus() - 1))
-    return {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    return {"num_workers": workers, "pin_memory": device.type == "cuda",
+            "worker_init_fn": loader_worker_started if workers else None}
+
+
+def loader_worker_started(worker_id: int) -> None:
+    """A data-loader worker ends with the process that trains (torch's own check waits up to five seconds)."""
+    end_with_parent()
 
 
 def memory_format(model: nn.Module, device: torch.device, recipe: TrainRecipe) -> torch.memory_format:

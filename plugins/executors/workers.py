@@ -17,7 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-from mmbench.api.running import PLUGINS_DIR_VARIABLE, Cell, Event, Relay, run_cell, worker_context
+from mmbench.api.running import (
+    PLUGINS_DIR_VARIABLE,
+    Cell,
+    Event,
+    Relay,
+    end_with_parent,
+    run_cell,
+    worker_context,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ def _worker(conn: Connection, place: Place, env: dict[str, str]) -> None:
     `env` names the runner's plugin folders (the server's environment may predate them). Ctrl-C is left to the
     runner's process, which stops the workers itself.
     """
+    end_with_parent()  # a worker never outlives the server it was forked from, which ends with the runner
     os.environ.update({**env, **place.env})  # before anything starts CUDA in this process
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if place.cpus:

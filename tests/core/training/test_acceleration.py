@@ -78,12 +78,16 @@ class OnDisk(Dataset):
 ])
 def test_auto_loader_workers_follow_the_device_the_dataset_and_the_cpus(device, dataset, cpus, expected, monkeypatch):
     monkeypatch.setattr(acceleration, "usable_cpus", lambda: cpus)
-    assert acceleration.loader_options(device, TrainRecipe(), dataset) == expected
+    options = acceleration.loader_options(device, TrainRecipe(), dataset)
+    started = options.pop("worker_init_fn")
+    assert options == expected
+    # each loader worker asks to end with the process that trains
+    assert started is (acceleration.loader_worker_started if expected["num_workers"] else None)
 
 
 def test_an_explicit_worker_count_is_kept():
     options = acceleration.loader_options(CPU, TrainRecipe(num_workers=3), small_dataset())
-    assert options == {"num_workers": 3, "pin_memory": False}
+    assert options == {"num_workers": 3, "pin_memory": False, "worker_init_fn": acceleration.loader_worker_started}
 
 
 def test_a_batch_pins_every_tensor_when_the_loader_pins_it(monkeypatch):
