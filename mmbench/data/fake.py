@@ -11,6 +11,8 @@ and `mmbench publish` refuses them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch.utils.data import Dataset
 
@@ -35,6 +37,6 @@ class FakeSamples(Dataset):
         return self.samples[index]
 
 
-def fake_splits(task: Task, seed: int) -> dict[str, Dataset]:
+def fake_splits(task: Task, seed: int, sizes: Mapping[str, int] = FAKE_SIZES) -> dict[str, Dataset]:
     generator = torch.Generator().manual_seed(seed)
-    return {split: FakeSamples(task, size, generator) for split, size in FAKE_SIZES.items()}
+    return {split: FakeSamples(task, size, generator) for split, size in sizes.items()}

@@ -47,7 +47,16 @@ class CellFinished:
     result: CellResult
 
 
-Event = CellStarted | EpochEnded | CellFinished
+@dataclass(frozen=True)
+class Notice:
+    """A line for the person running the grid about how the executor runs the cells (e.g. why some run one
+    after another); `cell` is the cell it concerns, if one."""
+
+    text: str
+    cell: Cell | None = None
+
+
+Event = CellStarted | EpochEnded | CellFinished | Notice
 
 
 class Executor:

@@ -21,7 +21,15 @@ from mmbench.registry import Registry
 from mmbench.reporting import leaderboard
 from mmbench.rundir import RunStore
 from mmbench.running.cells import expand
-from mmbench.running.executors import CellFinished, CellStarted, EpochEnded, Event, Executor, build_executor
+from mmbench.running.executors import (
+    CellFinished,
+    CellStarted,
+    EpochEnded,
+    Event,
+    Executor,
+    Notice,
+    build_executor,
+)
 from mmbench.running.grid import Grid
 from mmbench.schema.results import CellResult
 
@@ -67,6 +75,9 @@ class _Progress:
         self.progress.advance(self.grid_bar, finished)
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, Notice):
+            self.progress.console.print(event.text, markup=False, highlight=False)
+            return
         cell = event.cell
         if isinstance(event, CellStarted):
             label = f"  {cell.label()} on {event.where}" if event.where else f"  {cell.label()}"

@@ -6,6 +6,7 @@ of its own process, trains, and never raises for a failing cell: every outcome b
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from mmbench import registry as registry_lib
 from mmbench.contract.errors import DataError, Incompatible
+from mmbench.running.memory import MemoryNeed
 from mmbench.schema.cell import Cell
 from mmbench.schema.results import CellProfile, CellResult, EpochRecord, ErrorInfo
 from mmbench.training import profiling
@@ -91,6 +93,25 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
         history=outcome.history,
         profile=CellProfile(**outcome.profile),
     )
+
+
+def probe_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | None = None) -> MemoryNeed:
+    """The memory one training step of `cell` takes in this process: a step on generated inputs of the cell's
+    shapes at its batch size, then a validation batch (what a worker's peak is made of). A cell that cannot be
+    built needs nothing: its real run records why."""
+    cell = cell if isinstance(cell, Cell) else Cell.model_validate(cell)
+    registry = registry or registry_lib.default()
+    if cell.skip_reason:
+        return MemoryNeed(0)
+    recipe = cell.train.model_copy(update={"epochs": 1})
+    sizes = {"train": recipe.batch_size, "val": recipe.eval_batch_size or recipe.batch_size}
+    try:
+        components = dataclasses.replace(components_of(cell.model_copy(update={"task": cell.task.model_copy(
+            update={"fake": True})}), registry), fake_data=True, fake_sizes=sizes)
+        outcome = train(components, recipe, cell.seed, evaluate_test=False)
+    except Exception:  # noqa: BLE001 - whatever the cell's real run will meet, it records itself
+        return MemoryNeed(0)
+    return MemoryNeed(outcome.profile["peak_host_rss_bytes"], outcome.profile["peak_accelerator_memory_bytes"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ from mmbench.contract.encoder import Encoder
 from mmbench.contract.errors import Incompatible
 from mmbench.contract.fusion import Fusion
 from mmbench.contract.task import Task
-from mmbench.data.fake import fake_splits
+from mmbench.data.fake import FAKE_SIZES, fake_splits
 from mmbench.schema.params import Params
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.schema.results import EpochRecord, SplitScores
@@ -46,6 +46,8 @@ class CellComponents:
     balancer: tuple[type[Balancer], Params]
     #: train on generated stand-ins of the task's shapes (`mmbench.data.fake`) instead of its data
     fake_data: bool = False
+    #: how many generated samples each split holds when `fake_data`
+    fake_sizes: Mapping[str, int] = field(default_factory=lambda: dict(FAKE_SIZES))
 
 
 @dataclass
@@ -292,9 +294,9 @@ def train(
     balancer = balancer_cls(balancer_params)
     requires = balancer_cls.requires
 
-    splits = fake_splits(task, seed) if components.fake_data else task.splits()
+    splits = fake_splits(task, seed, components.fake_sizes) if components.fake_data else task.splits()
     if not evaluate_test:
-        del splits["test"]
+        splits.pop("test", None)
     loaders = _make_loaders(task, splits, recipe, generator, requires.augmented_views, seed, device)
     model = build_model(components, balancer)
     model = model.to(device, memory_format=acceleration.memory_format(model, device, recipe))

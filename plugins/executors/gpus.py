@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import Field
 
 from mmbench.api import Params, hookimpl
-from mmbench.api.running import Cell, Event, Executor, ExecutorError
+from mmbench.api.running import Cell, Event, Executor, ExecutorError, stored_needs
 from mmbench_plugins.executors.workers import Place, cpu_slices, run_pool
 
 
@@ -62,7 +62,7 @@ class GpusExecutor(Executor):
         gpus = [gpu for gpu in self.gpus for _ in range(self.params.cells_per_gpu)][:len(cells)]
         places = [Place(f"gpu {gpu}", {"CUDA_VISIBLE_DEVICES": gpu}, cpus)
                   for gpu, cpus in zip(gpus, cpu_slices(len(gpus)))]
-        run_pool(cells, report, places, self.params.max_retries)
+        run_pool(cells, report, places, self.params.max_retries, stored_needs(cells, run_dir))
 
 
 @hookimpl

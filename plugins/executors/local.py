@@ -19,6 +19,7 @@ from mmbench.api.running import (
     Executor,
     Registry,
     run_cell,
+    stored_needs,
     usable_cpus,
 )
 from mmbench_plugins.executors.workers import Place, cpu_slices, run_pool
@@ -56,7 +57,7 @@ class LocalExecutor(Executor):
         workers = self.workers_for(cells)
         if workers > 1:
             places = [Place(f"cpu worker {i}", cpus=cpus) for i, cpus in enumerate(cpu_slices(workers))]
-            run_pool(cells, report, places, self.params.max_retries)
+            run_pool(cells, report, places, self.params.max_retries, stored_needs(cells, run_dir))
             return
         for cell in cells:  # in this process, with the runner's registry (plugins registered in-process too)
             report(CellStarted(cell))
