@@ -1,4 +1,6 @@
-"""MIE: spec §3.4 vector (covariance, P, G·P), GM subspace, the two-pass SAM step, phases, end-to-end."""
+"""MIE: a worked vector (covariance, P and G·P by the paper's Eqs. 5–8 as IGM computes them, njustkmg/IJCAI25-IGM
+@ 19aa8e5d99c9 `models/AudioVideo.py`, computed independently in numpy), GM subspace, the two-pass SAM step, the
+whole step, phases, end-to-end."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ P = torch.tensor([[0.862619, -0.071969, -0.124306, -0.052338], [-0.071969, 0.947
 G = torch.tensor([[0.1, -0.2, 0.3, 0.0], [0.05, 0.0, -0.1, 0.2]])
 
 
-def test_spec_vector_covariance_projection_and_gm():
+def test_worked_vector_covariance_projection_and_gm():
     cov = batch_mean_covariance([X1, X2])
     torch.testing.assert_close(cov, C, rtol=RTOL, atol=ATOL)
     p, sigma = flat_projection(cov, TAU)
@@ -285,7 +287,7 @@ def test_phase_switch_reloads_best_state_and_resets_optimizer():
 
 @pytest.mark.parametrize("params, switches, reloads", [
     ({}, [1, 2, 3], [False] * 3),  # default: one-epoch phases and reloads only after >= 25 epochs: never
-    ({"reload_after": 1}, [1, 2, 3], [True] * 3),  # IGM-code: at every switch
+    ({"reload_after": 1}, [1, 2, 3], [True] * 3),  # IGM: at every switch
     ({"phase_epochs": (1, 2), "reload_after": 2}, [1, 3, 4, 6], [False, True, False, True]),
     ({"phase_epochs": (25, 50)}, [25, 75], [True, True]),  # IGM's CREMA-D schedule: every phase is long enough
     ({"phase_epochs": (30,), "reload_after": None}, [30, 60], [False, False]),
