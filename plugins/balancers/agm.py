@@ -1,4 +1,5 @@
-"""`agm`: Adaptive Gradient Modulation, Li et al., ICCV 2023 (official code: lihong2303/AGM_ICCV2023).
+"""`agm`: Adaptive Gradient Modulation (Li, Li, Hu, Lei, Li, Zhou, "Boosting Multi-modal Model Performance with
+Adaptive Gradient Modulation", ICCV 2023; official code lihong2303/AGM_ICCV2023 @ 5a65542c70b1).
 
 Each step runs the model once normally (train mode) and once for every proper subset of the modalities with
 the other modalities' **inputs** zeroed (eval mode: BatchNorm running statistics, no dropout, but with
@@ -43,18 +44,11 @@ Differences from the official code, and why:
   its Python loop. The code raises on NaN unimodal outputs; here a NaN propagates to the loss and the engine
   marks the cell diverged.
 
-Behaviour with fusions whose train and eval modes differ (the method's own, shown on the synthetic grid): the
-coalition passes run in eval mode while the full pass T runs in train mode (as in the code), so each `u_m` carries
-the gap between T and the eval-mode network, not only modality m's share. With `concat` and `sum` (no dropout, no
-BatchNorm) the gap is 0 and AGM is at or above joint training (90.1 / 91.8 % against 89.7 / 91.1 %). The `gmu`
-fusion applies dropout 0.5 before every linear layer: the slow modality's score rose above chance within 20 steps
-(CE 2.4 with the fast one at 0.5; seed 2), and since k = exp(α(r̄ − r)) with r = exp(score gap) the coefficients
-ranged from below 1e-50 to above 1e3; in epoch 1 the mean k of the fast modality was 324, 97 % of the steps were
-clipped and the training loss reached 78. The outcome is chaotic: 78.3 / 71.1 / 62.1 % on seeds 0–2 with float32
-running means, 83.7 / 69.9 / 82.8 % with float64 (joint: 91.4 / 88.6 / 92.4 %); 81.0 / 76.0 / 64.5 % in the
-published run of `grids/synthetic.yaml` (joint 90.3 ± 0.8 %). The same cells with the gmu's
-dropout off (`dropout: 0`, nothing else changed) keep the scores below 1.4 and k in [0.2, 1.4] over the first two
-epochs, and give 89.3 / 87.7 / 91.3 % (joint with the same fusion: 91.2 / 89.4 / 91.3 %).
+Fusions whose train and eval modes differ (the method's own behaviour): the coalition passes run in eval mode while
+the full pass T runs in train mode (as in the code), so each `u_m` carries the gap between T and the eval-mode
+network, not only modality m's share. With `concat` and `sum` (no dropout, no BatchNorm) the gap is 0. With `gmu`
+(dropout 0.5 before every linear layer) the gap drives the scores, and through k = exp(α(r̄ − r)), r = exp(score
+gap), the coefficients run away: measured in `docs/methods/gradient-modulation.md`.
 
 Coefficients reported per epoch: `k.<m>` mean of the computed coefficient, `scale.<m>` mean scale actually
 applied by the hooks, `r.<m>` mean ratio, `score.<m>` the running mean `s̄_m` at epoch end, `clip_rate` the

@@ -1,4 +1,7 @@
-"""`uda` and `dynamic_uda`: supervised consistency training on augmented views (Monter-Aldana et al., ACL 2023).
+"""`uda` and `dynamic_uda`: supervised consistency training on augmented views (Monter-Aldana, López-Monroy,
+Sánchez-Vega, "Dynamic Regularization in UDA for Transformers in Multimodal Classification", ACL 2023; the
+authors' notebook: IvonneMont/Dynamic-UDA-for-Transformers-in-Multimodal-Classification @ b1ecf2a0882c,
+`unsupervised_data_augmentation.ipynb`, fixed-λ UDA only).
 
 Loss per step: L = L_s + λ_i · L_c, where L_s is the task loss on the clean batch and
 
@@ -12,7 +15,7 @@ gradient flowing only through the augmented view x̂. `uda` keeps λ_i = λ fixe
     R = (q^V)^N · (q^T)^K,  λ_i = λ · R       (recomputed from the base λ, never compounded)
 
 L^V is the validation loss and M^T the training-set metric of an epoch. Epochs 0 and 1 have no two-epoch
-history and use λ (spec [gap]).
+history and use λ (neither the paper nor the notebook says; our choice).
 
 Variants: the paper's "UDA dynamic" augments every modality, "UDA dynamic Image" / "UDA dynamic Text" only the
 image / text; `augment` names the modalities whose augmented view enters x̂ (the others stay clean in x̂), so
@@ -21,7 +24,7 @@ the views (`batch.views`) from the task's `augment`.
 
 Differences from the official code and why:
 - The paper's dynamic λ has no public code; this follows Eqs. 8–11. N and K are not published: the defaults
-  N = 4, K = 1 are the spec's test-vector values (N ≫ K as the paper requires).
+  N = 4, K = 1 are our choice (N ≫ K as the paper requires).
 - The notebook's augmented views are generated once, offline; here they are drawn from the task's augmentation
   (seeded per sample and epoch), so they may differ between epochs.
 - The notebook's supervised BCE uses per-class `pos_weight`; that belongs to the task's loss and is not part of
@@ -34,21 +37,12 @@ Differences from the official code and why:
   of 4 with 16 gradient-accumulation steps (loss divided by 16), so its effective consistency weight is 4× the
   mean over the 64 samples of an optimizer step: the notebook is `lam: 4` here (its λ = 1 times its micro-batch
   of 4). `reduction: sum` sums over the engine's whole batch, which is the notebook's arithmetic only with
-  `batch_size: 4`; with the synthetic grid's batch of 64 it weighs the KL 64× the paper's and 16× the
-  notebook's, and UDA fell 7–35 points below joint training (82.1 / 57.0 / 54.5 % on seeds 0-2 with
-  concat, against 90.4 / 90.8 / 91.8 % with the mean; gmu diverged).
-- With the `gmu` fusion (dropout 0.5 before every linear layer) the clean target and the augmented prediction
-  differ by their dropout masks too, so L_c stays at 0.2–0.5 and λ matters: fixed λ = 1 gives 91.3 / 94.0 /
-  89.0 % on seeds 0–2 (joint 91.4 / 88.6 / 92.4 %), fixed λ = 1.66 gives 85.2 / 81.6 / 84.8 %. DynamicUDA's
-  seed 0 (83.9 %, against 91.4 / 89.3 % for seeds 1–2) is the dynamic rule at work: identical to UDA for
-  epochs 0–1, then the validation loss rose (q^V = 1.13), λ became 1.66 for epoch 3 (case 1), the training
-  loss rose from 0.86 to 1.14–1.26 and the slow branch never left chance.
-  The published run of `grids/synthetic.yaml` (leaderboards/synthetic.*) shows the same rule running away:
-  with gmu, seed 2 diverged. Its validation loss rose 0.59 -> 0.72 -> 1.24 (q^V 1.08: λ 1.43 for epoch 3,
-  case 1), then to 8.03 (q^V 1.30: λ 2.86, case 4), then q^V 4.03 made λ = 4.03^N q_T^K = 239 and the training
-  loss reached 1.8e31 in epoch 4 (non-finite in epoch 5). Seeds 0 and 1 recovered (89.1 / 92.9 %). λ_i is
-  λ (q^V)^N (q^T)^K with no bound in the paper or the notebook, so a rising validation loss feeds a larger
-  consistency weight: nothing here caps it (it would not be the method).
+  `batch_size: 4`; with a batch of 64 it weighs the KL 64× the paper's and 16× the notebook's.
+- With a fusion that has dropout (`gmu`: 0.5 before every linear layer) the clean target and the augmented
+  prediction differ by their dropout masks too, so L_c stays well above 0 and λ matters.
+- λ_i = λ (q^V)^N (q^T)^K has no bound in the paper or the notebook, so a rising validation loss feeds a larger
+  consistency weight: nothing here caps it (it would not be the method). What these choices did on the
+  synthetic grid, including a run that diverged this way: `docs/methods/prototypes-and-losses.md`.
 Safeguard: a non-finite ratio R (only possible from a non-finite validation loss) falls back to R = 1.
 """
 

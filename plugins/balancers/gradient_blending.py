@@ -1,4 +1,6 @@
-"""`ogr_gb`: Gradient-Blending with overfitting-to-generalisation ratios (Wang, Tran, Feiszli, CVPR 2020).
+"""`ogr_gb`: Gradient-Blending with overfitting-to-generalisation ratios (Wang, Tran, Feiszli, "What Makes Training
+Multi-Modal Classification Networks Hard?", CVPR 2020; its original Caffe2 code is not used here, the reference
+re-implementation is GeWu-Lab/BalanceBenchmark @ 4c1482fca5aa, `balancemm/trainer/GBlending_trainer.py`).
 
 The loss blends one loss per unimodal head with the fused loss, `L = Σ_m w_m·CE(head_m) + w_f·CE(fused)`.
 The weights come from how each configuration (each modality alone = its encoder and head, and the whole
@@ -13,20 +15,11 @@ group settings), measuring the training loss L^T and validation loss L^V before 
 
 The super-epoch defaults to a fifth of the run (`super_epoch: null`, at least one epoch), so online G-Blend
 re-estimates five times whatever the run's length; BalanceBenchmark's fixed 10 is `super_epoch: 10`. A fixed 10 on
-a 10-epoch run (the synthetic grid's) makes "online" a single estimate from the untrained model, i.e. offline
-G-Blend, and that is what put OGR-GB 6.6–7.7 points below joint training there (concat 83.1 ± 0.5 %, sum 83.4 ±
-0.6 %; joint 89.7 / 91.1 %): copies trained 10 epochs from initialisation find the slow modality alone overfitting
-(ΔG 0.51–0.62, ΔO 0.64–0.76) and the fast one not (ΔG 1.01–1.07, ΔO 0.15–0.20), so the weights (fast / fused /
-slow) are 0.65–0.69 / 0.29–0.33 / 0.016–0.036 for the whole run; the slow encoder gets under a third of joint
-training's gradient, its branch stays near chance (validation 0.20–0.32) and the model is the fast modality alone
-(its own head: 82.2–83.2 %). That is offline G-Blend's own logic on this task; the blend itself is sound: the same
-cells with the weights frozen at 1/3 give 93.8 ± 0.3 % (concat) and 93.7 ± 0.5 % (sum). Re-estimated every 2
-epochs the weights follow the modalities: e.g. seed 1, concat, at epochs 0 / 2 / 4 / 6 / 8: slow 0.08 / 0.05 /
-0.84 / 0.14 / 0.11, fused 0.44 / 0.12 / 0.05 / 0.86 / 0.89 (the fast modality's weight falls to 0 once its
-validation loss stops improving), the slow branch reaches 0.78 on validation, and OGR-GB gives 93.8 ± 0.3 %
-(concat) and 93.8 ± 0.3 % (sum).
+a 10-epoch run makes "online" a single estimate from the untrained model, i.e. offline G-Blend, which starves a
+modality that overfits early for the whole run (measured on the synthetic grid, with the weights re-estimated
+every 2 epochs for comparison: `docs/methods/prototypes-and-losses.md`).
 
-Choices where the paper and BalanceBenchmark's re-implementation differ (spec Part B §6), and why:
+Choices where the paper and BalanceBenchmark's re-implementation differ, and why:
 * Losses are means per sample, not sums over batches (BalanceBenchmark sums, which makes w depend on the
   number of batches).
 * Following the paper, N is the current checkpoint (BalanceBenchmark takes N after the first epoch of the

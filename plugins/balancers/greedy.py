@@ -1,6 +1,6 @@
 """`greedy`: balanced multi-modal learning (Wu, Jastrzębski, Cho, Geras, "Characterizing and overcoming the
-greedy nature of learning in multi-modal DNNs", ICML 2022; official nyukat/greedy_multimodal_learning,
-`src/callbacks.py::Bias_Mitigation_Strong`; spec Part A §7).
+greedy nature of learning in multi-modal DNNs", ICML 2022; official code nyukat/greedy_multimodal_learning @
+a190e03755bd, `src/callbacks.py::Bias_Mitigation_Strong`).
 
 Runs on the `mmtm` fusion (two branches joined by MMTMs, one head per branch). Loss = Σ_m CE(l_m) over the
 branch heads (official `blend_loss`); the prediction is the mean of the heads. After every backward (before
@@ -38,7 +38,7 @@ Differences from the official code (each official behaviour is a parameter):
   validation and test evaluations of the selected model update its running means too, which matters only for
   `curate_in_eval: true`;
 * each modality's running mean tracks its own gate (`shared_gate_mean: true`: both track modality 0's gate,
-  the official bug, spec §7.2);
+  the official bug in `src/balanced_mmtm.py`, where both running means are updated from modality 0's gate);
 * with momentum or weight decay, the curated gate layer still moves (its gradient is zero rather than
   absent); the official recipe uses neither.
 Safeguards: Σ‖θ‖² and the sums M are clamped at 1e-30 before dividing / taking logs, so a group without

@@ -1,4 +1,5 @@
-"""`mie`: Modal-aware Interactive Enhancement, Jiang, Chi, Yang (arXiv 2407.04587, 2024).
+"""`mie`: Modal-aware Interactive Enhancement (Jiang, Chi, Yang, "Multimodal Classification via Modal-Aware
+Interactive Enhancement", arXiv 2407.04587, 2024).
 
 Late fusion with an independent branch (encoder + head) per modality. Training alternates single-modality
 *phases*; a phase trains only its modality's branch with:
@@ -12,17 +13,16 @@ Late fusion with an independent branch (encoder + head) per modality. Training a
    `λ_j = exp(−τ (σ_j − σ_min)/(σ_max − σ_min))`, `P = V diag(λ) Vᵀ`. High-energy ("sharp") directions of the
    other modality are damped to e^{−τ}; its flattest directions keep 1. The first phase uses no P.
 
-Prediction is a late fusion of the per-modality heads: `fusion="average"` (mean of the softmax outputs,
-returned as log-probabilities) or `"entropy"` / `"entropy_batch"` (MLA's gating on the logits — "MIE (weight)"
-uses "the same weighting strategy as MLA"; see `mla.py`). A modality the engine drops (zeroed features) is
-left out of the fusion, as a missing branch of a late fusion would be. The cell's fusion module is never used
-by MIE and never trained: it declares `ignores_fusion`, so a grid runs it with its first fusion only. Per-modality losses use `out.unimodal`
-(the per-modality linear heads the engine adds for `unimodal_heads`). The paper's head is three layers,
-FC(d)-ReLU-FC(d)-ReLU-FC(C); the engine's heads are one Linear(d, C), so to match it give each encoder two
-final FC-ReLU layers of width d (and `gm_depth: 3` to modify all three, as "GM on the classification head").
+Prediction is a late fusion of the per-modality heads: `fusion="average"` (mean of the softmax outputs, as
+log-probabilities) or `"entropy"` / `"entropy_batch"` (MLA's gating on the logits: "MIE (weight)" uses "the same
+weighting strategy as MLA"; see `mla.py`); a modality the engine drops is left out, as a missing branch would be.
+The cell's fusion module is neither used nor trained (`ignores_fusion`: a grid runs MIE with its first fusion
+only). The branch heads are the Linear(d, C) the engine adds for `unimodal_heads`; the paper's head is
+FC(d)-ReLU-FC(d)-ReLU-FC(C): give each encoder two final FC-ReLU layers of width d (and `gm_depth: 3`) to match.
 
-No official MIE code is public. Where the paper (equations and values stripped in the available text) leaves
-things open this follows the authors' successor IJCAI25-IGM (the spec's "IGM-code"):
+No official MIE code is public. Where the paper leaves things open (its equations and values are stripped in the
+arXiv text) this follows the authors' successor IGM (IJCAI 2025; njustkmg/IJCAI25-IGM @ 19aa8e5d99c9,
+`train_CREMA.py`, `models/AudioVideo.py`, `configs/*.json`), whose components match MIE's description:
 
 * Phase schedule `phase_epochs` (cycled; IGM `epoch_list`, e.g. CREMA-D 25/50), modality order = the task's
   (or `order`); at each switch P is computed for the modality just trained with an eval-mode no-grad pass over
@@ -30,32 +30,24 @@ things open this follows the authors' successor IJCAI25-IGM (the spec's "IGM-cod
   (`reset_optimizer`, IGM re-creates the optimizer). τ = 0.4 (IGM `temperature1`).
 * Reloading the best checkpoint so far (validation primary metric) at a switch: only after a phase of at least
   `reload_after` epochs (default 25, the shortest of IGM's CREMA-D/KS phases; IGM reloads at every switch,
-  `reload_after: 1`; null never reloads). A short phase of the weak modality rarely raises the fused
-  validation accuracy at once, so reloading after it throws it away: with one-epoch phases (the default
-  schedule) and reloading at every switch, seed 2 of the synthetic grid kept discarding the slow branch's
-  epochs (its validation accuracy .22 .27 .27 .39 .27 .36 .27 .40 .27 .42, the fused one stuck at 0.85) and
-  ended 10–11 points below seeds 0 and 1 (82.9 against 92.7 / 94.1 %); without reloads the three seeds are
-  within a point (93.7 / 93.2 / 92.9 %).
-* GM scope `gm_depth`: how many of the deepest Linear layers of a branch (its head first) are modified.
-  Default 1 = the classification head only (the paper: "the gradient modification strategy is applied for the
-  classification head"); `null` = every Linear layer that has a same-shape counterpart, IGM-code's scope
-  (there pairing is all-to-all by shape; here the k-th deepest Linear is paired with the k-th deepest, which
-  is the same for mirrored branches and never multiplies by several P's). Conv layers are not modified (IGM
-  computes their P but never uses it).
+  `reload_after: 1`; null never reloads). A short phase of the weak modality rarely raises the fused validation
+  accuracy at once, so a reload after it throws that phase away (measured: `docs/methods/alternating.md`).
+* GM scope `gm_depth`: how many of a branch's deepest Linear layers (head first) are modified. Default 1 = the
+  head (the paper: "the gradient modification strategy is applied for the classification head"); `null` = every
+  Linear with a same-shape counterpart, IGM's scope (IGM pairs all-to-all by shape; here k-th deepest with k-th
+  deepest: the same for mirrored branches, never several P's). Conv layers are not modified (IGM never uses their P).
 
-Differences from IGM-code, and why: the spec asks for the paper's two-pass SAM, not IGM's cheaper mixed
-objective (mixup-CE + κ·CE at a never-undone, head-only perturbation with ρ = 1e-10, a near no-op); mixup is
-not part of MIE's paper and is not reproduced. The learning-rate schedule is the engine's (not reset at phase
-switches). ρ's paper values are stripped in the available text: default ρ = 0.05 (Foret et al.) — a [gap].
+Differences from IGM, and why: the paper's two-pass SAM (its Eqs. 2–4) runs here, not IGM's cheaper mixed objective
+(mixup-CE + κ·CE at a never-undone, head-only perturbation with ρ = 1e-10, a near no-op; mixup is not in MIE's
+paper). The learning-rate schedule is the engine's (not reset at phase switches). ρ: the paper's values are
+stripped in the available text and IGM's is a no-op, so the default 0.05 is SAM's (Foret et al., ICLR 2021).
 
-Safeguards: σ_max = σ_min (e.g. a zero covariance) gives P = I instead of 0/0; the covariance is
-eigendecomposed in float64 (it is symmetric PSD, so eigenvalues = singular values); ‖g‖ gets +1e-12 in the
-SAM denominator (as SAM's reference code); BatchNorm running statistics are frozen during the perturbed pass.
-Idle branches run in eval mode without gradient (only to give the engine full-model training logits), so
-their BatchNorm statistics are untouched.
+Safeguards: σ_max = σ_min (e.g. a zero covariance) gives P = I instead of 0/0; the covariance is eigendecomposed
+in float64 (symmetric PSD: eigenvalues = singular values); ‖g‖ gets +1e-12 in the SAM denominator (as SAM's
+reference code); BatchNorm statistics are frozen during the perturbed pass and untouched in the idle branches
+(eval mode, no gradient, run only for the engine's training metrics).
 
-Requirements: per-modality heads, equal feature sizes (GM pairs the heads, Linear(d, C), which need identical
-shapes — "GM needs layers of identical shape in both branches"), single-label targets (softmax fusion).
+Requirements: per-modality heads, equal feature sizes (GM pairs the heads), single-label targets (softmax fusion).
 
 Coefficients per epoch: `active.<m>` (1 for the modality trained this epoch), `phase`, `sam_gap` (mean
 L(θ+ε) − L(θ)), `gm_kept` (mean ‖G·P‖/‖G‖ over modified layers; 1 without P), and after a modality's first
@@ -64,6 +56,7 @@ phase `sigma_max.<m>` / `sigma_mean.<m>` / `lambda_min.<m>` of its head-input co
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -89,9 +82,6 @@ from mmbench.api import metrics as metric_lib
 SAM_EPS = 1e-12
 
 
-# ------------------------------------------------------------------------------------------ core maths
-
-
 def mean_outer(x: Tensor) -> Tensor:
     """r_tᵀ r_t for one batch's layer input, r_t its mean over every leading dimension (float32)."""
     r = x.detach().float().reshape(-1, x.shape[-1]).mean(0, keepdim=True)
@@ -113,6 +103,13 @@ def flat_projection(cov: Tensor, tau: float) -> tuple[Tensor, Tensor]:
     return (V * lam) @ V.T, sigma.flip(0)
 
 
+def sam_perturbation(grads: Sequence[Tensor], rho: float) -> list[Tensor]:
+    """SAM's ascent step ε = ρ·g/(‖g‖ + 1e-12), ‖g‖ the global norm over the branch's gradients."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    scale = rho / (norm + SAM_EPS)
+    return [g * scale for g in grads]
+
+
 def linear_layers(branch: Sequence[nn.Module]) -> list[nn.Linear]:
     """The Linear layers of a branch (encoder, then head), deepest first (by module registration order)."""
     layers = [mod for part in branch for mod in part.modules() if isinstance(mod, nn.Linear)]
@@ -128,7 +125,7 @@ def pair_layers(current: Sequence[nn.Module], previous: Sequence[nn.Module],
     """
     cur, prev = linear_layers(current), linear_layers(previous)
     n = min(len(cur), len(prev)) if depth is None else min(depth, len(cur), len(prev))
-    pairs = [(a, b) for a, b in zip(cur[:n], prev[:n]) if a.weight.shape == b.weight.shape]
+    pairs = [(a, b) for a, b in zip(cur[:n], prev[:n], strict=True) if a.weight.shape == b.weight.shape]
     if not pairs:
         shapes = ([tuple(layer.weight.shape) for layer in cur[: n or 1]],
                   [tuple(layer.weight.shape) for layer in prev[: n or 1]])
@@ -150,9 +147,6 @@ def phase_of(epoch: int, phase_epochs: Sequence[int]) -> int:
         phase += 1
 
 
-# ------------------------------------------------------------------------------------------ balancer
-
-
 class MIEParams(Params):
     rho: float = Field(0.05, ge=0.0, le=10.0, json_schema_extra={"search": {"log_uniform": [0.01, 0.5]}},
                        description="SAM radius ρ (paper values stripped; 0.05 = Foret et al.); 0 disables SAM")
@@ -161,25 +155,22 @@ class MIEParams(Params):
     tau: float = Field(0.4, gt=0.0, le=100.0, json_schema_extra={"search": {"log_uniform": [0.1, 2.0]}},
                        description="scaling factor τ of λ = exp(−τ·normalised σ); IGM temperature1 = 0.4")
     gm: bool = Field(True, description="apply the gradient modification (false: SAM + alternation only)")
-    gm_depth: int | None = Field(
-        1, ge=1,
-        description="number of deepest Linear layers per branch (head first) to modify; 1 = the head only "
-                    "(paper); null = every Linear with a same-shape counterpart (IGM-code)")
-    phase_epochs: tuple[PositiveInt, ...] = Field(
-        (1,), min_length=1,
-        description="epochs per single-modality phase, cycled (IGM epoch_list); (1,) alternates every epoch")
+    gm_depth: int | None = Field(1, ge=1, description="number of deepest Linear layers per branch (head first) to "
+                                 "modify; 1 = the head only (paper); null = every Linear with a same-shape "
+                                 "counterpart (IGM)")
+    phase_epochs: tuple[PositiveInt, ...] = Field((1,), min_length=1, description="epochs per single-modality "
+                                                  "phase, cycled (IGM epoch_list); (1,) alternates every epoch")
     order: tuple[str, ...] | None = Field(
         None, description="modality order of the phases (None: the task's modality order)")
     fusion: Literal["average", "entropy", "entropy_batch"] = Field(
         "average",
         description="test-time late fusion: mean of softmax ('average'), or MLA's entropy gating on the logits "
                     "per sample ('entropy') / per batch as MLA's code ('entropy_batch')")
-    cov_batch_size: int | None = Field(
-        12, ge=1, description="batch size of the covariance pass (paper: 12, 6 on NVGesture); None = the "
-                              "training batch size")
+    cov_batch_size: int | None = Field(12, ge=1, description="batch size of the covariance pass (paper: 12, 6 "
+                                       "on NVGesture); None = the training batch size")
     reload_after: PositiveInt | None = Field(
         25, description="reload the best checkpoint so far at a phase switch after a phase of at least this many "
-                        "epochs (IGM's phases: 25-50); 1 = at every switch (IGM-code); null = never")
+                        "epochs (IGM's phases: 25-50); 1 = at every switch (IGM); null = never")
     reset_optimizer: bool = Field(True, description="clear the optimizer state at each phase switch (IGM)")
 
 
@@ -206,8 +197,6 @@ class MIE(Balancer):
         self.best_score: float | None = None
         self.best_state: dict[str, Tensor] | None = None
         self.spectra: dict[str, dict[str, float]] = {}
-
-    # ------------------------------------------------------------------------------ set-up and phases
 
     @classmethod
     def check(cls, params: MIEParams, task) -> list[str]:
@@ -236,17 +225,14 @@ class MIE(Balancer):
         phase = phase_of(ctx.epoch, self.params.phase_epochs)
         if phase == self.phase:
             return
-        if self.phase is not None:  # a switch: the modality just trained becomes the "previous" one
-            if self._reloads_after(self.phase) and self.best_state is not None:
-                ctx.model.load_state_dict(self.best_state)
-            previous = self.active
-            if self.params.reset_optimizer:
-                ctx.optimizer.state.clear()
-            self.phase, self.active = phase, self.order[phase % len(self.order)]
-            if self.params.gm and self.active != previous:
-                self.projections = self._projections(ctx, previous, self.pairs[self.active])
-        else:
-            self.phase, self.active = phase, self.order[phase % len(self.order)]
+        previous, switch = self.active, self.phase is not None  # at a switch the modality just trained is previous
+        if switch and self._reloads_after(self.phase) and self.best_state is not None:
+            ctx.model.load_state_dict(self.best_state)
+        if switch and self.params.reset_optimizer:
+            ctx.optimizer.state.clear()
+        self.phase, self.active = phase, self.order[phase % len(self.order)]
+        if switch and self.params.gm and self.active != previous:
+            self.projections = self._projections(ctx, previous, self.pairs[self.active])
 
     def _reloads_after(self, phase: int) -> bool:
         after, lengths = self.params.reload_after, self.params.phase_epochs
@@ -254,8 +240,7 @@ class MIE(Balancer):
 
     @torch.no_grad()
     def _projections(self, ctx, previous: str, pairs: list[tuple[nn.Linear, nn.Linear]]) -> list:
-        """One eval-mode pass of the previous branch over the train set, accumulating each paired layer's
-        batch-mean input outer products; returns (current layer, P) pairs."""
+        """GM's P per pair, from one eval-mode pass of the previous branch over the train set (at a switch)."""
         model = ctx.model
         branch = self._branch(model, previous)
         modes = [part.training for part in branch]
@@ -264,8 +249,7 @@ class MIE(Balancer):
         covs: dict[int, Tensor] = {}
 
         def accumulate(module: nn.Module, args: tuple) -> None:
-            outer = mean_outer(args[0])
-            covs[id(module)] = covs[id(module)] + outer if id(module) in covs else outer
+            covs[id(module)] = covs[id(module)] + mean_outer(args[0]) if id(module) in covs else mean_outer(args[0])
 
         handles = [prev.register_forward_pre_hook(accumulate) for _, prev in pairs]
         try:
@@ -276,7 +260,7 @@ class MIE(Balancer):
         finally:
             for handle in handles:
                 handle.remove()
-            for part, mode in zip(branch, modes):
+            for part, mode in zip(branch, modes, strict=True):
                 part.train(mode)
         out = []
         for k, (current, prev) in enumerate(pairs):
@@ -292,60 +276,47 @@ class MIE(Balancer):
         if self.params.cov_batch_size is None:
             return ctx.train_loader
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)) if ctx.generator is not None else 0
-        loader = ctx.train_loader
-        return DataLoader(loader.dataset, batch_size=self.params.cov_batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed), num_workers=loader.num_workers,
-                          collate_fn=loader.collate_fn)
-
-    # ------------------------------------------------------------------------------ training step
+        return DataLoader(ctx.train_loader.dataset, batch_size=self.params.cov_batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(seed), num_workers=ctx.train_loader.num_workers,
+                          collate_fn=ctx.train_loader.collate_fn)
 
     def _rho(self, m: str) -> float:
         return self.params.rho_per_modality.get(m, self.params.rho)
 
     def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
-        model, m, y = ctx.model, self.active, batch.label
-        encoder, head = model.encoders[m], model.heads[m]
-        params = [p for part in (encoder, head) for p in part.parameters() if p.requires_grad]
+        """One step of the active modality's phase: ∇L(θ), SAM's gradient at θ + ε, GM, the optimizer step."""
+        m = self.active
+        params = [p for part in self._branch(ctx.model, m) for p in part.parameters() if p.requires_grad]
         ctx.optimizer.zero_grad(set_to_none=True)
-
-        with ctx.autocast():
-            z = encoder(batch.inputs[m])
-            logits = head(z)
-            loss = ctx.task_loss(logits, y)
+        loss, logits, z = self._branch_loss(ctx, batch, m)
         loss.backward()
-
-        rho = self._rho(m)
-        if rho > 0:  # two-pass SAM on the active branch
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-            scale = rho / (norm + SAM_EPS)
-            eps = [g * scale for g in grads]
-            with torch.no_grad():
-                torch._foreach_add_(params, eps)
-            ctx.optimizer.zero_grad(set_to_none=True)
-            with _frozen_batchnorm(encoder, head), ctx.autocast():
-                perturbed = ctx.task_loss(head(encoder(batch.inputs[m])), y)
-            perturbed.backward()
-            with torch.no_grad():
-                torch._foreach_sub_(params, eps)
-            self.stats.add("sam_gap", perturbed - loss)
-
+        if self._rho(m) > 0:
+            self.stats.add("sam_gap", self._sam_gradient(ctx, batch, m, params, loss))
         self.stats.add("gm_kept", self.modify_gradients())
         ctx.optimizer.step()
+        return loss.detach(), self._training_output(ctx, batch, m, logits, z)
 
-        unimodal = {m: logits.detach()}
-        features = {m: z.detach()}
-        with torch.no_grad():  # idle branches: only for the engine's training metrics, BN untouched
-            for other in model.modalities:
-                if other != m:
-                    model.encoders[other].eval()
-                    model.heads[other].eval()
-                    with ctx.autocast():
-                        features[other] = model.encoders[other](batch.inputs[other])
-                        unimodal[other] = model.heads[other](features[other])
-        out = ModelOutput(logits.detach(), features, unimodal=unimodal)
-        out.logits = self._fuse(out, model.modalities)  # the late-fused prediction, not the cell's fusion
-        return loss.detach(), out
+    @staticmethod
+    def _branch_loss(ctx, batch: Batch, m: str) -> tuple[Tensor, Tensor, Tensor]:
+        """L(θ) of modality m's branch alone, with its logits and features."""
+        with ctx.autocast():
+            z = ctx.model.encoders[m](batch.inputs[m])
+            logits = ctx.model.heads[m](z)
+            return ctx.task_loss(logits, batch.label), logits, z
+
+    def _sam_gradient(self, ctx, batch: Batch, m: str, params: list[Tensor], loss: Tensor) -> Tensor:
+        """SAM's second pass: the gradient at θ + ε replaces ∇L(θ), θ is restored; returns L(θ + ε) − L(θ)."""
+        eps = sam_perturbation([p.grad if p.grad is not None else torch.zeros_like(p) for p in params], self._rho(m))
+        with torch.no_grad():
+            torch._foreach_add_(params, eps)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        encoder, head = self._branch(ctx.model, m)
+        with _frozen_batchnorm(encoder, head), ctx.autocast():
+            perturbed = ctx.task_loss(head(encoder(batch.inputs[m])), batch.label)
+        perturbed.backward()
+        with torch.no_grad():
+            torch._foreach_sub_(params, eps)
+        return perturbed - loss
 
     def modify_gradients(self) -> Tensor:
         """GM: grad_W ← grad_W · P for every paired layer; returns the mean kept norm ratio (1 without P)."""
@@ -359,7 +330,21 @@ class MIE(Balancer):
             layer.weight.grad = new
         return torch.stack(ratios).mean() if ratios else torch.ones((), device=self.device)
 
-    # ------------------------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def _training_output(self, ctx, batch: Batch, m: str, logits: Tensor, z: Tensor) -> ModelOutput:
+        """The late-fused prediction of the step, the idle branches run in eval mode (BatchNorm untouched)."""
+        model = ctx.model
+        unimodal, features = {m: logits.detach()}, {m: z.detach()}
+        for other in model.modalities:
+            if other != m:
+                for part in self._branch(model, other):
+                    part.eval()
+                with ctx.autocast():
+                    features[other] = model.encoders[other](batch.inputs[other])
+                    unimodal[other] = model.heads[other](features[other])
+        out = ModelOutput(logits.detach(), features, unimodal=unimodal)
+        out.logits = self._fuse(out, model.modalities)  # the late-fused prediction, not the cell's fusion
+        return out
 
     def _fuse(self, out: ModelOutput, modalities: Sequence[str]) -> Tensor:
         """Late fusion of the heads; a dropped modality is left out, as a missing branch would be."""
@@ -393,21 +378,18 @@ class MIE(Balancer):
         return coeffs
 
 
-class _frozen_batchnorm:
-    """Context manager: BatchNorm layers keep their running statistics (momentum 0) inside it."""
-
-    def __init__(self, *modules: nn.Module) -> None:
-        self.norms = [mod for part in modules for mod in part.modules()
-                      if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats]
-        self.saved: list = []
-
-    def __enter__(self) -> None:
-        self.saved = [mod.momentum for mod in self.norms]
-        for mod in self.norms:
-            mod.momentum = 0.0
-
-    def __exit__(self, *exc) -> None:
-        for mod, momentum in zip(self.norms, self.saved):
+@contextlib.contextmanager
+def _frozen_batchnorm(*modules: nn.Module):
+    """BatchNorm layers keep their running statistics (momentum 0) inside the block."""
+    norms = [mod for part in modules for mod in part.modules()
+             if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats]
+    saved = [mod.momentum for mod in norms]
+    for mod in norms:
+        mod.momentum = 0.0
+    try:
+        yield
+    finally:
+        for mod, momentum in zip(norms, saved, strict=True):
             mod.momentum = momentum
 
 

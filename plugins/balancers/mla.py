@@ -1,4 +1,5 @@
-"""`mla`: Multimodal Learning with Alternating unimodal adaptation, Zhang, Yoon, Bansal, Yao, CVPR 2024.
+"""`mla`: Multimodal Learning with Alternating unimodal adaptation (Zhang, Yoon, Bansal, Yao, "Multimodal
+Representation Learning by Alternating Unimodal Adaptation", CVPR 2024).
 
 MLA replaces joint training. Every modality's features go through ONE shared linear head (added by this
 balancer as `model.extras["mla_head"]`, optimizer group `extra.mla_head`); for each batch the modalities take
@@ -28,14 +29,18 @@ unimodal accuracy) and "m missing" fuses the rest.
 The cell's fusion module is not used by MLA at all (neither in the loss nor in the prediction) and its
 parameters never receive gradient: it declares `ignores_fusion`, so a grid runs it with its first fusion only.
 
-Differences from the official code (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation), and why:
+Differences from the official code (Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation @
+ab6c184579f9, `main.py`, `utils/utils.py::GSPlugin`), and why:
 
 * The projection runs by default (`project_gradients: true`, the paper's method). In the official code it never
   runs: the hook only acts on a parameter named `module.weight`, but it receives the bare `fc_out` Linear whose
   parameters are `weight`/`bias`, so P stays I and no gradient is modified. `project_gradients: false`
   reproduces the released behaviour (alternating training through a shared head, no projection).
-* OWM denominator: `α + r k` (a scalar, as in OWM and the spec). The official (dead) code and BalanceBenchmark
-  write `α + k r`, a d × d outer product divided elementwise; that is a typo of the OWM rule, not reproduced.
+* OWM denominator: `α + r k`, a scalar, as in OWM's recursive-least-squares update (Zeng, Chen, Cui, Yu,
+  "Continual learning of context-dependent processing in neural networks", Nature Machine Intelligence 2019).
+  The official (dead) code and BalanceBenchmark (GeWu-Lab/BalanceBenchmark @ 4c1482fca5aa,
+  `balancemm/trainer/MLA_trainer.py`) write `α + k r`, a d × d outer product divided elementwise; that is a typo
+  of the OWM rule, not reproduced.
 * `projection: "additive"` gives BalanceBenchmark's rule `grad_W ← grad_W + grad_W · Pᵀ`.
 * `zero_grad(set_to_none=True)` between the per-modality steps: the idle encoder is not moved at all. Under the
   official torch 1.8 `zero_grad()` left zero tensors, so SGD momentum and weight decay still moved the first

@@ -1,7 +1,8 @@
 """`multi_loss` and `mlb`: the multi-loss objective and Multi-Loss Balanced gradient modulation.
 
 Kontras, Chatzichristos, Blaschko, De Vos, "Improving Multimodal Learning with Multi-Loss Gradient
-Modulation", BMVC 2024 (seed paper 001; official code kkontras/MLB, `Bias_Infusion_MLB`).
+Modulation", BMVC 2024 (arXiv 2405.07930; official code kkontras/MLB @ 357b5ce1bcb7,
+`agents/general_agent/helpers/Bias_Infusion.py::Bias_Infusion_MLB`).
 
 * **Multi-Loss** (paper Eq. 3): `L = w_f·CE(fused) + Σ_i w_i·CE(head_i(z_i))`, all weights 1 in every
   released config. Each encoder gets its own linear head, so it always receives its own supervision.
@@ -20,19 +21,17 @@ Modulation", BMVC 2024 (seed paper 001; official code kkontras/MLB, `Bias_Infusi
 Differences from the official code, and why:
 * β_max = 2 by default, the released configs' value: they never set `tanh_mode`, so the code runs with β = 2 on
   both sides, which is Eq. 6 with β_max = 2. The paper's β_max = 10 is an illustrative value, and the paper
-  warns that large values may diverge (`beta_max: 10`). With SGD the multiplier acts directly on the step:
-  on the synthetic grid (SGD, lr 0.05, momentum 0.9, gmu, seed 0) β_max = 10 kept the lagging slow encoder's
-  k at 7–8 (its effective learning rate 7–8× joint's); its head's loss stayed at chance (1.29–1.41 over
-  3 epochs, ln 4 = 1.39) and half of its 32 output units were dead, against k 1.1–1.7, a loss of 0.55 and
-  2 dead units with β_max = 2. Seeds 0–2 with gmu: 84.0 ± 0.8 % (β_max 10) against 93.5 ± 0.1 % (β_max 2)
-  and joint's 90.8 ± 2.0 %.
+  warns that large values may diverge (`beta_max: 10`). With SGD the multiplier acts directly on the step, so
+  β_max = 10 gives a lagging encoder up to 10× the learning rate of joint training (what that did on the
+  synthetic grid: `docs/methods/gradient-modulation.md`).
 * `score="accuracy"` offers the paper's wording of s_i ("sum of correct class predictions", counted with argmax);
   the default is the code's mean true-class probability.
 * Parameters are selected by model groups (encoder, head, fusion block), never by substring of names.
 * Safeguard: `r_i = (mean_{j≠i} s_j + ε)/(s_i + ε)` with ε = 1e-8, so an all-zero score (possible with
   `score="accuracy"`) gives r = 1 instead of NaN/inf; the change is below 1e-7 relative otherwise.
 * With Adam (the paper's optimizer) a constant gradient multiplier is largely cancelled by the second-moment
-  normalisation; this is the method as published and is kept (spec §2.5).
+  normalisation (Adam is invariant to a constant per-parameter rescaling; the paper's update is written for
+  SGD); this is the method as published and is kept.
 """
 
 from __future__ import annotations

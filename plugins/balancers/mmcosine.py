@@ -1,4 +1,5 @@
-"""`mmcosine`: Multi-Modal Cosine loss, Xu, Feng, Zhang, Hu — ICASSP 2023.
+"""`mmcosine`: Multi-Modal Cosine loss (Xu, Feng, Zhang, Hu, "MMCosine: Multi-Modal Cosine Loss Towards Balanced
+Audio-Visual Fine-Grained Learning", ICASSP 2023).
 
 The fusion's final linear layer is split into per-modality weight blocks `W_m` (rows = classes). Features and
 each class row of each block are L2-normalised, and the logits become
@@ -9,19 +10,19 @@ so no modality can dominate the logits through the norm of its features or of it
 training loss is the task loss on `ℓ`; the bias is not used (it never receives gradient, as in the official
 code), and neither is the fusion's raw output.
 
-Differences from the official code (GeWu-Lab/MMCosine_ICASSP23), and why:
+Differences from the official code (GeWu-Lab/MMCosine_ICASSP23 @ 00ba0a9cbd9b, `main_CD.py`), and why:
 
 * Evaluation uses the same cosine logits (also for the train metrics); the official `valid()` predicts the
   fused class from the raw linear output `W[z_a; z_v] + b` (un-normalised, with the never-trained bias)
-  while training optimised the cosine logits. The spec recommends evaluating with the cosine logits, as
-  BalanceBenchmark does.
+  while training optimised the cosine logits. Evaluating the logits that were trained is the consistent
+  choice, and the authors' group's benchmark makes it too (GeWu-Lab/BalanceBenchmark @ 4c1482fca5aa).
 * Missing-modality / unimodal evaluation: a dropped modality's features are zero (also in
   `ModelOutput.features`), so its cosine term is 0 and the prediction is `s · Σ_{kept} cos_m`.
 * The supervised-contrastive NCE term (`--lam`, default 0, supplementary material only) is left out.
 * Works with the `sum` fusion too (one linear per modality: its weight is the block), besides `concat`;
   the official code has concat and its own symmetric FiLM/gated variants, which mmbench does not provide.
 * Three or more modalities: `ℓ = s · Σ_m cos_m` over all of them, as the authors' group's benchmark does for
-  three (GeWu-Lab/BalanceBenchmark, `balancemm/trainer/MMCosine_trainer.py`); the official code has two.
+  three (BalanceBenchmark, `balancemm/trainer/MMCosine_trainer.py`); the official code has two.
 * Multi-label tasks work unchanged (the task loss is then BCE on the cosine logits).
 * Cosines are computed in float32 (features may be bf16 under autocast); normalisation uses eps 1e-12 as
   `F.normalize` does in the official code, so an all-zero feature gives cos = 0, not NaN.

@@ -1,7 +1,9 @@
-"""`mslr`: Modality-Specific Learning Rates for additive late fusion (Yao & Mihalcea, Findings of ACL 2022).
+"""`mslr`: Modality-Specific Learning Rates for additive late fusion (Yao & Mihalcea, "Modality-specific Learning
+Rates for Effective Multimodal Additive Late-fusion", Findings of ACL 2022).
 
-No official code exists; this follows the MSLR baseline of the AGM repository (lihong2303/AGM_ICCV2023, the
-reference behind AGM's and MLB's comparison tables; spec Part A §6.2, "Algorithm A"):
+No official code exists; this follows the MSLR baseline of the AGM repository (lihong2303/AGM_ICCV2023 @
+5a65542c70b1, `run/CREMAD_main.py` and `model/CREMAD_net.py::AVClassifier_Sum`; the reference behind AGM's and
+MLB's comparison tables):
 
 * the model is an additive late fusion `o = Σ_m (W_m z_m + b_m)` (our `sum` fusion), trained on CE(o);
 * every modality has a fixed initial scale `c_m` and a ratio `q_m` (1 at first). After every epoch's
@@ -12,7 +14,8 @@ reference behind AGM's and MLB's comparison tables; spec Part A §6.2, "Algorith
 * every step, after backward, all gradients of encoder m and of its branch (`W_m`, `b_m`) are multiplied by
   `c_m·q_m` — for plain SGD a per-modality learning rate of `lr·c_m·q_m`.
 
-Options: `compound=True` with `update_every=5` is the third-party "dynamic" re-implementation (spec §6.3):
+Options: `compound=True` with `update_every=5` is the "dynamic" form of a third-party re-implementation (seen
+through a code index that did not name its repository, so it cannot be cited here):
 every `update_every` epochs the scale itself is multiplied, `scale_m ← scale_m·A_m/mean(H_m)`.
 `accuracy_from="engine"` uses the engine's per-modality validation accuracy (fused model with the other
 modalities' features zeroed, i.e. the branch plus the other branches' biases) instead of the exact branch
@@ -47,9 +50,9 @@ class MSLRParams(Params):
         default_factory=dict,
         description="c_m per modality name (missing modalities: 1.0); CREMA-D reference audio 0.9, visual 1.1")
     memory: int = Field(5, ge=1, le=100, json_schema_extra={"search": {"int": [1, 10]}}, description="length of the validation-accuracy history H_m")
-    compound: bool = Field(False, description="multiply the scale by q every `update_every` epochs (variant B) "
-                                              "instead of using c_m·q_m with q recomputed each epoch (reference)")
-    update_every: int = Field(1, ge=1, le=100, description="epochs between ratio updates (variant B uses 5)")
+    compound: bool = Field(False, description="multiply the scale by q every `update_every` epochs (the 'dynamic' "
+                                              "form) instead of using c_m·q_m with q recomputed each epoch (AGM's)")
+    update_every: int = Field(1, ge=1, le=100, description="epochs between ratio updates (the 'dynamic' form uses 5)")
     accuracy_from: Literal["branch", "engine"] = Field(
         "branch", description="'branch': accuracy of W_m z_m + b_m (extra no-grad val pass); "
                                 "'engine': the engine's unimodal validation accuracy")

@@ -1,4 +1,5 @@
-"""`ogm` and `ogm_ge`: On-the-fly Gradient Modulation (+ Generalisation Enhancement), Peng et al., CVPR 2022.
+"""`ogm` and `ogm_ge`: On-the-fly Gradient Modulation (+ Generalisation Enhancement) (Peng, Wei, Deng, Wang, Hu,
+"Balanced Multimodal Learning via On-the-fly Gradient Modulation", CVPR 2022).
 
 After the plain backward pass of each step, every modality's pseudo-unimodal logits `o_m` (its exact additive
 share of the fused logits, read from the fusion) give a score `s_m = Σ_i softmax(o_m)[i, y_i]` (sum over the
@@ -8,7 +9,7 @@ are left alone (`k = 1`). OGM-GE additionally adds Gaussian noise `N(0, σ²)` t
 *both* modalities, with `σ` the unbiased std of that tensor's un-scaled gradient plus 1e-8. Nothing happens
 outside the epoch window `[modulation_starts, modulation_ends]` (inclusive, epochs from 0).
 
-Differences from the official code (GeWu-Lab/OGM-GE_CVPR2022), and why:
+Differences from the official code (GeWu-Lab/OGM-GE_CVPR2022 @ 343dc1d95c9b, `main.py::train_epoch`), and why:
 
 * Parameter selection. The released code touches only 4-D gradients (conv kernels) of the encoders, found by
   parsing parameter names (which silently selects nothing without `nn.DataParallel`, issue #38). Here the
@@ -18,7 +19,7 @@ Differences from the official code (GeWu-Lab/OGM-GE_CVPR2022), and why:
   with the released rule an MLP or transformer encoder would never be modulated; `"conv"` = exactly 4-D
   tensors, the released rule (Conv2d kernels only).
 * More than two modalities: neither the paper nor the official code has them; the authors' group's benchmark
-  (GeWu-Lab/BalanceBenchmark, `balancemm/trainer/OGM_trainer.py`, three modalities) is followed: a sample
+  (GeWu-Lab/BalanceBenchmark @ 4c1482fca5aa, `balancemm/trainer/OGM_trainer.py`, three modalities) is followed: a sample
   counts only where modality m predicts it correctly, with `softmax(cos(o_m))`, so
   `s_m = Σ_{i: argmax o_m,i = y_i} softmax(cos(o_m,i))[y_i]`, and each modality is compared with the weakest,
   `ρ_m = s_m / min_j s_j`, `k_m = 1 − tanh(α·ρ_m)` where `ρ_m > 1`, else 1 (BalanceBenchmark raises beyond

@@ -1,6 +1,8 @@
-"""`pm_mo`: Probabilistic Multimodal fusion + Multiple Objectives (Armitage et al., CEUR 2020).
+"""`pm_mo`: Probabilistic Multimodal fusion + Multiple Objectives (Armitage, Thakur, Tripathi, Lehmann, Maleshkova,
+"Training Multimodal Systems for Classification with Multiple Objectives", CEUR-WS Vol-2611, 2020; arXiv
+2008.11450; official code JasonArmitage-res/PM-MO @ 3c2ad7a747d4).
 
-Two modules, two objectives, both stepped on every batch (seed 003 §3; official `train_test.py`):
+Two modules, two objectives, both stepped on every batch (the paper's §3; official `train_test.py`):
 
 * **A**, the GMU unit of the `gmu` fusion (`fusion.unit`): every weight and bias of its linear layers is a random
   variable with an element-wise Laplace prior and a Laplace variational posterior q = Laplace(ℓ, softplus(s)),
@@ -24,7 +26,7 @@ Variants (paper §3.2, Table 2): ELBOv1 = `elbo: trace, kl_scale: 1`; ELBOv2 = `
 kl_scale: 0.2` (default; the paper's best system, with `regularizer: l2`). The official code's hand-written ELBO
 applies its annealing factor to no site, i.e. it is ELBOv1 (`kl_scale: 1`).
 
-Decisions and differences from the official code (spec Part B §4):
+Decisions and differences from the official code (`train_test.py`, `models/pyro_models.py`), and why:
 - What predicts. In the released code (Pyro 0.3) `random_module` lifts a deep copy of the GMU, so the posterior
   never reaches the classifier: `self.gmu(...)` runs the original module, whose weights are in the param store
   (registered by `pyro.module`) and are stepped by the next `svi.step`'s ClippedAdam with the BCE gradient the
@@ -39,26 +41,24 @@ Decisions and differences from the official code (spec Part B §4):
 - The KL is scaled to the minibatch, × B/N (`kl_batch_scale`, default): the ELBO is over the N training samples
   (paper §3.2) and one minibatch estimates its likelihood part only on B of them, so the KL is paid N/B
   times per epoch without the factor (Pyro's `plate(..., subsample_size=)` / `poutine.scale`). The released
-  code omits it (`kl_batch_scale: false`), over-weighting the KL ~31× on the synthetic task (2000/64) and ~35×
-  on MM-IMDb (its train split over batches of 512).
+  code omits it (`kl_batch_scale: false`), over-weighting the KL N/B times: ~31× on the synthetic task
+  (2000/64) and ~35× on MM-IMDb (its train split over batches of 512).
 - Prior Laplace(1, 1), the code's (default). The paper's "µ = 0.1 and σ = 0.01" initialise the learned
-  (variational) distributions (seed 003 §4.1: "initialised at … Parameters for these distributions are
-  learned"), not a fixed prior. Read as a fixed prior (`prior_loc: 0.1, prior_scale: 0.01`) over the ~557k
-  weights of the synthetic cell its KL is ~30,000× the likelihood and every weight collapses to 0.1.
+  (variational) distributions (the paper's §4.1: "initialised at … Parameters for these distributions are
+  learned"), not a fixed prior. Read as a fixed prior (`prior_loc: 0.1, prior_scale: 0.01`) its KL dwarfs the
+  likelihood and pulls every weight to 0.1 (measured: `docs/methods/variational.md`).
   The guide keeps the code's initialisation (below).
-- Measured on the synthetic grid (gmu, SGD recipe), test accuracy: the three old defaults (C on a sample, full
-  KL, prior Laplace(0.1, 0.01)) 43.5 % on seed 0; C on the mean 81.1 %; and the KL × B/N 83.5 %; and the prior
-  Laplace(1, 1) (today's defaults) 92.0 %. Seeds 0–2: 43.9 ± 1.1 % before, 89.8 ± 2.0 % now, joint training
-  90.8 ± 2.0 %; the released behaviour (`fusion_weights: code, kl_batch_scale: false`) 91.1 ± 1.2 %.
+- What each of these defaults changed, measured on the synthetic grid: `docs/methods/variational.md`.
 - The L2 (or L1) penalty `reg_param · Σ p²` on A's point parameters (ℓ and the unit's BatchNorm; ℓ only with
   `fusion_weights: code`) is added to the SVI loss before its backward pass, so it acts on the gradients; the
   code added it to the returned loss value after the step, where it had no effect.
-- Likelihood: `bernoulli` (default) is the fix the spec allows, Bernoulli(σ(C(v))) per label on multi-label tasks
+- Likelihood: `bernoulli` (default) is a fix of the code's, Bernoulli(σ(C(v))) per label on multi-label tasks
   (Categorical(C(v)) on single-label ones), scoring the labels through the classifier (C's parameters fixed in
   this step). `code` reproduces the released model, Categorical(logits = σ(v)) observed at the transposed label
   matrix, which only fits hidden units 0 and 1 (on single-label tasks it is observed at the class index).
   Both single- and multi-label tasks are supported; C's loss is the task's (BCE or cross-entropy).
-- λKL is a constant factor on the KL terms ([gap]); `kl_anneal_epochs > 0` ramps it linearly to 1.
+- λKL is a constant factor on the KL terms (the paper does not say whether λ is constant or annealed; our
+  choice); `kl_anneal_epochs > 0` ramps it linearly to 1.
 - Guide initialisation as in the code: ℓ ~ N(0, 0.001²), s ~ N(0, 0.01²) (so softplus(s) ≈ 0.69).
 - The SVI pass normalises with batch statistics but leaves the running statistics to the classifier pass, as in
   the code, where the SVI pass ran on a deep copy of the module.
@@ -172,8 +172,8 @@ class PMMO(Balancer):
     name = "pm_mo"
     Params = PMMOParams
     requires = Requirements(fusions=frozenset({"gmu"}), max_modalities=2)
-    # seed 003 Table 1 / initial_values.json, on MM-IMDb's processed features (multimodal_imdb.hdf5, the task
-    # `mmimdb_features`); the matching gmu fusion settings are in its docstring
+    # the paper's best system (Table 1, PM+MO λKL + L2; §4.1) with the code's initial_values.json, on MM-IMDb's
+    # processed features (multimodal_imdb.hdf5, the task `mmimdb_features`); the matching gmu settings: its docstring
     task_defaults = {"mmimdb_features": {"elbo": "trace", "kl_scale": 0.2, "regularizer": "l2", "reg_param": 0.1,
                                          "svi_lr": 0.005, "classifier_clip_norm": 20.0}}
 

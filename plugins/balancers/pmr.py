@@ -1,5 +1,5 @@
-"""`pmr`: Prototypical Modal Rebalance, Fan et al., CVPR 2023 (official code: fanyunfeng-bit/Modal-Imbalance-PMR,
-`main_Prototype_grad.py`).
+"""`pmr`: Prototypical Modal Rebalance (Fan, Xu, Wang, Wang, Guo, "PMR: Prototypical Modal Rebalance for Multimodal
+Learning", CVPR 2023; official code fanyunfeng-bit/Modal-Imbalance-PMR @ 3615e4898355, `main_Prototype_grad.py`).
 
 Once per epoch (before it starts) every modality gets class prototypes `c_k^m`: the mean encoder feature of
 class k over the first `⌊N·fraction⌋` (at least 1) batches of the shuffled train loader, computed without
@@ -20,10 +20,10 @@ the visual term). Outside the window `L = task_loss(o, y)`.
 Differences from the official code, and why:
 
 * Paper-only component left out: the abstract's prototype-based entropy regularisation of the dominant
-  modality in the early stage is not in the released script (the spec follows the code).
-* More than two modalities: the code has two; the authors' benchmark for three (GeWu-Lab/BalanceBenchmark,
-  `balancemm/trainer/PMR_trainer.py`) is followed. There the prototype scores drive an OGM-GE-style gradient
-  rule instead of the PCE term: `ρ_m = ŝ_m / min_j ŝ_j`, and after backward the gradient of every encoder
+  modality in the early stage is not in the released script (this follows the code).
+* More than two modalities: the code has two; the authors' benchmark for three (GeWu-Lab/BalanceBenchmark @
+  4c1482fca5aa, `balancemm/trainer/PMR_trainer.py`) is followed. There the prototype scores drive an OGM-GE-style
+  gradient rule instead of the PCE term: `ρ_m = ŝ_m / min_j ŝ_j`, and after backward the gradient of every encoder
   weight (≥ 2 dimensions) of modality m becomes `k_m·g − ε`, `k_m = 1 − tanh(η·ρ_m)` where `ρ_m > 1` (else 1),
   `ε ~ N(0, σ²)` with σ the unbiased std of g + 1e-8, η = 0.01 (BalanceBenchmark's default; `ETA`). The loss
   is the task loss alone; `beta.<m>` is 0 and `k.<m>` reports the coefficients.

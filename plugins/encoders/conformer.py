@@ -1,5 +1,6 @@
 """`conformer`: MLB's audio encoder — a Wav2Vec2 front end cut to its first 12 transformer layers, then a
-Conformer over its frames, mean-pooled over time (Kontras et al., BMVC 2024, seed 001; models spec §5.1).
+Conformer over its frames, mean-pooled over time (Kontras et al., BMVC 2024, arXiv 2405.07930; kkontras/MLB @
+357b5ce1bcb7, `models/ViT_OGM.py::AClassifier_VaVL_linearcls`, Wav2Vec2 from `facebook/wav2vec2-large-robust`).
 
     waveform (B, S) 16 kHz -> Wav2Vec2 (B, T, 1024), ~50 frames/s -> bias-free 1×1 conv 1024->50
     -> Linear(50->512) + dropout -> sinusoidal positions -> 5 Conformer blocks (B, T, 512) -> mean over T
@@ -9,7 +10,7 @@ its convolutional feature encoder). The file also holds what MLB's whole stack s
 projection and torchaudio's Conformer blocks, also used by `efficientnet_b2` and the `tf` fusion) and
 `FrontEndConformer` (front end -> stack -> mean over time).
 
-Where it differs from MLB's released code (spec §5.3-5.4), and why:
+Where it differs from MLB's released code, and why:
 * The blocks are torchaudio's `Conformer` layers, not the sooftware copy MLB vendors: standard multi-head
   attention without relative positions (a fixed sinusoidal position encoding is added after the projection,
   `positional`), scores scaled by √d_head, a bias in the depthwise convolution; MLB's unused convolutional

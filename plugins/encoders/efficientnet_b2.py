@@ -1,5 +1,6 @@
 """`efficientnet_b2`: MLB's video encoder — per-frame EfficientNet-B2 face features (timm), then a Conformer
-over them, mean-pooled over time (Kontras et al., BMVC 2024, seed 001; models spec §5.2).
+over them, mean-pooled over time (Kontras et al., BMVC 2024, arXiv 2405.07930; kkontras/MLB @ 357b5ce1bcb7,
+`models/ViT_OGM.py::VClassifier_FacesVaVL_linearcls`).
 
     face frames (B, 3, T, H, W) -> EfficientNet-B2 per frame, frozen (B, T, 1408) -> 1×1 conv 1408->50
     -> Linear(50->512) + dropout -> sinusoidal positions -> 5 Conformer blocks (B, T, 512) -> mean over T

@@ -1,5 +1,6 @@
 """`i3d`: Inception-v1 I3D (Carreira & Zisserman, CVPR 2017), the per-modality branch of MIE's, MLA's and
-Greedy's NVGesture models, in the module layout of the public pytorch-i3d port (piergiaj/pytorch-i3d).
+Greedy's NVGesture models, in the module layout of the public pytorch-i3d port (piergiaj/pytorch-i3d @
+05783d11f963, `pytorch_i3d.py`).
 
 * Module names are that port's end points (`Conv3d_1a_7x7`, `MaxPool3d_2a_3x3`, …, `Mixed_5c`), each unit a
   `conv3d` (no bias) + `bn` (eps 1e-3, momentum 0.01) + ReLU with TensorFlow "SAME" padding computed from the
@@ -8,8 +9,9 @@ Greedy's NVGesture models, in the module layout of the public pytorch-i3d port (
   load with `strict=True` after their 400-class `logits.*` are dropped (the port's `replace_logits`).
 * Stems follow the modality's channels: RGB 3, optical flow 2 (x, y), depth 1. A 1-channel stem loaded from
   a 3-channel checkpoint gets conv1's weights summed over the input channels, which is exactly the
-  3-channel network run on the depth map replicated three times (the spec's choice), at a third of conv1's
-  cost. Parameters: 12,287,264 (RGB), 12,265,312 (flow), 12,243,360 (depth) — the spec's analytic table.
+  3-channel network run on the depth map replicated three times (our choice: the papers do not say how depth
+  reuses RGB weights), at a third of conv1's cost. Parameters: 12,287,264 (RGB), 12,265,312 (flow), 12,243,360
+  (depth), counted analytically from the port's layer table.
 * Input `(B, C, T, H, W)`; the pooled feature `(B, 1024)` is the port's `AvgPool3d((2, 7, 7), stride 1)` on
   Mixed_5c's map, averaged over the remaining time (and space): for a 224 × 224 input the map is 7 × 7, as the
   port assumes; for smaller inputs (tests) the window is clipped to the map so any size runs.

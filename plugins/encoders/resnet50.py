@@ -1,5 +1,5 @@
-"""`resnet50`: torchvision's ResNet-50 trunk for images, MIE's image encoder on Twitter2015 and Sarcasm (seed 002:
-BERT + ResNet-50); everything but the architecture is `resnet152`'s (see there)."""
+"""`resnet50`: torchvision's ResNet-50 trunk for images, MIE's image encoder on Twitter2015 and Sarcasm (Jiang, Chi,
+Yang, arXiv 2407.04587, 2024, §4: BERT + ResNet-50); everything but the architecture is `resnet152`'s (see there)."""
 
 from __future__ import annotations
 

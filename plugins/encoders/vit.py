@@ -2,7 +2,8 @@
 final [CLS] token after ViT's last LayerNorm, 768-d for ViT-B/16.
 
 Defaults are ViT-B/16 at 224 x 224 (85,798,656 parameters: no pooler, which nothing here uses); `pretrained:
-google/vit-base-patch16-224-in21k` (MMBV's default, models spec §1.2) or a local folder loads weights, null
+google/vit-base-patch16-224-in21k` (our default for MMBV, whose paper names ViT-B/16 but no checkpoint) or a local
+folder loads weights, null
 initialises at random. Joint fusions run it as embed_input (patches + [CLS] + positions) -> layers -> LayerNorm and
 [CLS]; it has no padding.
 """

@@ -27,7 +27,7 @@ def local_path(source: str) -> Path | None:
         return path
     if source.startswith(_PATH_PREFIXES):
         raise FileNotFoundError(f"pretrained weights {source!r}: no such file or directory (give an existing "
-                                f"local path, a hub name such as the spec's, or null for random initialisation)")
+                                f"local path, a hub name, or null for random initialisation)")
     return None
 
 

@@ -1,12 +1,13 @@
 """`film`: Feature-wise Linear Modulation (Perez et al., AAAI 2018) as MLB uses it to fuse two modalities.
 
-    (γ, β) = split(W_f a + b_f)        W_f: d_a -> 2·d_v, γ first (MLB's `FiLM`, models spec §4.2, §5.5)
+    (γ, β) = split(W_f a + b_f)        W_f: d_a -> 2·d_v, γ first (MLB's `FiLM`, models/fusion_gates.py)
     o      = W_o (γ ⊙ v + β) + b_o     W_o: d_v -> C
 
 `a` is the acting modality (default the task's first: audio conditions video, as MLB's `x_film=True`), `v`
 the other. At d = 512: 525,312 + 513·C parameters. The output layer reads a fused vector, so no part of the
 logits belongs to one modality: the fusion offers no contributions (the OGM-GE code's "half of fc_out" split
-of FiLM is meaningless, spec §4.2, and is not reproduced).
+of FiLM, GeWu-Lab/OGM-GE_CVPR2022 @ 343dc1d95c9b `main.py`, cuts a fused vector in two halves that belong to no
+modality, and is not reproduced). MLB's code: kkontras/MLB @ 357b5ce1bcb7.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
     o = W_o (σ(W_a a + b_a) ⊙ (W_v v + b_v)) + b_o     W_a: d_a -> k, W_v: d_v -> k, W_o: k -> C
 
-`a` is the acting (gating) modality — default the task's first, audio gates video as MLB's `x_gate=True` —
-and k = `inner` (512 in MLB's `GatedFusion`, models spec §4.2, §5.5). At d = k = 512: 525,312 + 513·C
-parameters. The classifier reads the gated product, so the logits do not split by modality: no
+`a` is the acting (gating) modality — default the task's first, audio gates video as MLB's `x_gate=True` — and k =
+`inner` (512 in MLB's `GatedFusion`, kkontras/MLB @ 357b5ce1bcb7 `models/fusion_gates.py`). At d = k = 512:
+525,312 + 513·C parameters. The classifier reads the gated product, so the logits do not split by modality: no
 contributions.
 """
 

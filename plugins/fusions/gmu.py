@@ -9,13 +9,13 @@ For two modalities a, b (in the order the task lists them) with pooled features 
 
 and the classifier BN → Maxout(h→h) → BN → Maxout(h→h) → BN → Linear(h→C) on v.
 
-Defaults follow the released Theano code (johnarevalo/gmu-mmimdb `gmu.json`, models spec §3.2): h = 512, no
-biases in the unit, 2 maxout pieces, dropout 0.5 on the input of every linear layer (the projections, both
-maxout layers and the output layer; the gate has none), weights ~ U(±init_range/2) with init_range 0.01 and
-zero biases. PM+MO's PyTorch port (seed 003) is reproduced with `hidden: 3000, bias: true, gate: inputs,
-output_tanh: true, maxout_pieces: 5, dropout: 0.9, dropout_at: between_maxouts, init_range: null`; its port
-also re-normalises the concatenated inputs before the gate, which is omitted here (batch-normalising features
-that are already batch-normalised only adds an affine map).
+Defaults follow the released Theano code (johnarevalo/gmu-mmimdb @ 95226b0d2657, `gmu.json`, `generators/gmu.py`,
+`model.py`): h = 512, no biases in the unit, 2 maxout pieces, dropout 0.5 on the input of every linear layer (the
+projections, both maxout layers and the output layer; the gate has none), weights ~ U(±init_range/2) with init_range
+0.01 and zero biases. PM+MO's PyTorch port (JasonArmitage-res/PM-MO @ 3c2ad7a747d4, `models/models.py`) is
+reproduced with `hidden: 3000, bias: true, gate: inputs, output_tanh: true, maxout_pieces: 5, dropout: 0.9,
+dropout_at: between_maxouts, init_range: null`; its port also re-normalises the concatenated inputs before the gate,
+which is omitted here (batch-normalising features that are already batch-normalised only adds an affine map).
 
 Max-norm (`max_norm`, the repo's optional constraint) clips each row of every linear weight to that norm. It is
 applied before every use of a layer (a forward pre-hook, so PM+MO's direct calls of the unit and the classifier

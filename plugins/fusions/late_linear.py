@@ -2,11 +2,11 @@
 
     o = Σ_m W_m z_m + b        (W_m: d_m -> C; the bias b belongs to the first modality's layer)
 
-As in MLB's `ConcatClassifier_CREMAD_OGM_pre` with `cls_type: linear` (models spec §5.5): one `Linear(d_m, C)`
-per modality, only the first with a bias. Mathematically this is `concat`; what differs is MLB's
-initialisation (each block drawn for its own fan-in d_m, the bias for the first modality's) and the
-per-modality parameters. Modality m's exact share of the logits is `W_m z_m + b/M` (the bias split evenly, as
-MLB reports its unimodal logits), so the fusion offers contributions and its weight blocks.
+As in MLB's `ConcatClassifier_CREMAD_OGM_pre` with `cls_type: linear` (kkontras/MLB @ 357b5ce1bcb7,
+`models/OGM_Model.py`): one `Linear(d_m, C)` per modality, only the first with a bias. Mathematically this is
+`concat`; what differs is MLB's initialisation (each block drawn for its own fan-in d_m, the bias for the first
+modality's) and the per-modality parameters. Modality m's exact share of the logits is `W_m z_m + b/M` (the bias
+split evenly, as MLB reports its unimodal logits), so the fusion offers contributions and its weight blocks.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@
     h_2 = ReLU(W_2 drop(h_1) + b_2)    (inner -> inner)
     o   = W_3 drop(h_2) + b_3          (inner -> C)
 
-MLB's `cls_type: nonlinear` (models spec §5.5): inner = 64 and dropout 0.1 in every shipped config; at
-d = 512 it has 69,760 + 65·C parameters. The mix is not separable into per-modality logits: MLB's OGM path
-feeds the 64-d partial pre-activations of the first layer as "unimodal predictions", which are not class
-logits, so this fusion offers no contributions (balancers that need them use unimodal heads).
+MLB's `cls_type: nonlinear` (kkontras/MLB @ 357b5ce1bcb7, `models/OGM_Model.py::ConcatClassifier_CREMAD_OGM_pre` and
+`configs/`): inner = 64 and dropout 0.1 in every shipped config; at d = 512 it has 69,760 + 65·C parameters. The mix
+is not separable into per-modality logits: MLB's OGM path feeds the 64-d partial pre-activations of the first layer
+as "unimodal predictions", which are not class logits, so this fusion offers no contributions (balancers that need
+them use unimodal heads).
 """
 
 from __future__ import annotations

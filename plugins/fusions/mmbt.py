@@ -1,8 +1,9 @@
-"""`mmbt`: the Supervised Multimodal Bitransformer (Kiela et al., 2019; facebookresearch/mmbt) — image tokens
-projected into BERT's input space and read by BERT together with the text, one stream.
+"""`mmbt`: the Supervised Multimodal Bitransformer (Kiela, Bhooshan, Firooz, Perez, Testuggine, "Supervised
+Multimodal Bitransformers for Classifying Images and Text", 2019; facebookresearch/mmbt @ ad71e9c54bee) — image
+tokens projected into BERT's input space and read by BERT together with the text, one stream.
 
 With the image encoder's N tokens `(B, N, D_img)` (`Encoder.tokens`: ResNet-152's pooled grid, N = 3 in MMBT)
-and BERT as the text encoder (models spec §2):
+and BERT as the text encoder (as the released `mmbt/models/mmbt.py` and `mmbt/models/image.py`):
 
 * image segment: `[CLS]` word embedding, the N tokens through a new Linear(D_img -> D) (bias), the `[SEP]`
   word embedding — N + 2 vectors given BERT's own position embeddings 0..N+1, segment 0, LayerNorm and dropout

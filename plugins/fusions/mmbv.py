@@ -1,9 +1,12 @@
-"""`mmbv`: the Multimodal BERT-ViT of Dynamic UDA (Monter-Aldana et al., 2023; seed 000) — two transformer
+"""`mmbv`: the Multimodal BERT-ViT of Dynamic UDA (Monter-Aldana, López-Monroy, Sánchez-Vega, "Dynamic
+Regularization in UDA for Transformers in Multimodal Classification", ACL 2023, §3) — two transformer
 streams that exchange their [CLS] tokens block by block, classified on both [CLS] vectors.
 
-The authors published no MMBV code (models spec §1.1); this follows the paper's text, with the spec's decisions
-where it is silent. With `H_a`, `H_b` the two streams' token sequences (each [CLS] at position 0), block i of each
-stream (`Encoder.run_block`) and `Encoder.embed_input` / `Encoder.readout` around them:
+The authors published no MMBV code (their repository,
+IvonneMont/Dynamic-UDA-for-Transformers-in-Multimodal-Classification @ b1ecf2a0882c, has BERT, ResNet-152 and MMBT
+classifiers only); this follows the paper's text, with our choices where it is silent (marked "our choice"). With
+`H_a`, `H_b` the two streams' token sequences (each [CLS] at position 0), block i of each stream
+(`Encoder.run_block`) and `Encoder.embed_input` / `Encoder.readout` around them:
 
 * after block 1: APPEND — each stream gets the other's [CLS] (as block 1 left it) as one more token at its end;
   a padded stream's mask gets one more real position (after its padding; the foreign token has no position or
@@ -12,12 +15,14 @@ stream (`Encoder.run_block`) and `Encoder.embed_input` / `Encoder.readout` aroun
   by the other stream's new [CLS]. Both [CLS] are read before either sequence changes (a simultaneous swap),
   built out of place, and stay attached to the graph (cross-modal gradients are the point).
 * Streams of different depth (tiny test configs) exchange after each of their first min(L_a, L_b) blocks; the
-  deeper stream runs its remaining blocks alone. BERT-base and ViT-B/16 both have 12.
-* Readout: BERT's pooler on the text [CLS], ViT's final LayerNorm on the image [CLS] (the encoders' own
-  readouts), then Dropout(0.1) and one Linear on [CLS_a; CLS_b] (1536 -> C): the concat head, so each stream's
+  deeper stream runs its remaining blocks alone (our choice). BERT-base and ViT-B/16 both have 12.
+* Readout (our choice: the paper does not detail its head): BERT's pooler on the text [CLS], as the notebook's
+  BERT classifier, ViT's final LayerNorm on the image [CLS] (the encoders' own readouts), then Dropout(0.1) and
+  one Linear on [CLS_a; CLS_b] (1536 -> C): the concat head, so each stream's
   exact share of the logits is its column block (plus half the bias) and `offers_contributions` holds.
 * A missing modality is its encoder's absent input (an all-zero image; `[CLS] [SEP]` for BERT), and the exchange
-  runs as usual (spec §1.5); the model also zeroes the dropped stream's [CLS] feature before the head.
+  runs as usual (our choice: the paper's Table 4 feeds one modality without saying how the other is absent); the
+  model also zeroes the dropped stream's [CLS] feature before the head.
 
 Both streams must be sequence encoders of one width (`embed_input`, `run_block`, `readout`; `equal_dims`).
 """

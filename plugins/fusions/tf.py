@@ -1,5 +1,5 @@
-"""`tf`: MLB's transformer fusion over the encoders' token sequences (Kontras et al., BMVC 2024; `TF_Fusion`,
-models spec §5.5).
+"""`tf`: MLB's transformer fusion over the encoders' token sequences (Kontras et al., BMVC 2024; kkontras/MLB @
+357b5ce1bcb7, `models/OGM_Model.py::TF_Fusion`).
 
     s = [c; x_1 + e_1; …; x_M + e_M]    x_m: modality m's token sequence (T_m, D) from `Encoder.tokens`;
                                          c (class token) and e_m (one per modality, added at every step):

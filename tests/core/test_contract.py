@@ -20,7 +20,7 @@ def test_no_plugin_problems():
     assert REGISTRY.problems == []
 
 
-#: the benchmarks the project's specs define (shared/specs/datasets.md); a balancer's per-task defaults may name
+#: the benchmarks of the reproduced papers' protocols (README, "Data"); a balancer's per-task defaults may name
 #: one before its plugin exists, and anything else is a typo that would silently drop a paper default
 PLANNED_TASKS = {"cremad", "ave", "ucf101", "kinetics_sounds", "twitter2015", "sarcasm", "nvgesture", "mmimdb",
                  "mmimdb_features", "moviescope"}

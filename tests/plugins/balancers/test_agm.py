@@ -1,4 +1,5 @@
-"""AGM: spec test vector (§3.4), Shapley efficiency, which gradients the hooks scale, the window flag, the
+"""AGM: a worked vector (the official `GradMod` / `train` arithmetic, lihong2303/AGM_ICCV2023 @ 5a65542c70b1,
+computed independently in numpy), Shapley efficiency, which gradients the hooks scale, the window flag, the
 conditional clip, and end-to-end training."""
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def _close(actual, expected):
     torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), rtol=RTOL, atol=1e-6)
 
 
-# ------------------------------------------------------------------------------------- spec vector §3.4
+# ------------------------------------------------------------------------------------- worked vector
 
 
-def test_spec_vector_unimodal_outputs_and_scores():
+def test_worked_vector_unimodal_outputs_and_scores():
     u = shapley_outputs(_outputs(), ["a", "v"])
     _close(u["a"], [[1.55, 0.2, -0.65], [-0.05, 1.05, 0.1], [-0.3, -0.05, 0.65]])
     _close(u["v"], [[0.45, 0.3, -0.35], [0.25, 0.45, 0.2], [-0.2, 0.15, 0.55]])
@@ -63,7 +64,7 @@ def test_spec_vector_unimodal_outputs_and_scores():
     ([0.0, 0.0], 1, [1.0, 1.0], [0.528089, 1.56495], 1.04652, -0.518432, [0.496660, 0.851295]),
     ([0.9, 1.1], 101, [1.22140, 0.818731], [0.736102, 1.19238], 0.964242, -0.228139, [0.896007, 1.09754]),
 ])
-def test_spec_vector_coefficients_and_gradient_multipliers(running, n, r_bar, k, dT, dPv, running_after):
+def test_worked_vector_coefficients_and_gradient_multipliers(running, n, r_bar, k, dT, dPv, running_after):
     t, pv, pa = (x.clone().requires_grad_() for x in (T, P_V, P_A))
     u = shapley_outputs(_outputs(t, pv, pa), ["a", "v"])
     scores = agm_scores([u["a"], u["v"]], Y)
@@ -80,7 +81,7 @@ def test_spec_vector_coefficients_and_gradient_multipliers(running, n, r_bar, k,
     _close(pa.grad, [[-dPv] * 3] * 3)
 
 
-def test_spec_vector_three_modalities():
+def test_worked_vector_three_modalities():
     r, r_bar, k = agm_coefficients(torch.tensor([0.8, 1.2, 1.0]), torch.tensor([0.9, 1.0, 1.1]), alpha=4.0, clip=7.0)
     _close(r, [1.34986, 0.740818, 1.0])
     _close(r_bar, [1.16183, 1.0, 0.860708])

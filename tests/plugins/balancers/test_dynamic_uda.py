@@ -1,4 +1,5 @@
-"""UDA / DynamicUDA: the spec's §1.4 vectors, the gradient path of the consistency loss, variants, end to end."""
+"""UDA / DynamicUDA: worked vectors (the notebook's softmax KL and the paper's Eqs. 8–11 λ schedule, computed
+independently in numpy), the gradient path of the consistency loss, variants, end to end."""
 
 import math
 from types import SimpleNamespace
@@ -30,7 +31,7 @@ P_LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
 Q_LOGITS = torch.tensor([[1.0, 1.0, -0.5], [0.5, 0.5, 0.2]])
 VAL_LOSS = [0.50, 0.45, 0.42, 0.43, 0.47, 0.46]
 TRAIN_METRIC = [0.40, 0.55, 0.62, 0.70, 0.78, 0.80]
-# epoch i -> (q^V, q^T, R, λ_i, case) from the spec's table (λ=1, N=4, K=1)
+# epoch i -> (q^V, q^T, R, λ_i, case), worked from Eqs. 8–11 with λ=1, N=4, K=1
 SCHEDULE = {
     2: (0.966667, 1.10714, 0.966742, 0.966742, CASE_GENERALISE),
     3: (0.979310, 1.04516, 0.961313, 0.961313, CASE_GENERALISE),
@@ -40,7 +41,7 @@ SCHEDULE = {
 }
 
 
-def test_kl_matches_spec_vector():
+def test_kl_matches_worked_vector():
     kl = consistency_kl(P_LOGITS, Q_LOGITS)
     torch.testing.assert_close(kl, torch.tensor([0.236000, 0.0965111]), rtol=1e-5, atol=0)
     torch.testing.assert_close(kl.sum(), torch.tensor(0.332512), rtol=1e-5, atol=0)
@@ -54,7 +55,7 @@ def test_bernoulli_divergence_is_the_per_class_kl():
 
 
 @pytest.mark.parametrize("epoch", [0, 1, 2, 3, 4, 5, 6])
-def test_lambda_schedule_matches_spec_table(epoch):
+def test_lambda_schedule_matches_worked_table(epoch):
     lam_i, case, q_v, q_t, ratio = dynamic_lambda(1.0, VAL_LOSS[:epoch], TRAIN_METRIC[:epoch], n=4, k=1)
     if epoch < 2:
         assert (lam_i, case, ratio) == (1.0, WARMUP, 1.0)
@@ -138,7 +139,7 @@ def test_gradient_flows_only_through_the_augmented_view():
 
 
 class _FixedLogits:
-    """A stand-in model: the spec's p logits for the clean batch, its q logits for the augmented view."""
+    """A stand-in model: the worked vector's p logits for the clean batch, its q logits for the augmented view."""
 
     modalities = ("a",)
 

@@ -1,4 +1,5 @@
-"""OGR-GB: spec test vector (Part B §6.4), safeguards, estimation on model copies, end-to-end training."""
+"""OGR-GB: a worked vector (w_k ∝ ΔG_k / ΔO_k² of Wang et al., CVPR 2020, computed independently in numpy),
+safeguards, estimation on model copies, end-to-end training."""
 
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from mmbench.training.engine import build_model, collate
 from mmbench_plugins.balancers.gradient_blending import GradientBlending, blend_weights
 
 RTOL = 1e-5
-SPEC_LOSSES = {
+WORKED_LOSSES = {
     "audio": (1.60, 1.50, 1.20, 0.90),
     "video": (1.75, 1.70, 1.60, 1.40),
     "multi": (1.50, 1.40, 1.10, 0.70),
 }
 
 
-def test_spec_vector():
-    weights, raw = blend_weights(SPEC_LOSSES)
+def test_worked_vector():
+    weights, raw = blend_weights(WORKED_LOSSES)
     assert raw["audio"] == pytest.approx(15.0, rel=RTOL)
     assert raw["video"] == pytest.approx(13.3333, rel=RTOL)
     assert raw["multi"] == pytest.approx(7.77778, rel=RTOL)

@@ -1,5 +1,7 @@
-"""Greedy (balanced multi-modal learning): the spec's BDR test vector (Part A §7.5), the curation state
-machine, which parameters form each group, the bypass mode driven by the balancer, end-to-end training."""
+"""Greedy (balanced multi-modal learning): a worked BDR vector (the bookkeeping of the official
+`src/callbacks.py::Bias_Mitigation_Strong`, nyukat/greedy_multimodal_learning @ a190e03755bd, computed in numpy),
+the curation state machine, which parameters form each group, the bypass mode driven by the balancer, end-to-end
+training."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def _t(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-def test_spec_vector_bdr_bookkeeping():
+def test_worked_vector_bdr_bookkeeping():
     sums = torch.zeros(4, dtype=torch.float64)
     sums, bdr, d = learning_speed(sums, _t(STEP0[0]), _t(STEP0[1]))
     torch.testing.assert_close(sums, _t([4e-06, 2e-06, 1e-05, 1.5e-05]), rtol=RTOL, atol=0)
@@ -44,13 +46,13 @@ def test_spec_vector_bdr_bookkeeping():
     assert float(d) == pytest.approx(0.594183, rel=RTOL)
 
 
-def test_spec_vector_decisions_and_frozen_sums_while_curating():
+def test_worked_vector_decisions_and_frozen_sums_while_curating():
     state = GreedyState.initial(torch.device("cpu"))
     state = guided_step(state, _t(STEP0[0]), _t(STEP0[1]), epsilon=0.01, window=5, unlocked=True)
     assert bool(state.curating) and int(state.caring) == 0  # d = 0.477 > ε -> care for modality 0
     assert state.mask().tolist() == [True, False]
     state = guided_step(state, _t(STEP1[0]), _t(STEP1[1]), epsilon=0.01, window=5, unlocked=True)
-    # already curating: M is not updated (the spec's step-1 values are what it would have computed)
+    # already curating: M is not updated (the worked step-1 values are what it would have computed)
     torch.testing.assert_close(state.sums, _t([4e-06, 2e-06, 1e-05, 1.5e-05]), rtol=RTOL, atol=0)
     assert float(state.d) == pytest.approx(0.477121, rel=RTOL)
 

@@ -1,4 +1,6 @@
-"""MIE: spec §3.4 vector (covariance, P, G·P), GM subspace, the two-pass SAM step, phases, end-to-end."""
+"""MIE: a worked vector (covariance, P and G·P by the paper's Eqs. 5–8 as IGM computes them, njustkmg/IJCAI25-IGM
+@ 19aa8e5d99c9 `models/AudioVideo.py`, computed independently in numpy), GM subspace, the two-pass SAM step, the
+whole step, phases, end-to-end."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ P = torch.tensor([[0.862619, -0.071969, -0.124306, -0.052338], [-0.071969, 0.947
 G = torch.tensor([[0.1, -0.2, 0.3, 0.0], [0.05, 0.0, -0.1, 0.2]])
 
 
-def test_spec_vector_covariance_projection_and_gm():
+def test_worked_vector_covariance_projection_and_gm():
     cov = batch_mean_covariance([X1, X2])
     torch.testing.assert_close(cov, C, rtol=RTOL, atol=ATOL)
     p, sigma = flat_projection(cov, TAU)
@@ -180,6 +182,49 @@ def test_sam_step_uses_the_gradient_at_the_perturbed_point():
     assert set(out.unimodal) == {"fast", "slow"}
 
 
+def _loss_and_grads(model, m: str, batch, values):
+    """L and ∇L of modality m's branch (encoder, then head) at the parameter values `values`; model untouched."""
+    encoder, head = model.encoders[m], model.heads[m]
+    leaves = [v.detach().clone().requires_grad_() for v in values]
+    n = len(list(encoder.parameters()))
+    enc = dict(zip((k for k, _ in encoder.named_parameters()), leaves[:n], strict=True))
+    hd = dict(zip((k for k, _ in head.named_parameters()), leaves[n:], strict=True))
+    z = torch.func.functional_call(encoder, enc, (batch[m],))
+    loss = F.cross_entropy(torch.func.functional_call(head, hd, (z,)), batch["label"])
+    return loss.detach(), torch.autograd.grad(loss, leaves)
+
+
+def test_whole_step_is_sam_then_gm_then_the_optimizer_step():
+    """The whole step with SAM and GM both on: θ' = θ − lr·GM(∇L(θ + ε)), ε = ρ·∇L(θ)/‖∇L(θ)‖ over the active
+    branch, GM right-multiplying the head's weight gradient by the P built from the previous modality; the idle
+    branch does not move."""
+    rho, lr = 0.5, 0.1  # _context's SGD: lr 0.1, no momentum, no weight decay
+    balancer, ctx, batch = _context({"rho": rho, "tau": 2.0, "reload_after": None}, epoch=1)
+    model = ctx.model
+    assert balancer.active == "slow"
+    (layer, p_used), = balancer.projections
+    params = list(model.encoders["slow"].parameters()) + list(model.heads["slow"].parameters())
+    theta = [p.detach().clone() for p in params]
+    loss0, g = _loss_and_grads(model, "slow", batch, theta)
+    norm = torch.sqrt(sum((x**2).sum() for x in g))
+    loss1, g_sam = _loss_and_grads(model, "slow", batch, [t + rho * x / norm for t, x in zip(theta, g, strict=True)])
+    expected = [t - lr * (x @ p_used if p is layer.weight else x) for p, t, x in zip(params, theta, g_sam, strict=True)]
+    idle = [p.detach().clone() for part in (model.encoders["fast"], model.heads["fast"]) for p in part.parameters()]
+
+    loss, out = balancer.train_step(ctx, batch)
+    torch.testing.assert_close(loss, loss0)
+    for p, want in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.detach(), want, rtol=1e-5, atol=1e-6)
+    w = next(i for i, p in enumerate(params) if p is layer.weight)
+    assert not torch.allclose(layer.weight.detach(), theta[w] - lr * g_sam[w], rtol=1e-5, atol=1e-6)  # GM acted
+    after = [p for part in (model.encoders["fast"], model.heads["fast"]) for p in part.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(after, idle, strict=True))
+    coeffs = balancer.coefficients()
+    assert coeffs["sam_gap"] == pytest.approx(float(loss1 - loss0), rel=1e-4) and coeffs["gm_kept"] < 1.0
+    mean_p = (out.unimodal["fast"].softmax(1) + out.unimodal["slow"].softmax(1)) / 2
+    torch.testing.assert_close(out.logits.exp(), mean_p)  # the step's prediction is MIE's late fusion
+
+
 def test_average_fusion_and_missing_modality():
     balancer, ctx, batch = _context({})
     model = ctx.model
@@ -242,7 +287,7 @@ def test_phase_switch_reloads_best_state_and_resets_optimizer():
 
 @pytest.mark.parametrize("params, switches, reloads", [
     ({}, [1, 2, 3], [False] * 3),  # default: one-epoch phases and reloads only after >= 25 epochs: never
-    ({"reload_after": 1}, [1, 2, 3], [True] * 3),  # IGM-code: at every switch
+    ({"reload_after": 1}, [1, 2, 3], [True] * 3),  # IGM: at every switch
     ({"phase_epochs": (1, 2), "reload_after": 2}, [1, 3, 4, 6], [False, True, False, True]),
     ({"phase_epochs": (25, 50)}, [25, 75], [True, True]),  # IGM's CREMA-D schedule: every phase is long enough
     ({"phase_epochs": (30,), "reload_after": None}, [30, 60], [False, False]),

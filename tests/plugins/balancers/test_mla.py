@@ -1,4 +1,6 @@
-"""MLA: spec §5.4 vectors (OWM projector, projected gradients, entropy gating), the alternating step, end-to-end."""
+"""MLA: worked vectors (the OWM projector, projected gradients and entropy gating of the official `GSPlugin` and
+`main.py`, Cecile-hi/Multimodal-Learning-with-Alternating-Unimodal-Adaptation @ ab6c184579f9, computed
+independently in numpy), the alternating step, end-to-end."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ P2 = torch.tensor([[0.173351, -0.014508, -0.179717, -0.014508],
                    [-0.014508, -0.300124, -0.104877, 0.397870]])
 
 
-def test_spec_vector_projector_and_projected_gradients():
+def test_worked_vector_projector_and_projected_gradients():
     assert owm_alpha(0, 4) == pytest.approx(0.1, rel=RTOL)
     assert owm_alpha(1, 4) == pytest.approx(0.0562341, rel=RTOL)
     # step 1 (visual, batch 0): P0 = I
@@ -60,7 +62,7 @@ def test_spec_vector_projector_and_projected_gradients():
         rtol=RTOL, atol=ATOL)
 
 
-def test_spec_vector_entropy_gating():
+def test_worked_vector_entropy_gating():
     o_a = torch.tensor([[2.0, 0.0, -1.0], [1.0, 0.5, 0.0]])
     o_v = torch.tensor([[0.2, 0.1, 0.0], [0.0, 0.3, 0.1]])
     w = gate_weights([o_a, o_v], "entropy_batch")

@@ -1,4 +1,5 @@
-"""MLB and Multi-Loss: spec test vectors (Part B §2.4), which gradients k_i scales, end-to-end training."""
+"""MLB and Multi-Loss: worked vectors (the paper's Eqs. 4–7 and the official `Bias_Infusion_MLB`, kkontras/MLB @
+357b5ce1bcb7, computed independently in numpy), which gradients k_i scales, end-to-end training."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _k(scores, alpha, beta_max):
     return r, mlb_coefficients(r, alpha, beta_max)
 
 
-def test_spec_vectors_two_modalities():
+def test_worked_vectors_two_modalities():
     r, k = _k([0.6, 0.3], 0.8, 2.0)  # released configs: β = 2 on both sides
     torch.testing.assert_close(r, torch.tensor([0.5, 2.0], dtype=torch.float64), rtol=RTOL, atol=0)
     torch.testing.assert_close(k, torch.tensor([0.620051, 1.66404], dtype=torch.float64), rtol=RTOL, atol=0)
@@ -38,20 +39,20 @@ def test_spec_vectors_two_modalities():
 
 
 def test_default_is_the_released_configs_beta():
-    """The default β_max is 2 (released configs): the lagging modality's k is the spec's 1.66404, not 9.x."""
+    """The default β_max is 2 (released configs): the lagging modality's k is the worked 1.66404, not 9.x."""
     p = MLBParams()
     _, k = _k([0.6, 0.3], p.alpha, p.beta_max)
     torch.testing.assert_close(k, torch.tensor([0.620051, 1.66404], dtype=torch.float64), rtol=RTOL, atol=0)
 
 
-def test_spec_vector_three_modalities():
+def test_worked_vector_three_modalities():
     r, k = _k([0.7, 0.4, 0.1], 1.0, 3.0)
     torch.testing.assert_close(r, torch.tensor([0.357143, 1.0, 5.5], dtype=torch.float64), rtol=RTOL, atol=1e-7)
     torch.testing.assert_close(k, torch.tensor([0.433158, 1.0, 2.99951], dtype=torch.float64), rtol=RTOL,
                                atol=1e-7)
 
 
-def test_spec_vector_from_logits():
+def test_worked_vector_from_logits():
     y = torch.tensor([0, 1, 2, 2])
     audio = torch.tensor([[2, 0, 0], [0, 1, 0], [0.5, 0.5, 0.5], [0, 0, 3]], dtype=torch.float64)
     video = torch.tensor([[0, 0.2, 0], [0.3, 0, 0], [0, 0, 0.1], [1, 0, 0.5]], dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""MMCosine: spec test vector (§5.5), cosine logits in training and evaluation, end-to-end training."""
+"""MMCosine: a worked vector (the official `main_CD.py` cosine logits, GeWu-Lab/MMCosine_ICASSP23 @ 00ba0a9cbd9b,
+computed independently in numpy), cosine logits in training and evaluation, end-to-end training."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ W = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 2.0, 1.0, 1.0], [1.0, 1.0, -1.0, 0
 Y = torch.tensor([1, 0])
 
 
-def test_spec_vector():
+def test_worked_vector():
     fusion = ConcatFusion({"a": 2, "v": 2}, 3, NoParams())
     with torch.no_grad():
         fusion.linear.weight.copy_(W)

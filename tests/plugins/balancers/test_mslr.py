@@ -1,5 +1,6 @@
-"""MSLR: spec test vector (Part A §6.4), the epoch-level ratio bookkeeping, which gradients are scaled,
-end-to-end training on the additive (sum) fusion."""
+"""MSLR: a worked vector (the ratio q = A / mean(H) and the multipliers of the AGM repository's MSLR baseline,
+lihong2303/AGM_ICCV2023 @ 5a65542c70b1, computed independently in numpy), the epoch-level ratio bookkeeping, which
+gradients are scaled, end-to-end training on the additive (sum) fusion."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ RTOL = 1e-5
 H_A, H_V = [0.50, 0.52, 0.55, 0.56, 0.58], [0.30, 0.33, 0.35, 0.36, 0.40]
 
 
-def test_spec_vector():
+def test_worked_vector():
     q_a, q_v = mslr_ratio(H_A, 0.60), mslr_ratio(H_V, 0.39)
     assert q_a == pytest.approx(1.10701, rel=RTOL)
     assert q_v == pytest.approx(1.12069, rel=RTOL)
     assert 0.9 * q_a == pytest.approx(0.996310, rel=RTOL)  # AGM-repo multipliers, CREMA-D c_m
     assert 1.1 * q_v == pytest.approx(1.23276, rel=RTOL)
-    assert 1e-3 * q_a == pytest.approx(1.10701e-3, rel=RTOL)  # variant B
+    assert 1e-3 * q_a == pytest.approx(1.10701e-3, rel=RTOL)  # the 'dynamic' form: lr·q
     assert mslr_ratio([0.0, 0.0], 0.3) == 1.0  # safeguard
 
 

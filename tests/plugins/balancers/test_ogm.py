@@ -1,4 +1,5 @@
-"""OGM / OGM-GE: spec test vectors (§2.4), which gradients are modulated, and end-to-end training."""
+"""OGM / OGM-GE: worked vectors (the official `main.py::train_epoch` arithmetic, GeWu-Lab/OGM-GE_CVPR2022 @
+343dc1d95c9b, computed independently in numpy), which gradients are modulated, and end-to-end training."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _concat_contributions() -> dict[str, torch.Tensor]:
     return out.contributions
 
 
-def test_spec_vector_concat():
+def test_worked_vector_concat():
     contributions = _concat_contributions()
     torch.testing.assert_close(contributions["a"], torch.tensor(
         [[0.45, -0.2, 0.275], [0.21, -0.28, 0.035], [0.43, -0.3, 0.195], [-0.33, 0.38, 0.035]]), rtol=RTOL, atol=1e-6)
@@ -55,7 +56,7 @@ def test_spec_vector_concat():
         assert coeffs.tolist() == pytest.approx(list(k), rel=RTOL)
 
 
-def test_spec_vector_sum():
+def test_worked_vector_sum():
     fusion = SumFusion({"a": 2, "v": 2}, 3, NoParams())
     with torch.no_grad():
         fusion.linears["a"].weight.copy_(W[:, :2])

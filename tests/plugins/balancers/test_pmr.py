@@ -1,5 +1,6 @@
-"""PMR: spec test vector (§4.4), prototype pass and EMA schedule, safeguards (empty classes, zero distances),
-which encoder the PCE term reaches, and end-to-end training."""
+"""PMR: a worked vector (distances, scores, PCE and the prototype EMA of the official `main_Prototype_grad.py`,
+fanyunfeng-bit/Modal-Imbalance-PMR @ 3615e4898355, computed independently in numpy), prototype pass and EMA
+schedule, safeguards (empty classes, zero distances), which encoder the PCE term reaches, and end-to-end training."""
 
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ def _close(actual, expected, rtol=RTOL):
     torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), rtol=rtol, atol=1e-6)
 
 
-# ------------------------------------------------------------------------------------- spec vector §4.4
+# ------------------------------------------------------------------------------------- worked vector
 
 
-def test_spec_vector_distances_scores_and_loss():
+def test_worked_vector_distances_scores_and_loss():
     _close(euclidean_distances(Z_A, C_A),
            [[0, 1.41421, 1], [1.41421, 0, 1], [1, 1, 0], [0.707107, 1.58114, 1.58114]])
     _close(euclidean_distances(Z_V, C_V), [[0.316228, 0.447214, 0.223607], [0.583095, 0.2, 0.3],
@@ -51,7 +52,7 @@ def test_spec_vector_distances_scores_and_loss():
     _close((betas * pce).sum(), 1.99599)
 
 
-def test_spec_vector_prototype_ema():
+def test_worked_vector_prototype_ema():
     fresh, counts = class_means(torch.tensor([[1.0, 2], [3, 0], [0, 1], [2, 2]]), torch.tensor([0, 0, 1, 1]), 2)
     _close(fresh, [[2, 1], [1, 1.5]])
     old = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
@@ -71,7 +72,7 @@ def test_tie_gives_no_extra_term():
 
 def test_three_modalities_compare_with_the_weakest_and_scale_gradients_instead():
     # w = v at half scale: its distances halve, ŝ_w = Σ_i softmax(−D_v/2)[i, y_i] = 1.405409 (by hand from the
-    # spec's D_v); ρ = ŝ / ŝ_w; BalanceBenchmark: no PCE term, k = 1 − tanh(0.01 ρ) where ρ > 1
+    # worked vector's D_v); ρ = ŝ / ŝ_w; BalanceBenchmark: no PCE term, k = 1 − tanh(0.01 ρ) where ρ > 1
     scores, ratios, betas, _ = pmr_terms({"a": Z_A, "v": Z_V, "w": Z_V * 0.5}, {"a": C_A, "v": C_V, "w": C_V * 0.5},
                                          Y, alpha=3.0)
     _close(scores, [2.36268, 1.47752, 1.405409])

@@ -1,5 +1,6 @@
-"""The `i3d` and `s3d` encoders: the spec's parameter counts (meta device), pytorch-i3d's module names and a strict
-checkpoint load, the depth stem from an RGB checkpoint, TensorFlow SAME padding, the pooled feature, blocks."""
+"""The `i3d` and `s3d` encoders: parameter counts (meta device; I3D's analytic from pytorch-i3d's layer table),
+pytorch-i3d's module names and a strict checkpoint load, the depth stem from an RGB checkpoint, TensorFlow SAME
+padding, the pooled feature, blocks."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def count(module: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize("channels, expected", [(3, 12_287_264), (2, 12_265_312), (1, 12_243_360)])
-def test_i3d_trunk_parameters_equal_the_spec_table(channels, expected):
+def test_i3d_trunk_parameters_equal_the_analytic_count(channels, expected):
     with torch.device("meta"):
         encoder = I3DEncoder(clip(channels, 64, 224), I3DParams())
     assert count(encoder) == expected and encoder.out_dim == 1024

@@ -44,7 +44,7 @@ def count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_standard_configs_have_the_spec_s_parameter_counts():
+def test_standard_configs_have_the_reference_parameter_counts():
     with torch.device("meta"):
         text = BertEncoder(ModalitySpec("text", "tokens", (512,)), BertEncoder.Params())
         image = ViTEncoder(ModalitySpec("image", "image", (3, 224, 224)), ViTEncoder.Params())
@@ -52,11 +52,11 @@ def test_standard_configs_have_the_spec_s_parameter_counts():
         mmbt = MMBTFusion({"text": 768, "image": 2048}, 23, MMBTFusion.Params())
         mmbt.bind({"text": text, "image": cnn})
     mmbv = MMBVFusion({"text": 768, "image": 768}, 13, MMBVFusion.Params())
-    assert count(text) == 109_482_240  # BERT-base with its pooler (spec §1.6)
-    assert count(image) == 85_798_656  # ViT-B/16 without the pooler MMBV does not use (spec §1.6)
-    assert count(cnn) == 58_143_808  # ResNet-152 trunk (spec §2.6)
+    assert count(text) == 109_482_240  # BERT-base with its pooler (transformers' BertModel, measured)
+    assert count(image) == 85_798_656  # ViT-B/16 without the pooler MMBV does not use (measured)
+    assert count(cnn) == 58_143_808  # ResNet-152 trunk (torchvision, measured)
     assert count(mmbv) == 1537 * 13  # the concat head on both [CLS]
-    assert count(mmbt) == 1_573_632 + 769 * 23  # projection 2048 -> 768 and the classifier (spec §2.6)
+    assert count(mmbt) == 1_573_632 + 769 * 23  # projection 2048 -> 768 and the classifier (MMBT, analytic)
 
 
 @pytest.mark.parametrize("make, x", [(bert, text_batch), (vit, lambda: torch.randn(2, 3, 32, 32))])

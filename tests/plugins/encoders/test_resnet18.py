@@ -1,5 +1,5 @@
-"""The `resnet18` encoder: the spec's parameter counts (built on the meta device), OGM-GE's frame folding and
-pooling, blocks for intermediate fusions, and local weights with their identity."""
+"""The `resnet18` encoder: torchvision's measured parameter counts (built on the meta device), OGM-GE's frame
+folding and pooling, blocks for intermediate fusions, and local weights with their identity."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_parameter_counts_equal_the_spec_table():
+def test_parameter_counts_equal_the_measured_ones():
     with torch.device("meta"):
         audio, visual = ResNet18Encoder(AUDIO, ResNet18Params()), ResNet18Encoder(VISUAL, ResNet18Params())
     head = ConcatFusion({"audio": 512, "visual": 512}, 6, ConcatFusion.Params())

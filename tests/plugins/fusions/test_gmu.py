@@ -1,4 +1,5 @@
-"""`gmu` fusion: pinned to the spec's GMU and maxout vectors (balancers spec §4.4), shapes, gate forms, training."""
+"""`gmu` fusion: pinned to worked GMU and maxout vectors (Arevalo et al.'s equations, computed independently in
+numpy), shapes, gate forms, training."""
 
 import dataclasses
 import math
@@ -15,7 +16,7 @@ from mmbench_plugins.balancers.joint import Joint
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams, Maxout, gated_mix
 
 
-def test_gated_mix_matches_spec_vector():
+def test_gated_mix_matches_worked_vector():
     text, image, gate = torch.tensor([0.3, -0.2]), torch.tensor([1.0, 0.5]), torch.tensor([0.0, 2.0])
     v, z = gated_mix(image, text, gate, output_tanh=True)  # z weights the image units, as in PM+MO
     torch.testing.assert_close(z, torch.tensor([0.5, 0.880797]), rtol=1e-5, atol=0)
@@ -26,8 +27,8 @@ def test_gated_mix_matches_spec_vector():
     torch.testing.assert_close(v_plain, torch.tensor([0.526454, 0.383505]), rtol=1e-5, atol=0)
 
 
-def test_unit_reproduces_spec_vector_through_its_layers():
-    """Identity projections, a zero gate weight and gate bias [0, 2]: the unit must give the spec's v."""
+def test_unit_reproduces_worked_vector_through_its_layers():
+    """Identity projections, a zero gate weight and gate bias [0, 2]: the unit must give the worked v."""
     params = GMUParams(hidden=2, bias=True, gate="inputs", input_norm=False, output_tanh=True, dropout=0.0)
     fusion = GMUFusion({"image": 2, "text": 2}, 3, params).eval()
     with torch.no_grad():
@@ -41,7 +42,7 @@ def test_unit_reproduces_spec_vector_through_its_layers():
     torch.testing.assert_close(z, torch.tensor([[0.5, 0.880797]]), rtol=1e-5, atol=0)
 
 
-def test_maxout_matches_spec_vector():
+def test_maxout_matches_worked_vector():
     """Three pieces [[0.1, -0.3], [0.4, -0.5], [-0.2, 0.2]] of two units -> [0.4, 0.2]."""
     layer = Maxout(1, 2, 3)
     with torch.no_grad():

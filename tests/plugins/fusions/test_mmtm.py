@@ -65,7 +65,7 @@ def test_feature_maps_are_pooled_and_gated_per_channel():
     torch.testing.assert_close(out1, tokens1 * G1.view(1, 1, 1), rtol=RTOL, atol=0)
 
 
-def test_running_mean_matches_spec_example():
+def test_running_mean_matches_worked_example():
     mean, count = torch.zeros(2), torch.zeros(())
     mean = running_mean(mean, count, torch.tensor([0.6, 0.4]))
     torch.testing.assert_close(mean, torch.tensor([0.6, 0.4]))
