@@ -86,6 +86,13 @@ class Task:
     def has_augmentation(cls) -> bool:
         return cls.augment is not Task.augment
 
+    @classmethod
+    def fake_params(cls, params: Params) -> Params:
+        """The parameters a `--fake-data` smoke run builds this task with (default: the grid's own). A task whose
+        real inputs make a CPU smoke run take minutes a cell (long, large video clips) returns lighter ones that
+        reach every code path the same way (fewer frames, a smaller crop); the run says so up front."""
+        return params
+
     def fake_sample(self, generator: torch.Generator) -> dict[str, Any]:
         """One generated sample of the prepared shapes, for `--fake-data` smoke runs: standard-normal tensors of
         each modality's shape and a random label. A task whose inputs are not float tensors (token ids and a

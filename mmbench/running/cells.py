@@ -13,8 +13,8 @@ from mmbench.contract.task import Task
 from mmbench.data.fake import FAKE_BATCH, FAKE_EPOCHS
 from mmbench.data.roots import resolve_data_root
 from mmbench.registry import Registry, Resolved
-from mmbench.schema.cell import Cell, ComponentSpec, EncoderSpec, Scoring, TaskSpec, content_hash
 from mmbench.running.grid import ALL_MODALITIES, ComponentRef, Grid
+from mmbench.schema.cell import Cell, ComponentSpec, EncoderSpec, Scoring, TaskSpec, content_hash
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.training import metrics
 from mmbench.training.engine import evaluate
@@ -116,6 +116,8 @@ def configurations(grid: Grid, registry: Registry, data_root: str | Path | None 
     for task_ref in grid.tasks:
         resolved_task = registry.resolve("tasks", task_ref.name, task_ref.params)
         task_cls = resolved_task.cls
+        if fake_data:
+            resolved_task = Resolved(resolved_task.component, task_cls.fake_params(resolved_task.params))
         root = resolve_data_root(task_ref.name, data_root, task_ref.root, grid.data_root) \
             if task_cls.needs_data and not fake_data else None
         task = task_cls(resolved_task.params, root=root)

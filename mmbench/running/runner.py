@@ -44,6 +44,20 @@ def finished_line(result: CellResult, done: int, total: int) -> str:
     return f"{head}: {scores} ({result.profile.train_seconds:.1f} s)"
 
 
+def lighter_inputs(grid: Grid, registry: Registry) -> list[str]:
+    """A line per task whose smoke-run inputs are lighter than the grid's (`Task.fake_params`)."""
+    lines = []
+    for ref in grid.tasks:
+        resolved = registry.resolve("tasks", ref.name, ref.params)
+        real, light = resolved.params.model_dump(), resolved.cls.fake_params(resolved.params).model_dump()
+        changed = {k: v for k, v in light.items() if v != real[k]}
+        if changed:
+            settings = ", ".join(f"{k}={v}" for k, v in changed.items())
+            lines.append(f"smoke run: {ref.name} runs on lighter inputs ({settings}), the same code paths as its "
+                         "real shapes at a fraction of the time")
+    return lines
+
+
 @dataclasses.dataclass
 class RunSummary:
     out_dir: Path
@@ -116,6 +130,9 @@ def run_grid(grid: Grid, registry: Registry, out_dir: Path, executor: Executor |
     """
     console = console or Console(stderr=True)
     executor = executor or build_executor(registry, "local", {"workers": 1})
+    if fake_data:
+        for line in lighter_inputs(grid, registry):
+            console.print(line, markup=False, highlight=False)
     store = RunStore(out_dir)
     if grid.search is None:
         cells = expand(grid, registry, data_root, fake_data)

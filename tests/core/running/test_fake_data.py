@@ -106,3 +106,30 @@ def test_every_shipped_grid_runs_on_fake_data(grid, tmp_path, monkeypatch, regis
                 if c["status"] not in ("ok", "skipped")]
     assert statuses <= {"ok", "skipped"} and "ok" in statuses, failures
     assert all(c["task"]["fake"] for c in cells)
+
+
+def test_a_task_s_lighter_smoke_inputs_reach_the_cells_and_are_announced():
+    from mmbench import registry as registry_lib
+    from mmbench.api import hookimpl
+    from mmbench.running.runner import lighter_inputs
+    from mmbench_plugins.tasks.synthetic import SyntheticTask
+
+    class LightSynthetic(SyntheticTask):
+        name = "light_synthetic"
+
+        @classmethod
+        def fake_params(cls, params):
+            return params.model_copy(update={"train_size": 8})
+
+    class Plugin:
+        @hookimpl
+        def mmbench_tasks(self):
+            return [LightSynthetic]
+
+    registry = registry_lib.load(extra_plugins=[Plugin()])
+    text = (ROOT / "grids" / "quickstart.yaml").read_text().replace("  - synthetic\n", "  - light_synthetic\n")
+    grid = grid_lib.parse(text, registry)
+    assert {c.task.params["train_size"] for c in expand(grid, registry, fake_data=True)} == {8}
+    assert {c.task.params["train_size"] for c in expand(grid, registry)} != {8}
+    [line] = lighter_inputs(grid, registry)
+    assert line.startswith("smoke run: light_synthetic runs on lighter inputs (train_size=8)")
