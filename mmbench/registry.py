@@ -12,7 +12,8 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pluggy
 
 from mmbench.contract import hooks as hookspecs
+from mmbench.contract.errors import DataError, Incompatible
 
 KINDS = ("encoders", "fusions", "balancers", "tasks", "executors")
 BUILTIN_DISTRIBUTION = "mmbench"
@@ -71,6 +73,31 @@ class UnknownComponent(LookupError):
         self.suggestions = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
         super().__init__(f"unknown {kind[:-1]} {name!r}{hint} (known: {', '.join(sorted(known)) or 'none'})")
+
+
+class PluginError(Exception):
+    """A plugin's own code raised an exception the contract does not define (most often a bug in the plugin):
+    one line naming the component, where it comes from and the exception; the exception is its `__cause__`."""
+
+    def __init__(self, component: Component, call: str, error: Exception) -> None:
+        self.component, self.call, self.error = component, call, error
+        source = ", ".join(filter(None, [f"plugin {component.plugin!r}",
+                                         f"{component.distribution} {component.version}".strip()]))
+        super().__init__(f"{component.kind[:-1]} {component.name!r} ({source}) raised {type(error).__name__} "
+                         f"{call}: {error}")
+
+
+@contextmanager
+def plugin_code(component: Component, call: str, expected: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Run some of `component`'s own code (`call` says which, e.g. "in check()"). The errors a component raises
+    by contract (`DataError`, `Incompatible`, and `expected`) pass as they are; any other exception becomes a
+    `PluginError`, so that the command line names the plugin instead of showing a traceback."""
+    try:
+        yield
+    except (DataError, Incompatible, *expected):
+        raise
+    except Exception as exc:
+        raise PluginError(component, call, exc) from exc
 
 
 @dataclass

@@ -155,6 +155,12 @@ def _pydantic_problems(exc: ValidationError, prefix: tuple, model: type[BaseMode
     return problems
 
 
+def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """pydantic's problems with a model's input as grids report them: `path: message`, unknown keys with
+    close-match suggestions among `model`'s fields (for parameters given elsewhere, e.g. on the command line)."""
+    return [f"{format_path(loc) or '<root>'}: {message}" for loc, message in _pydantic_problems(exc, (), model)]
+
+
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside an annotation such as `list[dict[str, ComponentRef]] | None`."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
