@@ -15,7 +15,7 @@ import gc
 import typer
 
 from mmbench.cli import boards, data, inspect, new, run
-from mmbench.cli.errors import TRACEBACK_VARIABLE
+from mmbench.cli.errors import TRACEBACK_VARIABLE, show_tracebacks
 
 app = typer.Typer(help="Benchmark multimodal balancing methods: grids of encoders x fusions x balancers x tasks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,6 +27,7 @@ def _options(traceback: bool = typer.Option(
         help="on an error, print the traceback above its one-line message (e.g. to see where a plugin failed)")
 ) -> None:
     """Options for every command, given before it (`mmbench --traceback run ...`)."""
+    show_tracebacks(traceback)
 
 
 app.command()(run.run)

@@ -14,13 +14,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import click
 import typer
 
 UNUSABLE = 2
 INTERRUPTED = 130
 #: the environment variable that turns `--traceback` on
 TRACEBACK_VARIABLE = "MMBENCH_TRACEBACK"
+
+
+_settings = {"traceback": False}
+
+
+def show_tracebacks(wanted: bool) -> None:
+    """Whether errors show their traceback; the global option sets it at each invocation."""
+    _settings["traceback"] = wanted
 
 
 class ParameterError(ValueError):
@@ -39,7 +46,7 @@ def exit_on_error(doing: str | None = None, *, run_dir: Path | None = None,
     """
     try:
         yield
-    except click.exceptions.Exit:  # the command's own ending
+    except typer.Exit:  # the command's own ending
         raise
     except KeyboardInterrupt:
         if run_dir is None:
@@ -50,7 +57,7 @@ def exit_on_error(doing: str | None = None, *, run_dir: Path | None = None,
         line = _line(exc, doing, run_dir, also)
         if line is None:
             raise
-        if _traceback_wanted():
+        if _settings["traceback"]:
             typer.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
         typer.echo(line, err=True)
         raise typer.Exit(UNUSABLE) from None
@@ -69,7 +76,7 @@ def _line(exc: Exception, doing: str | None, run_dir: Path | None, also: tuple[t
     from mmbench.running.grid import GridError, describe
 
     prefix = f"{doing}: " if doing else ""
-    if isinstance(exc, PluginError) and not _traceback_wanted():
+    if isinstance(exc, PluginError) and not _settings["traceback"]:
         return f"{exc} (`mmbench --traceback ...` shows where)"
     if isinstance(exc, (UnknownComponent, ParameterError, PluginError, GridError)):
         return str(exc)
@@ -85,7 +92,3 @@ def _line(exc: Exception, doing: str | None, run_dir: Path | None, also: tuple[t
         return prefix + str(exc)
     return None
 
-
-def _traceback_wanted() -> bool:
-    context = click.get_current_context(silent=True)
-    return bool(context and context.find_root().params.get("traceback"))
