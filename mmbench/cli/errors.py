@@ -20,8 +20,7 @@ UNUSABLE = 2
 INTERRUPTED = 130
 #: the environment variable that turns `--traceback` on
 TRACEBACK_VARIABLE = "MMBENCH_TRACEBACK"
-
-
+#: set by the global options at each invocation (`mmbench.cli._options`)
 _settings = {"traceback": False}
 
 
