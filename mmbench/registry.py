@@ -142,7 +142,7 @@ class Registry:
         for impl in getattr(self.hook, hook).get_hookimpls():
             try:
                 impl.function(**{name: kwargs[name] for name in impl.argnames})
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- an observer never stops a run: reported instead
                 problem = PluginProblem(impl.plugin_name, f"observer {hook} raised {exc!r}")
                 if problem not in self.problems:
                     self.problems.append(problem)
@@ -183,7 +183,7 @@ def _collect(registry: Registry, dists: dict[str, tuple[str, str]]) -> None:
             dist, version = dists.get(plugin_name, ("(in-process)", ""))
             try:
                 classes = list(impl.function() or [])
-            except Exception as exc:  # a broken plugin must not take the others down
+            except Exception as exc:  # noqa: BLE001 -- a broken plugin must not take the others down
                 registry.problems.append(PluginProblem(plugin_name, f"{kind} hook failed: {exc!r}", dist))
                 continue
             for cls in classes:
@@ -225,7 +225,7 @@ def _load_folder(registry: Registry, folder: Path) -> dict[str, tuple[str, str]]
             spec.loader.exec_module(module)
             registry.manager.register(module, name=name)
             found[name] = (f"{folder} (not installed)", "")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- reported like a broken installed plugin
             registry.problems.append(PluginProblem(name, f"failed to load {path}: {exc!r}", str(folder)))
     return found
 
@@ -245,7 +245,7 @@ def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterabl
             continue
         try:
             registry.manager.register(ep.load(), name=ep.name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- a plugin that fails to import is reported by name
             registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}",
                                                    provenance(ep.dist)[0] if ep.dist is not None else None))
             continue

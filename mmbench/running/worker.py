@@ -80,7 +80,7 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return CellResult(**base, status="failed", reason=f"out of memory: {exc}".strip(), error=_error(exc))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- a failing cell is a result, never the end of the grid
         return CellResult(**base, status="failed", reason=f"{type(exc).__name__}: {exc}", error=_error(exc))
     diverged = outcome.status == "diverged"
     return CellResult(

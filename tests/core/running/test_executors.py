@@ -61,7 +61,7 @@ def test_a_cell_run_in_another_process_equals_the_in_process_run(tmp_path, regis
     assert results_without_timings(tmp_path / "subprocess") == results_without_timings(tmp_path / "local")
     local = json.loads((tmp_path / "local" / "leaderboard.json").read_text())
     other = json.loads((tmp_path / "subprocess" / "leaderboard.json").read_text())
-    for a, b in zip(local["entries"], other["entries"]):
+    for a, b in zip(local["entries"], other["entries"], strict=True):
         assert a["metrics"] == b["metrics"] and a["id"] == b["id"]
 
 
