@@ -12,7 +12,8 @@ import importlib.metadata
 import importlib.util
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pluggy
 
 from mmbench.contract import hooks as hookspecs
+from mmbench.contract.errors import DataError, Incompatible
 
 KINDS = ("encoders", "fusions", "balancers", "tasks", "executors")
 BUILTIN_DISTRIBUTION = "mmbench"
@@ -73,6 +75,31 @@ class UnknownComponent(LookupError):
         super().__init__(f"unknown {kind[:-1]} {name!r}{hint} (known: {', '.join(sorted(known)) or 'none'})")
 
 
+class PluginError(Exception):
+    """A plugin's own code raised an exception the contract does not define (most often a bug in the plugin):
+    one line naming the component, where it comes from and the exception; the exception is its `__cause__`."""
+
+    def __init__(self, component: Component, call: str, error: Exception) -> None:
+        self.component, self.call, self.error = component, call, error
+        source = ", ".join(filter(None, [f"plugin {component.plugin!r}",
+                                         f"{component.distribution} {component.version}".strip()]))
+        super().__init__(f"{component.kind[:-1]} {component.name!r} ({source}) raised {type(error).__name__} "
+                         f"{call}: {error}")
+
+
+@contextmanager
+def plugin_code(component: Component, call: str, expected: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Run some of `component`'s own code (`call` says which, e.g. "in check()"). The errors a component raises
+    by contract (`DataError`, `Incompatible`, and `expected`) pass as they are; any other exception becomes a
+    `PluginError`, so that the command line names the plugin instead of showing a traceback."""
+    try:
+        yield
+    except (DataError, Incompatible, *expected):
+        raise
+    except Exception as exc:
+        raise PluginError(component, call, exc) from exc
+
+
 @dataclass
 class Registry:
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
@@ -115,7 +142,7 @@ class Registry:
         for impl in getattr(self.hook, hook).get_hookimpls():
             try:
                 impl.function(**{name: kwargs[name] for name in impl.argnames})
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- an observer never stops a run: reported instead
                 problem = PluginProblem(impl.plugin_name, f"observer {hook} raised {exc!r}")
                 if problem not in self.problems:
                     self.problems.append(problem)
@@ -156,7 +183,7 @@ def _collect(registry: Registry, dists: dict[str, tuple[str, str]]) -> None:
             dist, version = dists.get(plugin_name, ("(in-process)", ""))
             try:
                 classes = list(impl.function() or [])
-            except Exception as exc:  # a broken plugin must not take the others down
+            except Exception as exc:  # noqa: BLE001 -- a broken plugin must not take the others down
                 registry.problems.append(PluginProblem(plugin_name, f"{kind} hook failed: {exc!r}", dist))
                 continue
             for cls in classes:
@@ -198,7 +225,7 @@ def _load_folder(registry: Registry, folder: Path) -> dict[str, tuple[str, str]]
             spec.loader.exec_module(module)
             registry.manager.register(module, name=name)
             found[name] = (f"{folder} (not installed)", "")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- reported like a broken installed plugin
             registry.problems.append(PluginProblem(name, f"failed to load {path}: {exc!r}", str(folder)))
     return found
 
@@ -218,7 +245,7 @@ def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterabl
             continue
         try:
             registry.manager.register(ep.load(), name=ep.name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- a plugin that fails to import is reported by name
             registry.problems.append(PluginProblem(ep.name, f"failed to load {ep.value!r}: {exc!r}",
                                                    provenance(ep.dist)[0] if ep.dist is not None else None))
             continue

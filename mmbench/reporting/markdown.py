@@ -38,13 +38,29 @@ def _device_label(entry: Entry) -> str:
     return _text(f"{device.get('name') or device.get('type', '?')}{threads}")
 
 
+def _packages(entry: Entry, places: list[str]) -> list[str]:
+    """`distribution version` of each package other than mmbench that provided the entry's components at
+    `places` (`task`, `fusion`, `balancer`, `encoders.<modality>`, as each cell records them in `env.providers`)."""
+    providers = entry.env.get("providers", {})
+    found = sorted({providers[place] for place in places if place in providers} - {"mmbench"})
+    return [f"{d} {entry.plugin_versions.get(d, '')}".strip() for d in found]
+
+
+def _credit(entry: Entry, places: list[str]) -> str:
+    packages = _packages(entry, places)
+    return f" [{', '.join(packages)}]" if packages else ""
+
+
 def _balancer_label(entry: Entry) -> str:
     """The balancer with the parameters set away from their defaults, so two entries of one balancer differ,
-    and the third-party distributions (with versions) that provided the cell's components. A tuned entry's
-    parameters are those its search chose: the Tuning section lists them."""
+    and the package that provided it when that is not mmbench. A tuned entry's parameters are those its search
+    chose: the Tuning section lists them."""
     overrides = {} if entry.search else entry.balancer.overrides
     changed = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     label = f"{entry.balancer.name} ({changed})" if changed else entry.balancer.name
+    if "providers" in entry.env:
+        return _text(label + _credit(entry, ["balancer"]))
+    # a result from before each component's package was recorded: every third-party package of the cell
     plugins = ", ".join(f"{d} {v}".strip() for d, v in sorted(entry.plugin_versions.items()) if d != "mmbench")
     return _text(f"{label} [{plugins}]" if plugins else label)
 
@@ -54,7 +70,16 @@ def _fusion_label(entry: Entry) -> str:
 
 
 def _label(entry: Entry) -> list[str]:
-    return [_balancer_label(entry), _encoders_label(entry), _fusion_label(entry)]
+    """The entry's balancer, encoders and fusion as its row shows them, each with the package that provided it."""
+    encoders = _encoders_label(entry) + _credit(entry, [f"encoders.{m}" for m in entry.encoders])
+    return [_balancer_label(entry), _text(encoders), _text(_fusion_label(entry) + _credit(entry, ["fusion"]))]
+
+
+def _task_credit(board: Leaderboard) -> str:
+    """` · task NAME from PACKAGE VERSION` when a package other than mmbench provided the board's task."""
+    credits = sorted({f"`{e.task.name}` from {', '.join(_packages(e, ['task']))}"
+                      for e in board.entries if _packages(e, ["task"])})
+    return f" · task {', '.join(credits)}" if credits else ""
 
 
 def _bytes(n: int) -> str:
@@ -137,7 +162,8 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
         f"# {board.benchmark} leaderboard",
         "",
         *([FAKE_BANNER, ""] if is_fake(board) else []),
-        f"Benchmark `{board.benchmark}` version `{board.benchmark_version}` · schema `{board.schema_}` · "
+        f"Benchmark `{board.benchmark}` version `{board.benchmark_version}`{_task_credit(board)} · schema "
+        f"`{board.schema_}` · "
         f"hardware: {', '.join(devices) or 'n/a'} · dates: {dates[0] if dates else 'n/a'}"
         f"{' – ' + dates[-1] if dates and dates[-1] != dates[0] else ''}",
         "",

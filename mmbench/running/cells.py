@@ -12,7 +12,7 @@ from mmbench.contract.fusion import Fusion
 from mmbench.contract.task import Task
 from mmbench.data.fake import FAKE_BATCH, FAKE_EPOCHS
 from mmbench.data.roots import resolve_data_root
-from mmbench.registry import Registry, Resolved
+from mmbench.registry import Registry, Resolved, plugin_code
 from mmbench.running.grid import ALL_MODALITIES, ComponentRef, Grid
 from mmbench.schema.cell import Cell, ComponentSpec, EncoderSpec, Scoring, TaskSpec, content_hash
 from mmbench.schema.recipe import TrainRecipe
@@ -120,11 +120,12 @@ def configurations(grid: Grid, registry: Registry, data_root: str | Path | None 
             resolved_task = Resolved(resolved_task.component, task_cls.fake_params(resolved_task.params))
         root = resolve_data_root(task_ref.name, data_root, task_ref.root, grid.data_root) \
             if task_cls.needs_data and not fake_data else None
-        task = task_cls(resolved_task.params, root=root)
-        task_spec = TaskSpec(**resolved_task.spec(), version=task_cls.version,
-                             fingerprint=None if fake_data else task.fingerprint(), fake=fake_data or None)
+        with plugin_code(resolved_task.component, "in its constructor, fingerprint() or modalities"):
+            task = task_cls(resolved_task.params, root=root)
+            task_spec = TaskSpec(**resolved_task.spec(), version=task_cls.version,
+                                 fingerprint=None if fake_data else task.fingerprint(), fake=fake_data or None)
+            scoring = scoring_of(task)
         version = benchmark_version(grid, task_spec, recipe)
-        scoring = scoring_of(task)
         for enc_set, fusion_ref, bal_ref in itertools.product(grid.encoders, grid.fusions, grid.balancers):
             bal_cls = registry.get("balancers", bal_ref.name).cls
             fusion = None

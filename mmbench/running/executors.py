@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mmbench.registry import Registry
+from mmbench.registry import Registry, plugin_code
 from mmbench.schema.cell import Cell
 from mmbench.schema.params import NoParams, Params
 from mmbench.schema.results import CellResult, EpochRecord, ErrorInfo
@@ -72,6 +72,9 @@ class Executor:
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = NoParams
+    #: trains in worker processes started from `worker_context` (`mmbench.running.worker_server`): `mmbench run`
+    #: then starts that server before it loads the plugins, so that the server's imports overlap its own
+    uses_worker_server: ClassVar[bool] = False
 
     def __init__(self, params: Params) -> None:
         self.params = params
@@ -82,23 +85,20 @@ class Executor:
 
 
 def build_executor(registry: Registry, name: str = "local", params: Mapping[str, Any] | None = None) -> Executor:
-    """The named executor with validated parameters; bad parameters raise `ExecutorError` naming them."""
+    """The named executor with validated parameters; bad parameters raise `ExecutorError` naming them (unknown
+    ones with close matches, as grids report them), an executor that cannot run here raises `ExecutorError`, and
+    its constructor raising anything else a `PluginError`."""
     from pydantic import ValidationError
 
     try:
         resolved = registry.resolve("executors", name, params)
     except ValidationError as exc:
-        allowed = ", ".join(registry.get("executors", name).cls.Params.model_fields) or "none"
-        problems = "; ".join(_problem(e) for e in exc.errors())
-        raise ExecutorError(f"executor {name!r}: {problems} (its parameters: {allowed})") from None
-    return resolved.cls(resolved.params)
+        from mmbench.running.grid import describe
 
-
-def _problem(error: dict) -> str:
-    where = ".".join(map(str, error["loc"])) or "(all)"
-    if error["type"] == "extra_forbidden":
-        return f"{where}: unknown parameter"
-    return f"{where}: {error['msg']} (got {error['input']!r})"
+        problems = "; ".join(describe(exc, registry.get("executors", name).cls.Params))
+        raise ExecutorError(f"executor {name!r} parameters: {problems}") from None
+    with plugin_code(resolved.component, "in its constructor", expected=(ExecutorError,)):
+        return resolved.cls(resolved.params)
 
 
 class Relay:

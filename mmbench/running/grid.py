@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmbench.registry import Registry, UnknownComponent
+from mmbench.registry import Registry, UnknownComponent, plugin_code
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.schema.search import SearchConfig, search_problems
 from mmbench.schema.yaml_text import YamlProblem, decode, load_yaml
@@ -155,6 +155,12 @@ def _pydantic_problems(exc: ValidationError, prefix: tuple, model: type[BaseMode
     return problems
 
 
+def describe(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """pydantic's problems with a model's input as grids report them: `path: message`, unknown keys with
+    close-match suggestions among `model`'s fields (for parameters given elsewhere, e.g. on the command line)."""
+    return [f"{format_path(loc) or '<root>'}: {message}" for loc, message in _pydantic_problems(exc, (), model)]
+
+
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside an annotation such as `list[dict[str, ComponentRef]] | None`."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -195,13 +201,14 @@ def _component_problems_each(registry: Registry, kind: str, refs: list[Component
 
 def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
     problems: list[tuple] = []
-    tasks = []
+    tasks, task_modalities = [], []
     for i, ref in enumerate(grid.tasks):
         found, resolved = _component_problems(registry, "tasks", ref, ("tasks", i))
         problems += found
         if resolved is not None:
-            tasks.append(resolved.cls(resolved.params))
-    task_modalities = [set(task.modalities) for task in tasks]
+            with plugin_code(resolved.component, "in its constructor or modalities"):
+                tasks.append(resolved.cls(resolved.params))
+                task_modalities.append(set(tasks[-1].modalities))
     for i, encoder_set in enumerate(grid.encoders):
         for modality, ref in encoder_set.items():
             problems += _component_problems(registry, "encoders", ref, ("encoders", i, modality))[0]
@@ -211,8 +218,8 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
             for modality in sorted(unknown):
                 match = difflib.get_close_matches(modality, sorted(modalities), n=1, cutoff=0.5)
                 hint = f"; did you mean {match[0]!r}?" if match else ""
-                problems.append((("encoders", i, modality),
-                                 f"the task has no modality {modality!r}{hint} (modalities: {', '.join(sorted(modalities))})"))
+                problems.append((("encoders", i, modality), f"the task has no modality {modality!r}{hint} "
+                                                             f"(modalities: {', '.join(sorted(modalities))})"))
             uncovered = modalities - named
             if uncovered and ALL_MODALITIES not in encoder_set:
                 problems.append((("encoders", i),
@@ -224,8 +231,9 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
         for task in tasks if resolved is not None else ():
             params = registry.resolve("balancers", ref.name, {**resolved.cls.task_defaults.get(task.name, {}),
                                                               **ref.params}).params
-            problems += [(("balancers", i, "params"), f"with task {task.name!r}: {problem}")
-                         for problem in resolved.cls.check(params, task)]
+            with plugin_code(resolved.component, "in check()"):
+                problems += [(("balancers", i, "params"), f"with task {task.name!r}: {problem}")
+                             for problem in resolved.cls.check(params, task)]
     names = [b.name for b in grid.balancers]
     for name, values in (grid.published.results if grid.published else {}).items():
         if name not in names:

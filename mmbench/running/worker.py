@@ -44,16 +44,21 @@ def components_of(cell: Cell, registry: registry_lib.Registry) -> CellComponents
     )
 
 
-def _distributions(cell: Cell, registry: registry_lib.Registry) -> dict[str, str]:
-    """Distribution -> version of the plugins that provide this cell's components (not every installed one)."""
-    named = [("tasks", cell.task), ("fusions", cell.fusion), ("balancers", cell.balancer),
-             *(("encoders", spec) for spec in cell.encoders.values())]
-    found = {}
-    for kind, spec in named:
-        if spec is not None and spec.name in registry.components[kind]:
-            component = registry.get(kind, spec.name)
-            found[component.distribution] = component.version
-    return found
+def _providers(cell: Cell, registry: registry_lib.Registry) -> dict[str, registry_lib.Component]:
+    """Each component of the cell, by its place in the cell (`task`, `fusion`, `balancer`, `encoders.<modality>`)
+    -> the registry's record of it: the plugin, distribution and version that provided it."""
+    named = {"task": ("tasks", cell.task), "fusion": ("fusions", cell.fusion), "balancer": ("balancers", cell.balancer),
+             **{f"encoders.{m}": ("encoders", spec) for m, spec in cell.encoders.items()}}
+    return {place: registry.components[kind][spec.name] for place, (kind, spec) in named.items()
+            if spec is not None and spec.name in registry.components[kind]}
+
+
+def _environment(cell: Cell, registry: registry_lib.Registry) -> dict[str, Any]:
+    """The cell's environment, with the distributions of its components: `plugins`, distribution -> version, and
+    `providers`, each component's place -> its distribution, so that a board credits each to its own package."""
+    providers = _providers(cell, registry)
+    return {**profiling.environment({c.distribution: c.version for c in providers.values()}),
+            "providers": {place: c.distribution for place, c in providers.items()}}
 
 
 def _error(exc: BaseException) -> ErrorInfo:
@@ -65,7 +70,7 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
     """Train one cell and return its result, whatever happens (a skip, a crash, out of memory, divergence)."""
     cell = cell if isinstance(cell, Cell) else Cell.model_validate(cell)
     registry = registry or registry_lib.default()
-    base = {**cell.result_fields(), "env": profiling.environment(_distributions(cell, registry))}
+    base = {**cell.result_fields(), "env": _environment(cell, registry)}
     if cell.skip_reason:
         return CellResult(**base, status="skipped", reason=cell.skip_reason)
     try:
@@ -77,7 +82,7 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return CellResult(**base, status="failed", reason=f"out of memory: {exc}".strip(), error=_error(exc))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- a failing cell is a result, never the end of the grid
         return CellResult(**base, status="failed", reason=f"{type(exc).__name__}: {exc}", error=_error(exc))
     diverged = outcome.status == "diverged"
     return CellResult(

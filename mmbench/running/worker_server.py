@@ -1,5 +1,6 @@
 """The process server that executors' worker processes are forked from (no torch here: the runner starts it
-before importing torch, so that the server's imports overlap the runner's own).
+before importing torch, so that the server's imports overlap the runner's own; `mmbench run` starts it before it
+knows the executor, and stops it when the executor does not use it, `Executor.uses_worker_server`).
 
 multiprocessing's forkserver, preloaded with torch and mmbench, never touching CUDA: a worker forked from it
 starts in a moment and may still pick its GPU. Where there is no forkserver, workers are spawned.
@@ -7,8 +8,11 @@ starts in a moment and may still pick its GPU. Where there is no forkserver, wor
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
+import os
+import signal
 
 #: what the server imports before it forks workers (torch, mmbench, the plugins; see that module)
 PRELOAD = ["mmbench.running.worker_preload"]
@@ -30,3 +34,17 @@ def warm_up() -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+
+
+def stop() -> None:
+    """Stop the server now, even in the middle of its imports (for a run whose executor does not fork workers
+    from it); a later `warm_up` or worker starts a new one."""
+    if context().get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # multiprocessing's own server; it stops one only in its tests (`_stop`)
+    if server._forkserver_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server._forkserver_pid, signal.SIGTERM)  # `_stop` alone would wait for its imports to end
+        server._stop()

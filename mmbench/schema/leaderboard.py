@@ -107,7 +107,8 @@ class Entry(Record):
     missing_modality: dict[str, dict[str, Stat]] = Field(default_factory=dict)
     diagnostics: dict[str, CoefficientSummary] = Field(default_factory=dict)
     profile: Profile | None = None
-    env: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, Any] = Field(default_factory=dict, description="the first seed's cell environment "
+                                                                   "(`CellResult.env`)")
     mmbench_version: str | None = None
     plugin_versions: dict[str, str] = Field(default_factory=dict)
     commit: str | None = None

@@ -80,7 +80,7 @@ class CellProfile(ProfileFields):
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class CellResult(CellSpec):
@@ -96,7 +96,10 @@ class CellResult(CellSpec):
     val: SplitScores | None = None
     history: list[EpochRecord] = Field(default_factory=list)
     profile: CellProfile | None = None
-    env: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, Any] = Field(default_factory=dict, description=(
+        "versions of what can move a number (python, torch, mmbench, commit, ...); `plugins`: distribution -> "
+        "version of the cell's components; `providers`: each component's place (task, fusion, balancer, "
+        "encoders.<modality>) -> its distribution (absent in results from before it was recorded)"))
     created_at: str = Field(default_factory=now)
 
     @field_validator("schema_")

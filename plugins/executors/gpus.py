@@ -41,6 +41,7 @@ class GpusExecutor(Executor):
 
     name = "gpus"
     Params = GpusParams
+    uses_worker_server = True  # workers.py forks its workers from it
 
     def __init__(self, params: GpusParams) -> None:
         super().__init__(params)
@@ -61,7 +62,7 @@ class GpusExecutor(Executor):
                                 f"{', '.join(explicit)}: set train.device to auto or cuda")
         gpus = [gpu for gpu in self.gpus for _ in range(self.params.cells_per_gpu)][:len(cells)]
         places = [Place(f"gpu {gpu}", {"CUDA_VISIBLE_DEVICES": gpu}, cpus)
-                  for gpu, cpus in zip(gpus, cpu_slices(len(gpus)))]
+                  for gpu, cpus in zip(gpus, cpu_slices(len(gpus)), strict=True)]
         run_pool(cells, report, places, self.params.max_retries, stored_needs(cells, run_dir))
 
 

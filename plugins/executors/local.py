@@ -44,6 +44,7 @@ class LocalExecutor(Executor):
 
     name = "local"
     Params = LocalParams
+    uses_worker_server = True  # workers.py forks its workers from it
 
     def workers_for(self, cells: Sequence[Cell]) -> int:
         if self.params.workers != "auto":

@@ -61,7 +61,7 @@ def test_a_cell_run_in_another_process_equals_the_in_process_run(tmp_path, regis
     assert results_without_timings(tmp_path / "subprocess") == results_without_timings(tmp_path / "local")
     local = json.loads((tmp_path / "local" / "leaderboard.json").read_text())
     other = json.loads((tmp_path / "subprocess" / "leaderboard.json").read_text())
-    for a, b in zip(local["entries"], other["entries"]):
+    for a, b in zip(local["entries"], other["entries"], strict=True):
         assert a["metrics"] == b["metrics"] and a["id"] == b["id"]
 
 
@@ -160,9 +160,9 @@ def test_the_relay_reports_each_cell_once_whatever_retried_workers_send(registry
 
 
 def test_executor_parameters_come_from_the_command_line_as_yaml_values():
-    from mmbench.cli import _key_values
+    from mmbench.cli.options import key_values
 
-    assert _key_values(["n=2", "f=0.25", "s=auto", "l=[a, b]", "d={k: 1}", "e="], "x") == \
+    assert key_values(["n=2", "f=0.25", "s=auto", "l=[a, b]", "d={k: 1}", "e="], "x") == \
         {"n": 2, "f": 0.25, "s": "auto", "l": ["a", "b"], "d": {"k": 1}, "e": None}
 
 
@@ -175,9 +175,12 @@ def test_bad_executor_parameters_exit_2_before_the_run_directory_exists(tiny_gri
     monkeypatch.setattr(gpus, "visible_gpus", lambda: ["0"])
     out = tmp_path / "run"
     for args, message in [
-        (["--executor", "local", "-x", "nope=1"], "cannot run: executor 'local': nope: unknown parameter "
-                                                  "(its parameters: workers, max_retries)"),
-        (["--executor", "gpus", "-x", "cells_per_gpu"], "executor 'gpus': parameter 'cells_per_gpu' is not KEY=VALUE"),
+        (["--executor", "local", "-x", "nope=1"], "cannot run: executor 'local' parameters: nope: unknown key "
+                                                  "'nope' (allowed: max_retries, workers)"),
+        (["--executor", "local", "-x", "worker=2"], "executor 'local' parameters: worker: unknown key 'worker'; "
+                                                    "did you mean 'workers'?"),
+        (["--executor", "gpus", "-x", "cells_per_gpu"], "executor 'gpus': parameter 'cells_per_gpu': expected "
+                                                        "KEY=VALUE"),
         (["--executor", "gpus", "-x", "cells_per_gpu=two"], "cells_per_gpu: Input should be a valid integer, unable to "
                                                             "parse string as an integer (got 'two')"),
         (["--executor", "gpus", "-x", "cells_per_gpu=[1"],
