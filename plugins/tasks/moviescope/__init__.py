@@ -1,5 +1,6 @@
 """`moviescope`: movie genres from poster and synopsis, 13 genres, multi-label (Cascante-Bonilla et al., 2019), in
-the layout of Dynamic UDA's code (IvonneMont/Multimodal-Transformers; seed 000).
+the layout of the code of Dynamic UDA (Monter-Aldana, López-Monroy & Sánchez-Vega, ACL 2023;
+IvonneMont/Multimodal-Transformers @ 86d0e85, `data_sets/proc/moviescope/`).
 
 Raw layout: `train.jsonl`, `dev.jsonl`, `test.jsonl` (one JSON object per line with the keys `id` (int), `title`
 (TV titles end in U+00A0 and spaces), `label` (a list of genre names), `plot_keywords` (`|`-separated; a bare
@@ -16,8 +17,8 @@ import json
 from pathlib import Path
 
 from mmbench.api import hookimpl
-from mmbench_plugins.tasks.genres import GenreTask
-from mmbench_plugins.tasks.imagetext import Record
+from mmbench_plugins.tasks.common.genres import GenreTask
+from mmbench_plugins.tasks.common.imagetext import Record
 
 GENRES = ("Action", "Animation", "Biography", "Comedy", "Crime", "Drama", "Family", "Fantasy", "Horror", "Mystery",
           "Romance", "Sci-Fi", "Thriller")

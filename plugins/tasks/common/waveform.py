@@ -1,5 +1,5 @@
 """The raw-waveform audio input of MLB's Conformer setting (Kontras et al., BMVC 2024; kkontras/MLB
-`datasets/CREMAD/CREMAD_Dataset.py`: `_get_audio`, `get_wav_normalizer`, `collate_fn_padd`), for Wav2Vec2.
+@ a3d6911, `datasets/CREMAD/CREMAD_Dataset.py`: `_get_audio`, `get_wav_normalizer`, `collate_fn_padd`), for Wav2Vec2.
 
 MLB feeds the whole clip, resampled to 16 kHz (CREMA-D's WAVs already are), first channel, no cropping, no
 clipping, standardised with ONE mean and standard deviation taken over every sample of every clip of the

@@ -1,5 +1,6 @@
 """`ave`: AVE, audio-visual event localisation videos classified by their event, 28 classes (Tian et al.,
-ECCV 2018), as PMR and MLB prepare it.
+ECCV 2018), as PMR (Fan et al., CVPR 2023; fanyunfeng-bit/Modal-Imbalance-PMR @ 3615e48) and MLB (Kontras et al.,
+BMVC 2024; kkontras/MLB @ a3d6911, `datasets/AVE/`) prepare it.
 
 Raw release (github.com/YapengTian/AVE-ECCV18, linked archive): `AVE/<VideoID>.mp4` (10 s YouTube clips) and
 `Annotations.txt` (header `Category&VideoID&Quality&StartTime&EndTime`, then one `&`-separated line per event).
@@ -30,7 +31,7 @@ from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
 from mmbench.api.data import Item, fit_length, log_power_spectrogram, read_audio, resample
-from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
+from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 CLASSES = (
     "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane", "Race car, auto racing",
@@ -83,7 +84,7 @@ class AveTask(AudioVisualTask):
     classes = CLASSES
     audio_shape = (257, 1004)
     audio_preprocessing = AUDIO
-    split_folder = "ave"
+    lists_folder = Path(__file__).parent / "lists"
     process = staticmethod(process_event)
     layout = ("  <raw>/AVE/<VideoID>.mp4   e.g. c---zaDCTaE.mp4 (10 s clips)\n"
               "  <raw>/Annotations.txt     Category&VideoID&Quality&StartTime&EndTime (header line first)")
@@ -109,7 +110,7 @@ class AveTask(AudioVisualTask):
 
     def items(self, raw: Path) -> list[Item]:
         if not (raw / "AVE").is_dir():
-            raise self._raw_error(raw, "has no AVE/ folder of videos")
+            raise self.raw_error(raw, "has no AVE/ folder of videos")
         items: dict[str, Item] = {}
         for name in LISTS.values():
             for key, label, start, end in self._events(name):

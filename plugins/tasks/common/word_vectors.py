@@ -1,5 +1,5 @@
-"""Nearest word-vector neighbours of a tokenizer's word pieces, for Dynamic UDA's text augmentation (seed 000:
-"10 % of the tokens replaced by their nearest word2vec neighbour").
+"""Nearest word-vector neighbours of a tokenizer's word pieces, for Dynamic UDA's text augmentation (Monter-Aldana
+et al., ACL 2023: "10 % of the tokens replaced by their nearest word2vec neighbour").
 
 `neighbour_table` reads word vectors in word2vec's text format (an optional `count dim` header, then `word v1
 ... vD` per line) or its binary format (`.bin`: the header, then each word, a space and D little-endian float32),

@@ -97,7 +97,7 @@ class SyntheticTask(Task):
         data, y = generate(self.params)
         bounds = np.cumsum([0, self.params.train_size, self.params.val_size, self.params.test_size])
         out = {}
-        for split, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:]):
+        for split, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:], strict=True):
             tensors = {m: torch.from_numpy(x[lo:hi]) for m, x in data.items()}
             out[split] = TensorDictDataset(tensors, torch.from_numpy(y[lo:hi]))
         return out

@@ -1,16 +1,18 @@
-"""`cremad`: CREMA-D audio-visual emotion recognition, 6 classes (Cao et al., 2014), as OGM-GE prepares it.
+"""`cremad`: CREMA-D audio-visual emotion recognition, 6 classes (Cao et al., IEEE Transactions on Affective
+Computing 2014), as OGM-GE (Peng et al., CVPR 2022; GeWu-Lab/OGM-GE_CVPR2022 @ 343dc1d) prepares it.
 
 Raw release (github.com/CheyneyComputerScience/CREMA-D, Git LFS): `AudioWAV/<stem>.wav` (16 kHz mono) and
 `VideoFlash/<stem>.flv`, stems `ActorID_Sentence_Emotion_Level` (e.g. `1001_DFA_ANG_XX`).
 
-* Splits (`split`): `ogm_ge` (default) — OGM-GE's `train.csv` (6,698 clips) / `test.csv` (744), with a
-  stratified validation share carved out of train (the release has none; OGM-GE selected on test);
-  `mlb_folds` — MLB's actor-independent train/val/test folds (`data_splits_VALV.json`, folds 1–5; fold 1:
-  4,043 / 878 / 899). Both lists ship in the package with their sha256; prepare keeps every clip either names.
+* Splits (`split`): `ogm_ge` (default) — OGM-GE's `data/CREMAD/train.csv` (6,698 clips) / `test.csv` (744),
+  with a stratified validation share carved out of train (the release has none; OGM-GE selected on test);
+  `mlb_folds` — the actor-independent train/val/test folds of MLB (Kontras et al., BMVC 2024; kkontras/MLB
+  @ a3d6911, `datasets/CREMAD/data_splits_VALV.pkl`, shipped as `data_splits_VALV.json`, folds 1–5; fold 1:
+  4,043 / 878 / 899). Both ship in `lists/` with their sha256; prepare keeps every clip either names.
 * Class ids (all reference repositories): NEU 0, HAP 1, SAD 2, FEA 3, DIS 4, ANG 5.
 * Audio (OGM-GE `CramedDataset`): resampled to 22,050 Hz, tiled to 3 s (66,150 samples), clipped to [-1, 1],
   STFT n_fft 512 / hop 353 (Hann, centred, reflect padding as librosa < 0.10), log(|S| + 1e-7): 257 x 188.
-* Waveform (`audio: waveform`, MLB's Conformer setting; `waveform.py`): the whole 16 kHz clip, standardised by
+* Waveform (`audio: waveform`, MLB's Conformer setting; `common/waveform.py`): the whole 16 kHz clip, standardised by
   the training split's mean and std, zero-padded to 5.005 s (the release's longest clip) with an attention
   mask. Prepare writes it beside the spectrogram, so one root serves both.
 * Frames: the first frame of every second (OGM-GE `video2frame_update`, 1 fps), stored at 224 x 224. MLB's
@@ -33,8 +35,8 @@ from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
 from mmbench.api.data import Item, MediaError, read_audio
-from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
-from mmbench_plugins.tasks.waveform import waveform_fields
+from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
+from mmbench_plugins.tasks.common.waveform import waveform_fields
 
 CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 RELEASE_RATE = 16000
@@ -60,7 +62,7 @@ def process_clip(item: Item, frame_size: int) -> dict[str, np.ndarray]:
     samples, rate = read_audio(wav)
     if rate != RELEASE_RATE:
         raise MediaError(f"{wav}: sample rate {rate} Hz; the release's AudioWAV files are {RELEASE_RATE} Hz "
-                         "(replace it with the released file)")
+                         "(replace it with the released file)", wav)
     fields = clip_fields(stft_features(samples, rate, AUDIO), flv, frame_size)
     return fields | waveform_fields(samples, rate, WAVEFORM["sample_rate"])
 
@@ -76,7 +78,7 @@ class CremadTask(AudioVisualTask):
     audio_shape = (257, 188)
     audio_preprocessing = AUDIO
     waveform = WAVEFORM
-    split_folder = "cremad"
+    lists_folder = Path(__file__).parent / "lists"
     process = staticmethod(process_clip)
     layout = ("  <raw>/AudioWAV/<stem>.wav    e.g. 1001_DFA_ANG_XX.wav (16 kHz mono)\n"
               "  <raw>/VideoFlash/<stem>.flv  e.g. 1001_DFA_ANG_XX.flv")
@@ -104,7 +106,7 @@ class CremadTask(AudioVisualTask):
 
     def items(self, raw: Path) -> list[Item]:
         if not (raw / "AudioWAV").is_dir() or not (raw / "VideoFlash").is_dir():
-            raise self._raw_error(raw, "has no AudioWAV/ or VideoFlash/ folder")
+            raise self.raw_error(raw, "has no AudioWAV/ or VideoFlash/ folder")
         pairs = dict(self._csv("train.csv") + self._csv("test.csv"))
         return [Item(stem, label, (raw / "AudioWAV" / f"{stem}.wav", raw / "VideoFlash" / f"{stem}.flv"))
                 for stem, label in pairs.items()]

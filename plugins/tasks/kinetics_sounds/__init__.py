@@ -1,7 +1,8 @@
 """`kinetics_sounds`: Kinetics-Sounds, Kinetics clips of 31 classes with salient audio (the imbalance
-literature's version of Arandjelović & Zisserman's subset), as OGM-GE lists and prepares it.
+literature's version of the subset of Arandjelović & Zisserman, ICCV 2017), as OGM-GE (Peng et al., CVPR 2022;
+GeWu-Lab/OGM-GE_CVPR2022 @ 343dc1d, `data/KineticSound/`) lists and prepares it.
 
-Raw layout (Kinetics has no Kinetics-Sounds release; decision of the dataset spec): the clips named by the
+Raw layout (Kinetics has no Kinetics-Sounds release, so mmbench defines one): the clips named by the
 OGM-GE list ids, `<raw>/train/<id>.mp4` and `<raw>/test/<id>.mp4`, with `my_train.txt` / `my_test.txt` beside
 them. The shipped copies of those lists (OGM-GE `data/KineticSound/`, `<id>,10,<label>`, CRLF; 14,799 train and
 2,597 test clips) are what is prepared; the raw ones are compared with them and differences reported.
@@ -24,7 +25,7 @@ from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
 from mmbench.api.data import Item, read_audio, resample
-from mmbench_plugins.tasks.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
+from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 NUM_CLASSES = 31
 AUDIO = {"sample_rate": 16000, "num_mel_bins": 128, "frame_shift_ms": 10, "frames": 1024, "norm_mean": -4.503877,
@@ -78,7 +79,7 @@ class KineticsSoundsTask(AudioVisualTask):
     classes = tuple(str(i) for i in range(NUM_CLASSES))
     audio_shape = (AUDIO["frames"], AUDIO["num_mel_bins"])
     audio_preprocessing = AUDIO
-    split_folder = "kinetics_sounds"
+    lists_folder = Path(__file__).parent / "lists"
     process = staticmethod(process_clip)
     layout = ("  <raw>/train/<clip id>.mp4  e.g. --4-0ihtnBU_000058_000068.mp4\n"
               "  <raw>/test/<clip id>.mp4   e.g. -3Mwkq-7TV4_2.mp4\n"
@@ -94,7 +95,7 @@ class KineticsSoundsTask(AudioVisualTask):
 
     def items(self, raw: Path) -> list[Item]:
         if not (raw / "train").is_dir() and not (raw / "test").is_dir():
-            raise self._raw_error(raw, "has neither a train/ nor a test/ folder of clips")
+            raise self.raw_error(raw, "has neither a train/ nor a test/ folder of clips")
         return [Item(key, label, (raw / f"{key}.mp4",)) for pairs in self.lists().values() for key, label in pairs]
 
     def annotation_problems(self, raw: Path) -> list[dict[str, str]]:

@@ -1,6 +1,7 @@
 """`nvgesture`: the NVIDIA Dynamic Hand Gesture dataset (Molchanov et al., CVPR 2016), 25 gestures, three
 modalities — `rgb` (3, T, 224, 224), `depth` (1, T, 224, 224) and optical `flow` (2, T, 224, 224) — as MIE
-(seed 002) and MLA use it, following the NJUST-KMG reader (njustkmg/IJCAI25-BSS `NVGesture/dataset/nvGesture.py`).
+(Jiang, Chi & Yang, arXiv 2407.04587, 2024) and MLA (Zhang et al., CVPR 2024) use it, following the reader of
+MIE's group (njustkmg/IJCAI25-BSS @ 86e59d6, `NVGesture/dataset/nvGesture.py`).
 
 Raw release (`nvGesture_v1`, research.nvidia.com): `Video_data/class_XX/subjectS_rR/{sk_color,sk_depth}.avi`
 and the lists `nvgesture_{train,test}_correct_cvpr2016_v2.lst` (1,050 / 482 lines; the NJUST renames
@@ -9,7 +10,9 @@ space: `path:./Video_data/class_01/subject3_r0 depth:sk_depth:146:226 color:sk_c
 duo_left:duo_left:170:263 label:1 `. The label is the `label:` token minus 1, never the folder's number (e.g.
 `class_01/subject4_r2` is `label:2`); each sensor has its own window (colour and depth can be one frame apart).
 The lists come with the release: prepare copies them into the prepared root, where their sha256 enter the
-fingerprint. There is no validation list: a stratified share of train is held out (`val_fraction`, `val_seed`).
+fingerprint; a line that cannot be read is reported as a bad sample (`<list>:<line>`) with the bad and missing
+videos, all in one pass. There is no validation list: a stratified share of train is held out (`val_fraction`,
+`val_seed`).
 
 Prepared per recording (fields of the memory-mapped arrays): `rgb` (80, 3, S, S) uint8 — the colour window's
 80 frames from its start, resized to S × S (S = `size`, 256 as the reader's `cv2.resize`); `depth` (80, 1, S, S)
@@ -42,8 +45,6 @@ crops at transposed offsets). Metrics: accuracy and macro-F1 (MIE's NVGesture ta
 from __future__ import annotations
 
 import functools
-import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,25 +55,18 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, ModalitySpec, Params, Task, hookimpl
+from mmbench.api import ModalitySpec, hookimpl
 from mmbench.api.data import (
-    ARRAYS,
     FLOW_METHODS,
-    SUMS,
+    HoldoutParams,
     Item,
-    Manifest,
+    Label,
     MediaError,
     PreparedArrays,
+    PreparedTask,
     SplitFiles,
     optical_flow,
-    prepare_samples,
     read_clip,
-    read_manifest,
-    read_samples,
-    sha256,
-    split_rows,
-    split_size_problems,
-    write_prepared_manifest,
 )
 
 CLASSES = 25
@@ -90,7 +84,7 @@ LAYOUT = ("  <raw>/nvgesture_train_correct_cvpr2016_v2.lst, nvgesture_test_corre
           "  <raw>/Video_data/flow_data/{train,test}/<k>.npy   (only with flow: precomputed)")
 
 
-class NVGestureParams(Params):
+class NVGestureParams(HoldoutParams):
     size: int = Field(256, ge=8, le=1024, description="side of the stored square frames (the reader: 256)")
     crop: int = Field(224, ge=8, le=1024, description="side of the crop given to the model (224)")
     clip_frames: int = Field(64, ge=1, le=WINDOW, description="frames of a training clip (64); evaluation "
@@ -99,8 +93,6 @@ class NVGestureParams(Params):
         "farneback", description="optical flow: computed by prepare with OpenCV (farneback, dis) or read from "
                                  "the reader's flow_data/<split>/<k>.npy arrays")
     flow_bound: float | None = Field(20.0, gt=0.0, description="flow / bound clipped to [-1, 1]; null: pixels")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class held out of train")
-    val_seed: int = Field(0, ge=0, description="seed of that holdout (a data seed, not the run seed)")
 
 
 # --------------------------------------------------------------------------------------------- lists
@@ -117,29 +109,36 @@ class Entry:
     index: int
 
 
-def parse_list(text: str, name: str) -> list[Entry]:
-    """The entries of one `.lst` file; a malformed line is a `DataError` naming the file, line and token."""
-    entries = []
+def parse_line(line: str) -> tuple[str, dict[str, tuple[str, int, int]], int]:
+    """(folder under `Video_data/`, each sensor's (stem, start, end), 0-based label) of one `.lst` line;
+    ValueError saying what is wrong with it."""
+    fields: dict[str, list[str]] = {}
+    for token in line.split():
+        key, _, value = token.partition(":")
+        fields[key] = value.split(":")
+    if "path" not in fields or "label" not in fields or any(s not in fields for s in SENSORS):
+        raise ValueError(f"expected 'path:… depth:sk_depth:S:E color:sk_color:S:E … label:N', got {line!r}")
+    folder = ":".join(fields["path"]).removeprefix("./").removeprefix("Video_data/")
+    try:
+        windows = {s: (fields[s][0], int(fields[s][1]), int(fields[s][2])) for s in SENSORS}
+        label = int(fields["label"][0]) - 1
+    except (IndexError, ValueError):
+        raise ValueError(f"a sensor token is not <sensor>:<stem>:<start>:<end> or the label is not a number: "
+                         f"{line!r}") from None
+    if not 0 <= label < CLASSES:
+        raise ValueError(f"label {label + 1} is outside 1..{CLASSES}")
+    return folder, windows, label
+
+
+def parse_list(text: str) -> tuple[list[Entry], list[tuple[int, str]]]:
+    """The entries of one `.lst` file, and (line number, what is wrong) of each line that is not one."""
+    entries, bad = [], []
     for number, line in enumerate((ln for ln in text.splitlines() if ln.strip()), 1):
-        fields: dict[str, list[str]] = {}
-        for token in line.split():
-            key, _, value = token.partition(":")
-            fields[key] = value.split(":")
-        where = f"{name} line {number}"
-        if "path" not in fields or "label" not in fields or any(s not in fields for s in SENSORS):
-            raise DataError(f"{where}: expected 'path:… depth:sk_depth:S:E color:sk_color:S:E … label:N', "
-                            f"got {line!r}")
-        folder = ":".join(fields["path"]).removeprefix("./").removeprefix("Video_data/")
         try:
-            windows = {s: (fields[s][0], int(fields[s][1]), int(fields[s][2])) for s in SENSORS}
-            label = int(fields["label"][0]) - 1
-        except (IndexError, ValueError):
-            raise DataError(f"{where}: a sensor token is not <sensor>:<stem>:<start>:<end> or the label is not "
-                            f"a number: {line!r}") from None
-        if not 0 <= label < CLASSES:
-            raise DataError(f"{where}: label {label + 1} is outside 1..{CLASSES}")
-        entries.append(Entry(folder, windows, label, number - 1))
-    return entries
+            entries.append(Entry(*parse_line(line), index=number - 1))
+        except ValueError as exc:
+            bad.append((number, str(exc)))
+    return entries, bad
 
 
 # ------------------------------------------------------------------------------------------- prepare
@@ -158,7 +157,8 @@ def process_recording(item: Item, size: int, flow: str) -> dict[str, np.ndarray]
     else:
         stored = np.load(item.sources[2])
         if stored.shape != (size, size, 2, WINDOW):
-            raise MediaError(f"{item.sources[2]}: flow array of shape {stored.shape}, expected {(size, size, 2, WINDOW)}")
+            raise MediaError(f"{item.sources[2]}: flow array of shape {stored.shape}, expected "
+                             f"{(size, size, 2, WINDOW)}", item.sources[2])
         flows = stored.transpose(3, 2, 0, 1)
     return {"rgb": rgb[:WINDOW], "depth": depth_frames, "flow": flows.astype(np.float16)}
 
@@ -200,7 +200,7 @@ class GestureClips(Dataset):
 # ----------------------------------------------------------------------------------------------- task
 
 
-class NVGestureTask(Task):
+class NVGestureTask(PreparedTask):
     """NVGesture, RGB + depth + optical flow, 25 classes (MIE's three-modality protocol)."""
 
     name = "nvgesture"
@@ -208,17 +208,15 @@ class NVGestureTask(Task):
     Params = NVGestureParams
     metrics = ("accuracy", "macro_f1")
     primary_metric = "accuracy"
-    needs_data = True
-    source = "research.nvidia.com/publication/2016-06_online-detection-and-classification-dynamic-hand-gestures-recurrent-3d (nvGesture_v1)"
+    classes = tuple(str(label) for label in range(1, CLASSES + 1))
+    layout = LAYOUT
+    source = ("research.nvidia.com/publication/2016-06_online-detection-and-classification-dynamic-hand-gestures-"
+              "recurrent-3d (nvGesture_v1)")
 
     @property
     def modalities(self) -> dict[str, ModalitySpec]:
         shape = (self.params.clip_frames, self.params.crop, self.params.crop)
         return {m: ModalitySpec(m, "frames" if m == "rgb" else m, (c, *shape)) for m, c in FIELDS.items()}
-
-    @property
-    def num_classes(self) -> int:
-        return CLASSES
 
     def preprocessing(self) -> dict[str, Any]:
         """What the prepared arrays depend on; enters the fingerprint."""
@@ -226,33 +224,39 @@ class NVGestureTask(Task):
         return {"size": self.params.size, "window": WINDOW, "resize": "pillow-bilinear", "depth_channel": 0,
                 "flow": {"method": flow, **FLOW_METHODS.get(flow, {}), "dtype": "float16"}}
 
-    def _error(self, where: Path, what: str) -> DataError:
-        return DataError(f"{where} {what}; the nvgesture raw folder must look like this:\n{LAYOUT}\n"
-                         f"Obtain it from {self.source}")
+    def fields(self) -> dict[str, tuple[int, ...]]:
+        return {field: (WINDOW, channels, self.params.size, self.params.size) for field, channels in FIELDS.items()}
 
-    def split_files(self) -> SplitFiles:
-        return SplitFiles(Path(self.root) / "lists")
+    def release_lists(self, raw: Path) -> dict[str, Path]:
+        """Each split's list in the release (or its NJUST-KMG rename)."""
+        found = {}
+        for split, name in LISTS.items():
+            path = next((raw / n for n in (name, RENAMED[split]) if (raw / n).is_file()), None)
+            if path is None:
+                raise self.raw_error(raw, f"lacks the {split} list {name}")
+            found[split] = path
+        return found
+
+    def import_lists(self, raw: Path) -> None:
+        """Copy the release's lists into `<root>/lists` with their sha256 (`split_files` reads them there)."""
+        SplitFiles.copy({LISTS[split]: path for split, path in self.release_lists(raw).items()},
+                        Path(self.root) / "lists")
 
     def entries(self) -> dict[str, list[Entry]]:
+        """Each split's readable lines (prepare reported the others)."""
         files = self.split_files()
-        return {split: parse_list(files.text(name), name) for split, name in LISTS.items()}
+        return {split: parse_list(files.text(name))[0] for split, name in LISTS.items()}
 
-    def _import_lists(self, raw: Path) -> None:
-        """Copy the release's lists (or their NJUST renames) into `<root>/lists` with their sha256."""
-        target = Path(self.root) / "lists"
-        target.mkdir(parents=True, exist_ok=True)
-        for split, name in LISTS.items():
-            found = next((raw / n for n in (name, RENAMED[split]) if (raw / n).is_file()), None)
-            if found is None:
-                raise self._error(raw, f"lacks the {split} list {name}")
-            shutil.copyfile(found, target / name)
-        (target / SUMS).write_text("".join(f"{sha256((target / n).read_bytes())}  {n}\n" for n in LISTS.values()))
+    def lists(self) -> dict[str, list[tuple[str, Label]]]:
+        return {split: [(e.folder, e.label) for e in entries] for split, entries in self.entries().items()}
 
-    def _items(self, raw: Path) -> list[Item]:
+    def items(self, raw: Path) -> list[Item]:
         if not (raw / "Video_data").is_dir():
-            raise self._error(raw, "has no Video_data/ folder")
+            raise self.raw_error(raw, "has no Video_data/ folder")
         items = []
-        for split, entries in self.entries().items():
+        for split, path in self.release_lists(raw).items():
+            entries, bad = parse_list(self.split_files().text(LISTS[split]))
+            items += [Item.bad_line(path, number, reason) for number, reason in bad]
             for e in entries:
                 folder = raw / "Video_data" / e.folder
                 sources = tuple(folder / f"{e.windows[s][0]}.avi" for s in SENSORS)
@@ -261,75 +265,12 @@ class NVGestureTask(Task):
                 items.append(Item(e.folder, e.label, sources, extra=tuple(e.windows[s][1] for s in SENSORS)))
         return items
 
-    def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
-        raw = Path(raw)
-        if not raw.is_dir():
-            raise self._error(raw, "is not a folder")
-        if self.root is None:
-            raise DataError(f"no prepared root given for {self.name!r}")
-        self._import_lists(raw)
-        settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": self.preprocessing()}
-        process = functools.partial(process_recording, size=self.params.size, flow=self.params.flow)
-        outcome = prepare_samples(Path(self.root), self.name, self._items(raw), process, settings, partial=partial,
-                                  workers=workers)
-        write_prepared_manifest(Path(self.root), self.name, self.version, self.split_files().hashes,
-                                self.preprocessing(), partial, outcome, self._listed())
+    def processor(self):
+        return functools.partial(process_recording, size=self.params.size, flow=self.params.flow)
 
-    def _listed(self) -> dict[str, list[str]]:
-        return {split: [e.folder for e in entries] for split, entries in self.entries().items()}
-
-    def _manifest(self) -> Manifest:
-        try:
-            manifest = read_manifest(self.root, self.name, self.source)
-        except DataError as exc:
-            raise DataError(f"{exc}\nThe raw folder it is prepared from:\n{LAYOUT}") from None
-        if manifest.preprocessing != json.loads(json.dumps(self.preprocessing())):
-            raise DataError(f"{self.root} was prepared with {manifest.preprocessing}; these task parameters need "
-                            f"{self.preprocessing()}: prepare again with them, or use the parameters it was "
-                            f"prepared with")
-        return manifest
-
-    def fingerprint(self) -> str:
-        return self._manifest().fingerprint
-
-    def splits(self) -> dict[str, Dataset]:
-        self._manifest()
-        arrays = PreparedArrays(Path(self.root) / ARRAYS)
-        lists = {split: [(e.folder, e.label) for e in entries] for split, entries in self.entries().items()}
-        parts = split_rows(Path(self.root), self.name, lists, self.params.val_fraction, self.params.val_seed)
-        return {split: GestureClips(arrays, [r for r, _ in pairs], [y for _, y in pairs], self.params,
-                                    train=split == "train") for split, pairs in parts.items()}
-
-    def check(self) -> list[str]:
-        manifest = read_manifest(self.root, self.name, self.source)
-        problems = []
-        if manifest.version != self.version:
-            problems.append(f"prepared by task version {manifest.version}; this is version {self.version}: "
-                            "prepare again")
-        if manifest.preprocessing != json.loads(json.dumps(self.preprocessing())):
-            problems.append(f"prepared with preprocessing {manifest.preprocessing}; these parameters use "
-                            f"{self.preprocessing()}: prepare again")
-        try:
-            if manifest.split_hashes != self.split_files().hashes:
-                problems.append("the lists in the root are not the ones it was prepared from: prepare again")
-            self.entries()
-            arrays = PreparedArrays(Path(self.root) / ARRAYS)
-            ids, labels = read_samples(Path(self.root))
-        except (OSError, ValueError, KeyError, DataError) as exc:
-            return problems + [f"cannot read the prepared lists, arrays or samples.json: {exc}"]
-        for field, channels in FIELDS.items():
-            expected = (WINDOW, channels, self.params.size, self.params.size)
-            if field not in arrays.fields:
-                problems.append(f"the prepared arrays lack {field!r}: prepare again")
-            elif arrays.fields[field].shape[1:] != expected:
-                problems.append(f"{field} clips are {arrays.fields[field].shape[1:]}, expected {expected}")
-            elif len(arrays.fields[field]) != len(ids):
-                problems.append(f"{len(arrays.fields[field])} prepared {field} clips but {len(ids)} sample ids")
-        present = set(labels)
-        if not manifest.partial and len(present) != CLASSES:
-            problems.append(f"{len(present)} classes present, expected {CLASSES}")
-        return problems + split_size_problems(manifest.partial, manifest.kept is not None, manifest.counts, set(ids),
-                                              self._listed())
+    def datasets(self, arrays: PreparedArrays, parts: dict[str, tuple[list[int], list[Label]]]) -> dict[str, Dataset]:
+        return {split: GestureClips(arrays, rows, labels, self.params, train=split == "train")
+                for split, (rows, labels) in parts.items()}
 
 
 @hookimpl

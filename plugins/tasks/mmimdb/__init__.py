@@ -1,5 +1,6 @@
 """`mmimdb`: MM-IMDb from its raw release (Arevalo et al., 2017), movie genres from poster and plot, multi-label,
-with the sample rules of MMBT's `scripts/mmimdb.py` (seed 000 trains MMBT and MMBV on it).
+with the sample rules of MMBT's `scripts/mmimdb.py` (Kiela et al., arXiv 1909.02950, 2019;
+facebookresearch/mmbt @ 1d079e3); Dynamic UDA (Monter-Aldana et al., ACL 2023) trains MMBT and MMBV on it.
 
 Raw layout (`mmimdb.tar.gz` unpacked; the `mmimdb/` folder): `split.json` (`{"train": [ids], "dev": [ids],
 "test": [ids]}`, 7-digit IMDb ids) and `dataset/<id>.json` (metadata with `plot`, a list of strings, and
@@ -8,7 +9,7 @@ Raw layout (`mmimdb.tar.gz` unpacked; the `mmimdb/` folder): `split.json` (`{"tr
 Text: the longest string of `plot` (both reference pipelines). MMBT's rules, whose left-out samples are listed
 in prepare's report: a movie with the genre `News` is left out; one with an empty plot is left out; a dev or
 test movie with a genre no train movie has is left out. Classes: the 26 genres the release has besides `News`
-(seed 000: "26 categories"); a genre outside the release's 27 is an error listed in the report. Preprocessing
+(Dynamic UDA's paper: "26 categories"); a genre outside the release's 27 is an error listed in the report. Preprocessing
 and metrics: `genres.py` (MMBT's).
 """
 
@@ -18,8 +19,8 @@ import json
 from pathlib import Path
 
 from mmbench.api import hookimpl
-from mmbench_plugins.tasks.genres import GenreTask
-from mmbench_plugins.tasks.imagetext import Record
+from mmbench_plugins.tasks.common.genres import GenreTask
+from mmbench_plugins.tasks.common.imagetext import Record
 
 GENRES = ("Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror", "Documentary",
           "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History", "Music", "Animation", "Musical",
@@ -46,7 +47,7 @@ class MMIMDbTask(GenreTask):
             split = json.loads(path.read_text(encoding="utf-8"))
             lists = {ours: [str(i) for i in split[theirs]] for ours, theirs in SPLITS.items()}
         except (ValueError, KeyError, TypeError) as exc:
-            raise self._raw_error(raw, f"has a split.json that is not {{train, dev, test: [ids]}} ({exc})") from None
+            raise self.raw_error(raw, f"has a split.json that is not {{train, dev, test: [ids]}} ({exc})") from None
         seen: set[int] = set()
         out = []
         for ours, ids in lists.items():

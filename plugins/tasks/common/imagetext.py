@@ -1,8 +1,9 @@
 """What the image-text tasks (`twitter2015`, `sarcasm`, `mmimdb`, `moviescope`) share: two modalities, `text`
 (word pieces of a named tokenizer: `{"input_ids", "attention_mask", "token_type_ids"}`, each `(max_length,)`)
 and `image` (`(3, 224, 224)`, normalised with the protocol's statistics), a prepared root of memory-mapped
-arrays, and the augmentations of Dynamic UDA (text: 10 % of the word pieces replaced, by their nearest
-word-vector neighbours when `word_vectors` was given at prepare time; image: RandAugment).
+arrays, and the augmentations of Dynamic UDA (Monter-Aldana, López-Monroy & Sánchez-Vega, ACL 2023;
+IvonneMont/Multimodal-Transformers @ 86d0e85) — text: 10 % of the word pieces replaced, by their nearest
+word-vector neighbours when `word_vectors` was given at prepare time; image: RandAugment.
 
 Tokenisation happens once, at prepare time, with the tokenizer the task parameters name (a hub name, or a local
 folder saved by `save_pretrained`, which works offline). Its name, vocabulary hash and `max_length` enter the
@@ -11,11 +12,12 @@ command that prepares it again (`mmbench data prepare TASK --raw DIR --param tok
 
 Prepared fields per sample: `image` (3, 224, 224) uint8 (the protocol's resize, and crop where it has one),
 `input_ids` and `token_type_ids` (ragged: the sample's word pieces with `[CLS]`/`[SEP]`), and `target` (the
-multi-hot label vector) for multi-label tasks. Labels of single-label tasks are in `samples.json`.
+multi-hot label vector) for multi-label tasks. Labels are in `samples.json`, each split's samples in
+`splits.json` (the release's annotation files say which split a sample is in).
 
-A dataset subclasses `ImageTextTask`: its raw layout and `records(raw)`, each split's samples as `Record`s (an
-annotation line that cannot be read becomes a record with its `error`, listed in prepare's report as bad, never
-dropped silently), its image preprocessing and normalisation, and its classes.
+A dataset subclasses `ImageTextTask` (a `PreparedTask`): its raw layout and `records(raw)`, each split's samples
+as `Record`s (an annotation line that cannot be read becomes a record with its `error`, listed in prepare's
+report as bad, never dropped silently), its image preprocessing and normalisation, and its classes.
 """
 
 from __future__ import annotations
@@ -33,32 +35,24 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, ModalitySpec, Params, Task
+from mmbench.api import DataError, ModalitySpec, Params
 from mmbench.api.data import (
-    ARRAYS,
     Item,
+    Label,
     Manifest,
-    MediaError,
+    Outcome,
     PreparedArrays,
-    atomic_write_json,
-    checked_raw,
-    kept_hash,
-    prepare_samples,
-    raw_error,
-    read_manifest,
-    read_samples,
+    PreparedTask,
+    read_image,
     sha256,
-    write_manifest,
 )
 from mmbench_plugins.encoders.weights import weights_identity
-from mmbench_plugins.tasks.word_vectors import neighbour_table
+from mmbench_plugins.tasks.common.word_vectors import neighbour_table
 
 SIZE = 224
-#: each split's kept sample ids, in the prepared root
-SPLITS = "splits.json"
 #: the nearest-neighbour table of word pieces (`word_vectors`), in the prepared root
 NEIGHBOURS = "neighbours.npy"
-#: the share of a text's word pieces the Dynamic UDA augmentation replaces (seed 000: 10 %)
+#: the share of a text's word pieces the Dynamic UDA augmentation replaces (the paper's 10 %)
 REPLACE_SHARE = 0.1
 
 
@@ -89,7 +83,8 @@ class Record:
     @classmethod
     def bad_line(cls, split: str, path: Path, number: int, reason: str) -> Record:
         """A line of an annotation file that cannot be used, named `<file>:<line>`, with the reason."""
-        return cls(f"{path.name}:{number}", split, "", path, -1, error=f"{path} line {number}: {reason}")
+        item = Item.bad_line(path, number, reason)
+        return cls(item.id, split, "", path, -1, error=item.error)
 
 
 # -------------------------------------------------------------------------------------- tokenizer
@@ -113,36 +108,12 @@ def vocabulary_hash(tokenizer) -> str:
     return hashlib.sha256(json.dumps(pairs, ensure_ascii=False).encode()).hexdigest()
 
 
-# ------------------------------------------------------------------------------------------ image
-
-
-def read_image(path: Path, resize: Literal["square", "shorter_side"]) -> np.ndarray:
-    """An RGB image as uint8 (3, 224, 224): `square` resizes to 224 x 224 (Resize((224, 224)), the image-text
-    protocols of seed 002); `shorter_side` resizes the shorter side to 256 and centre-crops 224 (MMBT)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if resize == "square":
-                image = image.resize((SIZE, SIZE), Image.BILINEAR)
-            else:
-                w, h = image.size
-                scale = 256 / min(w, h)
-                image = image.resize((max(SIZE, round(w * scale)), max(SIZE, round(h * scale))), Image.BILINEAR)
-                left, top = (image.width - SIZE) // 2, (image.height - SIZE) // 2
-                image = image.crop((left, top, left + SIZE, top + SIZE))
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise MediaError(f"{path}: cannot decode the image: {exc}") from None
-
-
-def process_sample(item: Item, resize: str) -> dict[str, np.ndarray]:
-    """One record -> its prepared fields (runs in worker processes; the text is already tokenised)."""
-    error, ids, types, target = item.extra
-    if error:
-        raise DataError(error)
-    fields = {"image": read_image(item.sources[0], resize), "input_ids": np.asarray(ids, dtype=np.int32),
+def process_sample(item: Item, resize: Literal["square", "shorter_side"]) -> dict[str, np.ndarray]:
+    """One record -> its prepared fields (runs in worker processes; the text is already tokenised). `square`
+    resizes the image to 224 x 224 (Resize((224, 224)), the image-text protocols of MIE's group); `shorter_side`
+    resizes the shorter side to 256 and centre-crops 224 (MMBT)."""
+    ids, types, target = item.extra
+    fields = {"image": read_image(item.sources[0], SIZE, resize), "input_ids": np.asarray(ids, dtype=np.int32),
               "token_type_ids": np.asarray(types, dtype=np.int8)}
     if target is not None:
         fields["target"] = np.asarray(target, dtype=np.uint8)
@@ -188,18 +159,14 @@ def pad_text(ids: np.ndarray, types: np.ndarray, length: int) -> dict[str, torch
 # ------------------------------------------------------------------------------------------- task
 
 
-class ImageTextTask(Task):
+class ImageTextTask(PreparedTask):
     """Base of the image-text tasks (see the module docstring); subclasses fill in the dataset."""
 
     Params = ImageTextParams
-    needs_data = True
-    #: class names in id order
-    classes: ClassVar[tuple[str, ...]]
-    #: the raw layout prepare reads, shown when the raw folder is wrong
-    layout: ClassVar[str]
+    ragged = frozenset({"input_ids", "token_type_ids"})
     #: split -> the release's annotation file for it, relative to the raw folder (their hashes enter the fingerprint)
     annotation_files: ClassVar[dict[str, str]]
-    #: how images are brought to 224 x 224 (see `read_image`)
+    #: how images are brought to 224 x 224 (see `process_sample`)
     resize: ClassVar[Literal["square", "shorter_side"]] = "square"
     #: per-channel normalisation of the protocol
     mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)
@@ -215,50 +182,73 @@ class ImageTextTask(Task):
         return {"text": ModalitySpec("text", "tokens", (self.params.max_length,)),
                 "image": ModalitySpec("image", "image", (3, SIZE, SIZE))}
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
     def records(self, raw: Path) -> list[Record]:
         """Every annotated sample of the release (in split order); samples the protocol leaves out go to
         `self.excluded` with the reason."""
         raise NotImplementedError
 
-    def preprocessing(self, tokenizer_hash: str) -> dict[str, Any]:
+    @functools.cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.params.tokenizer)
+
+    # --------------------------------------------------------------------- the PreparedTask hooks
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What the prepared root depends on (loads the tokenizer: its vocabulary hash is part of it)."""
         vectors = self.params.word_vectors
-        return {"tokenizer": self.params.tokenizer, "vocabulary_sha256": tokenizer_hash,
+        return {"tokenizer": self.params.tokenizer, "vocabulary_sha256": vocabulary_hash(self.tokenizer),
                 "max_length": self.params.max_length, "image_resize": self.resize, "image_size": SIZE,
                 "word_vectors": weights_identity(vectors) if vectors else None}
 
-    # ---------------------------------------------------------------------------- prepare / read
-
-    def _raw_error(self, raw: Path, what: str) -> DataError:
-        return raw_error(self, raw, what)
-
-    def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
-        raw = checked_raw(self, raw)
+    def items(self, raw: Path) -> list[Item]:
         self.excluded = []
-        records = self.unique(self.records(raw))
-        tokenizer = load_tokenizer(self.params.tokenizer)
-        preprocessing = self.preprocessing(vocabulary_hash(tokenizer))
-        items = [self._item(r, tokenizer) for r in records]
-        settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": preprocessing}
-        outcome = prepare_samples(Path(self.root), self.name, items, self.processor(), settings, partial=partial,
-                                  workers=workers, ragged=frozenset({"input_ids", "token_type_ids"}),
-                                  annotations=self.excluded)
-        kept = {i.id for i in outcome.kept}
-        splits = {r.id: r.split for r in records}
-        counts = {split: sum(1 for i in kept if splits[i] == split) for split in ("train", "val", "test")}
-        atomic_write_json(Path(self.root) / SPLITS,
-                          {split: [i.id for i in outcome.kept if splits[i.id] == split] for split in counts})
+        return [self._item(r) for r in self.unique(self.records(raw))]
+
+    def annotation_problems(self, raw: Path) -> list[dict[str, str]]:
+        return self.excluded
+
+    def processor(self):
+        return functools.partial(process_sample, resize=self.resize)
+
+    def split_hashes(self, raw: Path | None) -> dict[str, str] | None:
+        """sha256 of the release's annotation files (the split lists); they stay in the release."""
+        if raw is None:
+            return None
+        return {name: sha256((raw / name).read_bytes()) for name in sorted(set(self.annotation_files.values()))}
+
+    def after_prepare(self, raw: Path, outcome: Outcome) -> None:
         if self.params.word_vectors:
-            table = neighbour_table(tokenizer, Path(self.params.word_vectors).expanduser())
+            table = neighbour_table(self.tokenizer, Path(self.params.word_vectors).expanduser())
             np.save(Path(self.root) / NEIGHBOURS, table)
-        complete = not outcome.missing and not outcome.bad
-        write_manifest(Path(self.root), Manifest(
-            task=self.name, version=self.version, split_hashes=self.annotation_hashes(raw),
-            preprocessing=preprocessing, partial=partial, counts=counts,
-            kept=None if complete else kept_hash(sorted(kept))))
+
+    def fields(self) -> dict[str, tuple[int, ...]]:
+        text = {"input_ids": (), "token_type_ids": ()}
+        return {"image": (3, SIZE, SIZE), **text} | ({"target": (self.num_classes,)} if self.multilabel else {})
+
+    def preprocessing_problem(self, manifest: Manifest) -> str | None:
+        """A root serves only the tokenizer, `max_length` and word vectors it was prepared with."""
+        wanted = {"tokenizer": self.params.tokenizer, "max_length": self.params.max_length,
+                  "word_vectors": self.params.word_vectors is not None}
+        have = {"tokenizer": manifest.preprocessing.get("tokenizer"),
+                "max_length": manifest.preprocessing.get("max_length"),
+                "word_vectors": manifest.preprocessing.get("word_vectors") is not None}
+        if have == wanted:
+            return None
+        given = " ".join(f"--param {k}={getattr(self.params, k)}" for k in wanted)
+        return (f"it was prepared with {have}, the grid asks for {wanted}: prepare it again with "
+                f"`mmbench data prepare {self.name} --raw DIR {given}` (into another --root to keep both)")
+
+    def sample_problems(self, arrays: PreparedArrays, ids: list[str], labels: list[Label]) -> list[str]:
+        too_long = [ids[i] for i in range(len(ids)) if arrays.rows("input_ids", i) > self.params.max_length]
+        return [f"{len(too_long)} texts exceed max_length {self.params.max_length}, e.g. {too_long[0]}"] \
+            if too_long else []
+
+    def datasets(self, arrays: PreparedArrays, parts: dict[str, tuple[list[int], list[Label]]]) -> dict[str, Dataset]:
+        mean, std = (torch.tensor(v).view(3, 1, 1) for v in (self.mean, self.std))
+        return {split: ImageTextDataset(arrays, rows, labels, self.params.max_length, mean, std, self.multilabel)
+                for split, (rows, labels) in parts.items()}
+
+    # ----------------------------------------------------------------------------- the records
 
     def unique(self, records: list[Record]) -> list[Record]:
         """The records with each id once: a later listing of an id is left out and reported."""
@@ -277,7 +267,7 @@ class ImageTextTask(Task):
         """Split -> its annotation file in `raw`; a clear error when one is missing."""
         missing = [name for name in self.annotation_files.values() if not (raw / name).is_file()]
         if missing:
-            raise self._raw_error(raw, f"has no {', '.join(missing)}")
+            raise self.raw_error(raw, f"has no {', '.join(missing)}")
         return {split: raw / name for split, name in self.annotation_files.items()}
 
     def annotation_lines(self, raw: Path) -> Iterator[tuple[str, Path, int, str]]:
@@ -289,99 +279,14 @@ class ImageTextTask(Task):
                 if line.strip():
                     yield split, path, number, line
 
-    def annotation_hashes(self, raw: Path) -> dict[str, str]:
-        """sha256 of the release's annotation files (the split lists), which enter the fingerprint."""
-        return {name: sha256((raw / name).read_bytes()) for name in sorted(set(self.annotation_files.values()))}
-
-    def processor(self):
-        return functools.partial(process_sample, resize=self.resize)
-
-    def _item(self, record: Record, tokenizer) -> Item:
+    def _item(self, record: Record) -> Item:
         if record.error:
-            return Item(record.id, -1, (record.image,), (record.error, (), (), None))
-        encoded = tokenizer(record.text, record.pair, truncation=True, max_length=self.params.max_length)
+            return Item(record.id, -1, (record.image,), split=record.split, error=record.error)
+        encoded = self.tokenizer(record.text, record.pair, truncation=True, max_length=self.params.max_length)
         types = encoded.get("token_type_ids") or [0] * len(encoded["input_ids"])
-        target = None
-        if self.multilabel:
-            target = [int(c in record.label) for c in range(self.num_classes)]
-        return Item(record.id, record.label, (record.image, *record.files),
-                    (None, encoded["input_ids"], types, target))
-
-    def _manifest(self) -> Manifest:
-        try:
-            manifest = read_manifest(self.root, self.name, self.source)
-        except DataError as exc:
-            raise DataError(f"{exc}\nThe raw folder it is prepared from:\n{self.layout}") from None
-        wanted = {"tokenizer": self.params.tokenizer, "max_length": self.params.max_length,
-                  "word_vectors": self.params.word_vectors is not None}
-        have = {"tokenizer": manifest.preprocessing.get("tokenizer"),
-                "max_length": manifest.preprocessing.get("max_length"),
-                "word_vectors": manifest.preprocessing.get("word_vectors") is not None}
-        if have != wanted:
-            given = " ".join(f"--param {k}={getattr(self.params, k)}" for k in wanted)
-            raise DataError(f"{self.root} was prepared with {have}, the grid asks for {wanted}: prepare it again with "
-                            f"`mmbench data prepare {self.name} --raw DIR {given}` (into another --root to keep both)")
-        return manifest
-
-    def fingerprint(self) -> str:
-        return self._manifest().fingerprint
-
-    def splits(self) -> dict[str, Dataset]:
-        self._manifest()
-        arrays = PreparedArrays(Path(self.root) / ARRAYS)
-        ids, labels = read_samples(Path(self.root))
-        row_of = {sample: row for row, sample in enumerate(ids)}
-        members = json.loads((Path(self.root) / SPLITS).read_text())
-        mean, std = (torch.tensor(v).view(3, 1, 1) for v in (self.mean, self.std))
-        out = {}
-        for split, names in members.items():
-            if not names:
-                raise DataError(f"the prepared {self.name!r} root {self.root} holds no sample of the {split} split; "
-                                f"prepare it again from a copy that has some")
-            rows = [row_of[i] for i in names]
-            out[split] = ImageTextDataset(arrays, rows, [labels[r] for r in rows], self.params.max_length, mean, std,
-                                          self.multilabel)
-        return out
-
-    def check(self) -> list[str]:
-        manifest = self._manifest()
-        problems = []
-        if manifest.version != self.version:
-            problems.append(f"prepared by task version {manifest.version}; this is version {self.version}: "
-                            "prepare again")
-        try:
-            arrays = PreparedArrays(Path(self.root) / ARRAYS)
-            ids, labels = read_samples(Path(self.root))
-            members = json.loads((Path(self.root) / SPLITS).read_text())
-        except (OSError, ValueError, KeyError) as exc:
-            return problems + [f"cannot read the prepared arrays, samples.json or splits.json: {exc}"]
-        wanted = {"image", "input_ids", "token_type_ids"} | ({"target"} if self.multilabel else set())
-        absent = wanted - set(arrays.fields)
-        if absent:
-            return problems + [f"the prepared arrays lack {sorted(absent)}: prepare again"]
-        if len(arrays) != len(ids):
-            problems.append(f"{len(arrays)} prepared samples but {len(ids)} sample ids")
-        if arrays.fields["image"].shape[1:] != (3, SIZE, SIZE):
-            problems.append(f"images are {arrays.fields['image'].shape[1:]}, expected {(3, SIZE, SIZE)}")
-        too_long = [ids[i] for i in range(len(ids)) if arrays.rows("input_ids", i) > self.params.max_length]
-        if too_long:
-            problems.append(f"{len(too_long)} texts exceed max_length {self.params.max_length}, e.g. {too_long[0]}")
-        if self.multilabel:
-            present = np.asarray(arrays.fields["target"]).sum(0)
-            if arrays.fields["target"].shape[1:] != (self.num_classes,):
-                problems.append(f"targets have {arrays.fields['target'].shape[1:]} classes, expected "
-                                f"{self.num_classes}")
-        else:
-            bad = sorted({y for y in labels if not 0 <= y < self.num_classes})
-            if bad:
-                problems.append(f"labels {bad} outside 0..{self.num_classes - 1}")
-            present = np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.num_classes)
-        if not manifest.partial and int((np.asarray(present) > 0).sum()) != self.num_classes:
-            problems.append(f"{int((np.asarray(present) > 0).sum())} classes present, expected {self.num_classes}")
-        for split, names in members.items():
-            if len(names) != manifest.counts.get(split):
-                problems.append(f"{split}: {len(names)} samples, but prepare kept {manifest.counts.get(split)}")
-        return problems
+        target = [int(c in record.label) for c in range(self.num_classes)] if self.multilabel else None
+        return Item(record.id, record.label, (record.image, *record.files), (encoded["input_ids"], types, target),
+                    split=record.split)
 
     # ----------------------------------------------------------------------------- generated data
 
@@ -402,7 +307,7 @@ class ImageTextTask(Task):
     # ------------------------------------------------------------------------------ augmentation
 
     def augment(self, modality: str, x: Any, generator: torch.Generator) -> Any:
-        """Dynamic UDA's views (seed 000): the text with 10 % of its word pieces replaced (`replace_tokens`),
+        """Dynamic UDA's views: the text with 10 % of its word pieces replaced (`replace_tokens`),
         the image through torchvision's RandAugment (2 operations, magnitude 9)."""
         if modality == "text":
             return replace_tokens(x, generator, self.neighbours)
@@ -418,7 +323,7 @@ class ImageTextTask(Task):
 def replace_tokens(text: Mapping[str, torch.Tensor], generator: torch.Generator,
                    neighbours: np.ndarray | None) -> dict[str, torch.Tensor]:
     """`REPLACE_SHARE` of the word pieces between [CLS] and [SEP] (at least one) replaced: by their nearest
-    word-vector neighbour when a table is given (seed 000), else (the documented fallback) by another word
+    word-vector neighbour when a table is given (Dynamic UDA's), else (the documented fallback) by another word
     piece of the same text, drawn uniformly — the text keeps its vocabulary, only its order is disturbed."""
     ids = text["input_ids"].clone()
     inner = torch.nonzero(text["attention_mask"]).flatten()[1:-1]

@@ -1,5 +1,5 @@
-"""`twitter2015`: target-oriented image-text sentiment, 3 classes (Yu & Jiang, IJCAI 2019, TomBERT's release),
-as MIE (seed 002) uses it.
+"""`twitter2015`: target-oriented image-text sentiment, 3 classes (Yu & Jiang, IJCAI 2019; TomBERT's release,
+jefferyYu/TomBERT @ e84f327), as MIE (Jiang, Chi & Yang, arXiv 2407.04587, 2024) uses it.
 
 Raw layout (TomBERT's `absa_data/twitter2015/` and the IJCAI2019_data image archive):
 `train.tsv`, `dev.tsv`, `test.tsv` and `twitter2015_images/<numeric id>.jpg`. The tsv files are read as TomBERT
@@ -11,8 +11,8 @@ tweet and image (one row per target).
 Text (target-oriented): the tweet with `$T$` filled in by its target, paired with the target as the second
 segment (`[CLS] tweet [SEP] target [SEP]`, segment ids 0 / 1), as TomBERT feeds the target beside the sentence;
 lower-cased by the uncased tokenizer; `max_length` 64 (TomBERT's max_seq_length). Images: Resize((224, 224)) and
-the statistics of the image-text protocol of MIE's code base (njustkmg AMSS: mean 0.42455 / 0.44051 / 0.47076,
-std 0.24485 / 0.24617 / 0.25451). Metrics: accuracy and macro-F1.
+the statistics of the image-text protocol of MIE's group (njustkmg/TPAMI-AMSS @ 29da22d, `AMSS_IT/`: mean
+0.42455 / 0.44051 / 0.47076, std 0.24485 / 0.24617 / 0.25451). Metrics: accuracy and macro-F1.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import Field
 
 from mmbench.api import hookimpl
-from mmbench_plugins.tasks.imagetext import ImageTextParams, ImageTextTask, Record
+from mmbench_plugins.tasks.common.imagetext import ImageTextParams, ImageTextTask, Record
 
 CLASSES = ("negative", "neutral", "positive")
 

@@ -1,6 +1,7 @@
 """What the four audio-visual tasks (`cremad`, `ave`, `ucf101`, `kinetics_sounds`) share: two modalities,
 `audio` (a log-magnitude spectrogram, `(1, F, T)`) and `visual` (`T` RGB frames, `(3, T, 224, 224)`), a
-prepared root of memory-mapped arrays, and the OGM-GE frame transforms.
+prepared root of memory-mapped arrays, and the frame transforms of OGM-GE (Peng et al., CVPR 2022;
+GeWu-Lab/OGM-GE_CVPR2022 @ 343dc1d).
 
 Prepared fields per clip: `audio` (F, T) float32, `frames` (n, 3, S, S) uint8 (every second's first frame,
 resized to S x S as OGM-GE's evaluation `Resize((224, 224))` does), `source_size` (width, height) of the video;
@@ -8,15 +9,16 @@ a task with a `waveform` preprocessing also prepares the raw waveform (`waveform
 representation; the `audio` parameter (`spectrogram` or, where prepared, `waveform`: `(S,)`, kind `audio`)
 selects the one a cell reads, and only that one's preprocessing enters the cell's data fingerprint.
 
-Frames given to the model (OGM-GE `CramedDataset`, MLB): `frames` of the clip's frames — training picks them
-at random (sorted), evaluation takes the first ones; a clip with fewer frames repeats them. Training applies
+Frames given to the model (OGM-GE's `dataset/CramedDataset.py`; the loaders of MLB, Kontras et al., BMVC 2024,
+kkontras/MLB @ a3d6911): `frames` of the clip's frames — training picks them at random (sorted), evaluation
+takes the first ones; a clip with fewer frames repeats them. Training applies
 `RandomResizedCrop(224)` (scale 0.08–1, ratio 3/4–4/3) and a horizontal flip to each frame independently,
 then ImageNet normalisation. The crop box is drawn in the *source* video's geometry and mapped onto the
 stored square frame, so the crops cover the same regions as the official crops of the full-size frame; only
 the resolution they are cut from differs.
 
-A dataset task subclasses `AudioVisualTask`: its raw layout, its `items` (what to prepare, from the shipped
-lists), its picklable `processor`, and `lists()` (each split's ids and labels).
+A dataset subclasses `AudioVisualTask` (a `PreparedTask`): its raw layout, its `items` (what to prepare, from
+the shipped lists), its picklable `process`, and `lists()` (each split's ids and labels).
 """
 
 from __future__ import annotations
@@ -32,29 +34,20 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, ModalitySpec, Params, Task
+from mmbench.api import ModalitySpec
 from mmbench.api.data import (
-    ARRAYS,
+    HoldoutParams,
     Item,
-    Manifest,
+    Label,
     PreparedArrays,
-    SplitFiles,
-    checked_raw,
+    PreparedTask,
     fit_length,
     log_spectrogram,
-    prepare_samples,
-    raw_error,
     read_frames,
-    read_manifest,
-    read_samples,
     resample,
-    split_rows,
-    split_size_problems,
-    write_prepared_manifest,
 )
-from mmbench_plugins.tasks import waveform as wave
+from mmbench_plugins.tasks.common import waveform as wave
 
-SPLITS_DIR = Path(__file__).parent / "splits"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
 CROP = 224
@@ -62,15 +55,11 @@ CROP = 224
 MASK_SHARE = 0.15
 
 
-class AudioVisualParams(Params):
+class AudioVisualParams(HoldoutParams):
     frames: int = Field(1, ge=1, le=32, description="frames per clip given to the visual encoder (OGM-GE: 1, "
                                                     "its --fps; MLB: 3 on CREMA-D, 4 on AVE and UCF101)")
     train_frames: Literal["random", "first"] = Field(
         "random", description="which frames training takes: a random sorted pick (OGM-GE's intent) or the first")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of each class carved out of the "
-                                                                 "training list for validation, where the "
-                                                                 "release has no validation list")
-    val_seed: int = Field(0, ge=0, description="seed of that carving (the data seed; not the run seed)")
 
 
 # ------------------------------------------------------------------------------------------- frames
@@ -171,15 +160,13 @@ class ClipDataset(Dataset):
 # --------------------------------------------------------------------------------------------- task
 
 
-class AudioVisualTask(Task):
+class AudioVisualTask(PreparedTask):
     """Base of the audio-visual tasks (see the module docstring); subclasses fill in the dataset."""
 
     Params = AudioVisualParams
     metrics = ("accuracy", "macro_f1", "map_macro")
     primary_metric = "accuracy"
-    needs_data = True
-    #: class names in id order
-    classes: ClassVar[tuple[str, ...]]
+    ragged = frozenset({"frames", "waveform"})
     #: (F, T) of the prepared spectrogram
     audio_shape: ClassVar[tuple[int, int]]
     #: the audio preprocessing parameters (they enter the fingerprint)
@@ -188,10 +175,6 @@ class AudioVisualTask(Task):
     waveform: ClassVar[dict[str, Any] | None] = None
     #: side of the stored square frames
     frame_size: ClassVar[int] = CROP
-    #: the raw layout prepare reads, shown when the raw folder is wrong
-    layout: ClassVar[str]
-    #: folder name of the shipped split lists under `splits/`
-    split_folder: ClassVar[str]
     #: a module-level function (item, frame_size) -> the item's prepared fields; it runs in worker processes
     process: ClassVar[Callable[..., Mapping[str, np.ndarray]]]
 
@@ -209,10 +192,6 @@ class AudioVisualTask(Task):
         audio = ModalitySpec("audio", "audio", (self.waveform_length,)) if self.reads_waveform \
             else ModalitySpec("audio", "spectrogram", (1, *self.audio_shape))
         return {"audio": audio, "visual": ModalitySpec("visual", "frames", (3, self.params.frames, CROP, CROP))}
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     def augment(self, modality: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A label-preserving view for consistency balancers (UDA): the spectrogram with one frequency band
@@ -241,10 +220,7 @@ class AudioVisualTask(Task):
             sample["audio"] = wave.fake_waveform(self.waveform_length, generator)
         return sample
 
-    # ----------------------------------------------------------------------- what subclasses provide
-
-    def split_files(self) -> SplitFiles:
-        return SplitFiles(SPLITS_DIR / self.split_folder)
+    # --------------------------------------------------------------------- the PreparedTask hooks
 
     def preprocessing(self) -> dict[str, Any]:
         """The preprocessing parameters of every representation the root holds (see `read_sections`)."""
@@ -256,106 +232,25 @@ class AudioVisualTask(Task):
         unread = "audio" if self.reads_waveform else "waveform"
         return [k for k in self.preprocessing() if k != unread]
 
-    def fields(self) -> set[str]:
-        """The prepared fields every clip has."""
-        return {"audio", "frames", "source_size"} | (set(wave.FIELDS) if self.waveform else set())
-
-    def items(self, raw: Path) -> list[Item]:
-        """Every sample the shipped lists name, with the raw files it is made from."""
-        raise NotImplementedError
+    def fields(self) -> dict[str, tuple[int, ...]]:
+        frames = {"frames": (3, self.frame_size, self.frame_size), "source_size": (2,)}
+        audio = {"waveform": (), "waveform_moments": (3,)} if self.reads_waveform else {"audio": self.audio_shape}
+        return audio | frames
 
     def processor(self) -> Callable[[Item], Mapping[str, np.ndarray]]:
         """`process` bound to this task's frame size (picklable, for the worker processes)."""
         return functools.partial(type(self).process, frame_size=self.frame_size)
 
-    def lists(self) -> dict[str, list[tuple[str, int]]]:
-        """Each split's (id, label) pairs, from the shipped lists (without `val` when the release has none)."""
-        raise NotImplementedError
+    def sample_problems(self, arrays: PreparedArrays, ids: list[str], labels: list[Label]) -> list[str]:
+        empty = [ids[i] for i in range(len(ids)) if arrays.rows("frames", i) == 0]
+        return [f"{len(empty)} clips have no frame, e.g. {empty[0]}"] if empty else []
 
-    def import_lists(self, raw: Path) -> None:
-        """Copy split lists that come with the raw release (not shipped) into the prepared root."""
-
-    def annotation_problems(self, raw: Path) -> list[dict[str, str]]:
-        """Disagreements between the raw release's own annotation files and the shipped lists (reported)."""
-        return []
-
-    # -------------------------------------------------------------------------------- prepare / read
-
-    def _raw_error(self, raw: Path, what: str) -> DataError:
-        return raw_error(self, raw, what)
-
-    def prepare(self, raw: Path, partial: bool = False, workers: int = 1) -> None:
-        raw = checked_raw(self, raw)
-        self.import_lists(raw)
-        items = self.items(raw)
-        settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": self.preprocessing()}
-        outcome = prepare_samples(Path(self.root), self.name, items, self.processor(), settings, partial=partial,
-                                  workers=workers, ragged=frozenset({"frames", "waveform"} & self.fields()),
-                                  annotations=self.annotation_problems(raw))
-        write_prepared_manifest(Path(self.root), self.name, self.version, self.split_files().hashes,
-                                self.preprocessing(), partial, outcome, self._listed())
-
-    def _listed(self) -> dict[str, list[str]]:
-        return {split: [i for i, _ in pairs] for split, pairs in self.lists().items()}
-
-    def _manifest(self) -> Manifest:
-        """The root's manifest; a missing or malformed root names the raw layout prepare reads."""
-        try:
-            return read_manifest(self.root, self.name, self.source)
-        except DataError as exc:
-            raise DataError(f"{exc}\nThe raw folder it is prepared from:\n{self.layout}") from None
-
-    def fingerprint(self) -> str:
-        return self._manifest().fingerprint_of(self.read_sections())
-
-    def splits(self) -> dict[str, Dataset]:
-        self._manifest()
-        arrays = PreparedArrays(Path(self.root) / ARRAYS)
-        parts = split_rows(Path(self.root), self.name, self.lists(), self.params.val_fraction, self.params.val_seed)
+    def datasets(self, arrays: PreparedArrays, parts: dict[str, tuple[list[int], list[Label]]]) -> dict[str, Dataset]:
         random_pick = self.params.train_frames == "random"
         audio_input = functools.partial(spectrogram_input, arrays)
         if self.reads_waveform:
-            moments = arrays.fields["waveform_moments"][[r for r, _ in parts["train"]]]
+            moments = arrays.fields["waveform_moments"][parts["train"][0]]
             audio_input = wave.WaveformInput(arrays, *wave.statistics(moments), self.waveform_length)
-        return {split: ClipDataset(arrays, [r for r, _ in pairs], [y for _, y in pairs], self.params.frames,
-                                   train=split == "train", random_pick=random_pick, audio_input=audio_input)
-                for split, pairs in parts.items()}
-
-    def check(self) -> list[str]:
-        manifest = self._manifest()
-        problems = []
-        if manifest.version != self.version:
-            problems.append(f"prepared by task version {manifest.version}; this is version {self.version}: "
-                            "prepare again")
-        if manifest.preprocessing != self.preprocessing():
-            problems.append(f"prepared with preprocessing {manifest.preprocessing}; this task uses "
-                            f"{self.preprocessing()}: prepare again")
-        if manifest.split_hashes != self.split_files().hashes:
-            problems.append("prepared from other split lists than the shipped ones: prepare again")
-        try:
-            arrays = PreparedArrays(Path(self.root) / ARRAYS)
-            ids, labels = read_samples(Path(self.root))
-        except (OSError, ValueError, KeyError) as exc:
-            return problems + [f"cannot read the prepared arrays or samples.json: {exc}"]
-        absent = self.fields() - set(arrays.fields)
-        if absent:
-            return problems + [f"the prepared arrays lack {sorted(absent)}: prepare again"]
-        if len(arrays) != len(ids):
-            problems.append(f"{len(arrays)} prepared clips but {len(ids)} sample ids")
-        bad_labels = sorted({y for y in labels if not 0 <= y < self.num_classes})
-        if bad_labels:
-            problems.append(f"labels {bad_labels} outside 0..{self.num_classes - 1}")
-        present = {y for y in labels}
-        if not manifest.partial and len(present) != self.num_classes:
-            problems.append(f"{len(present)} classes present, expected {self.num_classes}")
-        expected_audio = self.audio_shape
-        if arrays.fields["audio"].shape[1:] != expected_audio:
-            problems.append(f"audio spectrograms are {arrays.fields['audio'].shape[1:]}, expected {expected_audio}")
-        frame_shape = (3, self.frame_size, self.frame_size)
-        if arrays.fields["frames"].shape[1:] != frame_shape:
-            problems.append(f"frames are {arrays.fields['frames'].shape[1:]}, expected {frame_shape}")
-        empty = [ids[i] for i in range(min(len(ids), len(arrays))) if arrays.rows("frames", i) == 0]
-        if empty:
-            problems.append(f"{len(empty)} clips have no frame, e.g. {empty[0]}")
-        return problems + split_size_problems(manifest.partial, manifest.kept is not None, manifest.counts, set(ids),
-                                              self._listed())
+        return {split: ClipDataset(arrays, rows, labels, self.params.frames, train=split == "train",
+                                   random_pick=random_pick, audio_input=audio_input)
+                for split, (rows, labels) in parts.items()}

@@ -1,9 +1,10 @@
 """What the two movie-genre tasks (`mmimdb`, `moviescope`) share: multi-label genres from a poster and a plot,
-read and preprocessed as MMBT's code does (Dynamic UDA's code, seed 000, reuses it).
+read and preprocessed as MMBT's code does (Kiela et al., arXiv 1909.02950, 2019; facebookresearch/mmbt @ 1d079e3);
+the code of Dynamic UDA (Monter-Aldana et al., ACL 2023; IvonneMont/Multimodal-Transformers @ 86d0e85) reuses it.
 
 Images: Resize(256) + CenterCrop(224) and MMBT's dataset statistics (mean 0.46777044 / 0.44531429 / 0.40661017,
 std 0.12221994 / 0.12145835 / 0.14380469). Text: BERT word pieces of the plot, `max_length` 512. Predictions:
-sigmoid > 0.5; metrics micro/macro F1 and micro/macro AP (seed 000's tables use both; datasets spec §0).
+sigmoid > 0.5; metrics micro/macro F1 (MMBT's `train.py`) and micro/macro AP (Dynamic UDA's tables use both).
 Class ids follow the task's fixed genre list (MMBT numbers genres by first appearance in its train.jsonl; a
 permutation of the classes changes no metric).
 """
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from mmbench_plugins.tasks.imagetext import ImageTextParams, ImageTextTask
+from mmbench_plugins.tasks.common.imagetext import ImageTextParams, ImageTextTask
 
 
 class GenreParams(ImageTextParams):

@@ -1,5 +1,6 @@
-"""`ucf101`: UCF101's audio-visual subset, the 51 action classes whose clips carry sound (Soomro et al., 2012;
-MLB's 51-class protocol).
+"""`ucf101`: UCF101's audio-visual subset, the 51 action classes whose clips carry sound (Soomro, Zamir & Shah,
+arXiv 1212.0402, 2012), under the 51-class protocol of MLB (Kontras et al., BMVC 2024; kkontras/MLB @ a3d6911,
+`datasets/UCF/`).
 
 Raw release (crcv.ucf.edu/data/UCF101.php): `UCF-101/<Class>/v_<Class>_gGG_cCC.avi` and the recognition split
 archive `ucfTrainTestlist/` (`classInd.txt` "<id> <Class>", `trainlist0k.txt` "<Class>/<file>.avi <id>",
@@ -8,8 +9,8 @@ archive `ucfTrainTestlist/` (`classInd.txt` "<id> <Class>", `trainlist0k.txt` "<
 
 * The split lists come with the release, so prepare copies them into the prepared root and their sha256
   enter the fingerprint (no verified copy of the official lists was available to ship). The 51 class names
-  ship as `splits/ucf101/audio_classes.txt` (the dataset spec's list; MLB's `class_change.pkl` is
-  unpublished); ids 0–50 follow that file, which is in `classInd.txt` order.
+  ship as `lists/audio_classes.txt` (the UCF101 classes with an audio track; MLB's `class_change.pkl`, which
+  holds its list, is unpublished); ids 0–50 follow that file, which is in `classInd.txt` order.
 * Splits: official fold `fold` (1–3): its train list (a stratified validation share carved out) and test list,
   restricted to the 51 classes. A clip of those classes without an audio stream is reported as bad.
 * Audio (MLB `UCF101_Dataset`): mono 16 kHz, clipped to [-1, 1], the first 3 s (tiled when shorter),
@@ -21,17 +22,18 @@ archive `ucfTrainTestlist/` (`classInd.txt` "<id> <Class>", `trainlist0k.txt` "<
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.api.data import SUMS, Item, SplitFiles, read_audio, sha256
-from mmbench_plugins.tasks.audiovisual import SPLITS_DIR, AudioVisualParams, AudioVisualTask, clip_fields, stft_features
+from mmbench.api.data import Item, SplitFiles, read_audio
+from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
 
-CLASSES = tuple((SPLITS_DIR / "ucf101" / "audio_classes.txt").read_text().split())
+#: the shipped list of the 51 audio classes
+CLASS_LIST = Path(__file__).parent / "lists" / "audio_classes.txt"
+CLASSES = tuple(CLASS_LIST.read_text().split())
 AUDIO = {"sample_rate": 16000, "seconds": 3, "n_fft": 512, "hop": 353, "pad_mode": "constant"}
 RELEASE_LISTS = ("classInd.txt", *(f"{kind}list0{k}.txt" for kind in ("train", "test") for k in (1, 2, 3)))
 
@@ -57,27 +59,18 @@ class Ucf101Task(AudioVisualTask):
     classes = CLASSES
     audio_shape = (257, 136)
     audio_preprocessing = AUDIO
-    split_folder = "ucf101"
     process = staticmethod(process_clip)
     layout = ("  <raw>/UCF-101/<Class>/v_<Class>_gGG_cCC.avi   e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi\n"
               "  <raw>/ucfTrainTestlist/classInd.txt, trainlist01..03.txt, testlist01..03.txt")
 
-    def split_files(self) -> SplitFiles:
-        """The release's lists as prepare copied them into the root, and the shipped class list."""
-        return SplitFiles(Path(self.root) / "lists")
-
     def import_lists(self, raw: Path) -> None:
+        """The release's lists and the shipped class list, copied into `<root>/lists` (`split_files` reads them)."""
         source = raw / "ucfTrainTestlist"
-        target = Path(self.root) / "lists"
         absent = [name for name in RELEASE_LISTS if not (source / name).is_file()]
         if absent:
-            raise self._raw_error(raw, f"lacks the split file(s) {', '.join(f'ucfTrainTestlist/{a}' for a in absent)}")
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RELEASE_LISTS:
-            shutil.copyfile(source / name, target / name)
-        shutil.copyfile(SPLITS_DIR / "ucf101" / "audio_classes.txt", target / "audio_classes.txt")
-        names = (*RELEASE_LISTS, "audio_classes.txt")
-        (target / SUMS).write_text("".join(f"{sha256((target / n).read_bytes())}  {n}\n" for n in names))
+            raise self.raw_error(raw, f"lacks the split file(s) {', '.join(f'ucfTrainTestlist/{a}' for a in absent)}")
+        SplitFiles.copy({**{name: source / name for name in RELEASE_LISTS}, CLASS_LIST.name: CLASS_LIST},
+                        Path(self.root) / "lists")
 
     def _class_ids(self, files: SplitFiles) -> dict[str, int]:
         """classInd's 1-based id of every class, by lower-case name."""
@@ -106,11 +99,11 @@ class Ucf101Task(AudioVisualTask):
     def lists(self) -> dict[str, list[tuple[str, int]]]:
         files = self.split_files()
         self._class_ids(files)
-        return {"train": self._fold(files, "train", self.params.fold), "test": self._fold(files, "test", self.params.fold)}
+        return {kind: self._fold(files, kind, self.params.fold) for kind in ("train", "test")}
 
     def items(self, raw: Path) -> list[Item]:
         if not (raw / "UCF-101").is_dir():
-            raise self._raw_error(raw, "has no UCF-101/ folder of videos")
+            raise self.raw_error(raw, "has no UCF-101/ folder of videos")
         files = self.split_files()
         self._class_ids(files)
         clips = {path: label for fold in (1, 2, 3) for kind in ("train", "test")

@@ -1,5 +1,5 @@
 """`sarcasm`: Twitter image-text sarcasm detection, 2 classes (Cai, Cai & Wan, ACL 2019; the HFM release), as
-MIE (seed 002) uses it.
+MIE (Jiang, Chi & Yang, arXiv 2407.04587, 2024) uses it.
 
 Raw layout (github.com/headacheboy/data-of-multimodal-sarcasm-detection): `text/train.txt`, `text/valid2.txt`,
 `text/test2.txt` and the images of its Drive archive, `<image_folder>/<tweet id>.jpg` (`image_folder`, default
@@ -7,13 +7,14 @@ Raw layout (github.com/headacheboy/data-of-multimodal-sarcasm-detection): `text/
 train `['<id>', '<text>', <label>]`, valid2/test2 `['<id>', '<text>', <hashtag label>, <label>]`; the LAST element
 is the label (1 sarcastic, 0 not).
 
-The reference loader (HFM `codes/loadData.py`, and every later paper) drops each line whose whitespace-split
-text contains one of `FILTERED` (those posts' images are not distributed): after it, train 19,816 / valid2 2,410
-/ test2 2,409 — seed 002's split. The dropped lines are listed in prepare's report as annotations.
+The reference loader (HFM `codes/loadData.py`, headacheboy/data-of-multimodal-sarcasm-detection @ 38d7604, and
+every later paper) drops each line whose whitespace-split text contains one of `FILTERED` (those posts' images
+are not distributed): after it, train 19,816 / valid2 2,410 / test2 2,409 — MIE's split. The dropped lines are
+listed in prepare's report as annotations.
 
 Text: the release's (already lower-cased, tokenised) text, `max_length` 128 (MIE's group's image-text code,
-njustkmg AMSS). Images: Resize((224, 224)) and AMSS's Sarcasm statistics (mean 0.48456 / 0.49888 / 0.53066,
-std 0.24399 / 0.24868 / 0.25736). Metrics: accuracy and macro-F1.
+njustkmg/TPAMI-AMSS @ 29da22d). Images: Resize((224, 224)) and AMSS's Sarcasm statistics (mean 0.48456 /
+0.49888 / 0.53066, std 0.24399 / 0.24868 / 0.25736). Metrics: accuracy and macro-F1.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from pydantic import Field
 
 from mmbench.api import hookimpl
-from mmbench_plugins.tasks.imagetext import ImageTextParams, ImageTextTask, Record
+from mmbench_plugins.tasks.common.imagetext import ImageTextParams, ImageTextTask, Record
 
 FILTERED = frozenset({"sarcasm", "sarcastic", "reposting", "<url>", "joke", "humour", "humor", "jokes", "irony",
                       "ironic", "exgag"})
