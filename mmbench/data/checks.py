@@ -15,11 +15,8 @@ Parts = dict[str, list[tuple[int, Label]]]
 
 
 def field_problems(arrays: PreparedArrays, fields: Mapping[str, tuple[int, ...]], count: int) -> list[str]:
-    """Every expected field present, of its per-sample shape (a ragged field: of its row shape), with one entry per
-    sample id."""
-    absent = sorted(set(fields) - set(arrays.fields))
-    if absent:
-        return [f"the prepared arrays lack {absent}: prepare again"]
+    """Every expected field (all present) of its per-sample shape (a ragged field: of its row shape), with one
+    entry per sample id."""
     problems = []
     for field, shape in fields.items():
         have = tuple(arrays.fields[field].shape[1:])

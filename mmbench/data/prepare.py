@@ -193,9 +193,9 @@ def _bad_verdict(outcome: Outcome) -> str | None:
     return None
 
 
-def defects_summary(outcome: Outcome, report: Path) -> str:
-    """The missing and bad samples in a few lines: their counts and the first `SHOWN` of each, with the report
-    that lists them all; empty when every listed sample was kept."""
+def defects_summary(outcome: Outcome) -> str:
+    """The missing and bad samples in a few lines: their counts and the first `SHOWN` of each (the report lists
+    them all); empty when every listed sample was kept."""
     lines = []
     for kind, entries, describe in (
             ("missing", outcome.missing, lambda e: f"{e['id']} (no {e['path']})"),
@@ -205,8 +205,6 @@ def defects_summary(outcome: Outcome, report: Path) -> str:
             lines += [f"  {describe(e)}" for e in entries[:SHOWN]]
             if len(entries) > SHOWN:
                 lines.append(f"  ... and {len(entries) - SHOWN} more")
-    if lines:
-        lines.append(f"every one with its reason: {report}")
     return "\n".join(lines)
 
 
@@ -246,11 +244,13 @@ def prepare_samples(root: Path, task: str, items: Sequence[Item], process: Calla
     verdicts = [v for v in (_missing_verdict(outcome, partial, task), _bad_verdict(outcome)) if v]
     failed = "; ".join(verdicts) or None
     _write_report(root, outcome, partial, failed)
-    summary = defects_summary(outcome, root / REPORT)
+    summary = defects_summary(outcome)
     if failed:
-        raise DataError(f"prepare {task} failed: {failed}.\n{summary}")
+        raise DataError(f"prepare {task} failed: {failed}. The report lists every sample with its reason: "
+                        f"{root / REPORT}\n{summary}")
     if summary:
-        console.print(summary, highlight=False, markup=False, soft_wrap=True)
+        console.print(f"{summary}\nthe report lists every one with its reason: {root / REPORT}", highlight=False,
+                      markup=False, soft_wrap=True)
     _write_prepared(root, outcome, staging, ragged)
     return outcome
 

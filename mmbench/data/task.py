@@ -140,16 +140,17 @@ class PreparedTask(Task):
         return []
 
     def preprocessing_problem(self, manifest: Manifest) -> str | None:
-        """Why a root prepared with `manifest.preprocessing` cannot serve these parameters, or None: each
-        section these parameters read must be what they would prepare."""
+        """Why a root prepared with `manifest.preprocessing` cannot serve these parameters, or None: each section
+        these parameters read (`read_sections`, else every section `preprocessing` declares) must be what they
+        would prepare."""
+        wanted = json.loads(json.dumps(self.preprocessing()))
+        sections = self.read_sections() or list(wanted)
         try:
-            manifest.fingerprint_of(self.read_sections() or manifest.preprocessing)
+            manifest.fingerprint_of(sections)
         except DataError as exc:
             return str(exc)
-        wanted = json.loads(json.dumps(self.preprocessing()))
-        sections = self.read_sections() or sorted(set(wanted) | set(manifest.preprocessing))
-        have = {k: manifest.preprocessing.get(k) for k in sections}
-        want = {k: wanted.get(k) for k in sections}
+        have = {k: manifest.preprocessing[k] for k in sections}
+        want = {k: wanted[k] for k in sections}
         if have == want:
             return None
         return (f"it was prepared with preprocessing {have}; these parameters need {want}: prepare again with them "
@@ -260,9 +261,10 @@ class PreparedTask(Task):
             lists = self.lists()
         except (OSError, ValueError, KeyError, DataError) as exc:
             return problems + [f"cannot read the prepared root: {exc}"]
-        shapes = checks.field_problems(arrays, self.fields(), len(ids))
-        if shapes:
-            return problems + shapes
+        absent = sorted(set(self.fields()) - set(arrays.fields))
+        if absent:
+            return problems + [f"the prepared arrays lack {absent}: prepare again"]
+        problems += checks.field_problems(arrays, self.fields(), len(ids))
         problems += checks.label_problems(labels, self.num_classes, manifest.partial)
         problems += self.sample_problems(arrays, ids, labels)
         problems += checks.size_problems(manifest, ids, lists)
