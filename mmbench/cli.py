@@ -318,6 +318,23 @@ def new_balancer(
                f"uninstalled with `mmbench run --matrix GRID --plugins-dir {root / root.name.replace('-', '_')}`")
 
 
+@new_app.command("task")
+def new_task(
+    name: str = typer.Argument(..., help="the task's name, as grids will write it (e.g. my_dataset)"),
+    directory: Path = typer.Option(Path("."), "--dir", help="where to create the distribution folder"),
+) -> None:
+    """Create `mmbench-NAME/`: a dataset plugin distribution that installs, registers and passes its tests."""
+    from mmbench.scaffold import new_task as scaffold
+
+    try:
+        root = scaffold(name, directory)
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"created {root}; next: cd {root} && pip install -e '.[dev]' && python -m pytest -q, then replace the "
+               f"layout, items and processing in {root / root.name.replace('-', '_') / (name + '.py')}")
+
+
 @leaderboard_app.command("render")
 def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
     """Render a leaderboard JSON file to Markdown on stdout."""

@@ -45,7 +45,8 @@ def label_problems(labels: Sequence[Label], num_classes: int, partial: bool) -> 
     return problems
 
 
-def size_problems(manifest: Manifest, ids: Sequence[str], lists: Mapping[str, Sequence[tuple[str, Label]]]) -> list[str]:
+def size_problems(manifest: Manifest, ids: Sequence[str],
+                  lists: Mapping[str, Sequence[tuple[str, Label]]]) -> list[str]:
     """Split sizes of a prepared root against its lists: a partial root, or one with samples left out, must hold
     what prepare kept (`manifest.counts`, where it counted these lists); a full one every listed sample."""
     kept = set(ids)
@@ -74,8 +75,9 @@ def empty_split(split: str, parts: Parts, lists: Mapping[str, Sequence[tuple[str
                 "training samples has a single one, which stays in train; prepare a copy with at least two training "
                 "samples of some class")
     listed = len(lists.get(split, ()))
-    if not listed:
-        return "its list names no sample; prepare from the release's own lists"
+    if not listed:  # splits recorded from the release hold only the kept samples
+        return ("no sample of it is in the root (its samples were missing or bad when it was prepared: "
+                "prepare-report.json); prepare again from a copy that holds some of them")
     return (f"none of the {listed} samples its list names is in the root (they were missing or bad when it was "
             "prepared: prepare-report.json); prepare again from a copy that holds some of them")
 

@@ -253,9 +253,9 @@ def optical_flow(frames: np.ndarray, method: str) -> np.ndarray:
     settings = FLOW_METHODS[method]
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        flows = [dis.calc(a, b, None) for a, b in zip(grey, grey[1:])]
+        flows = [dis.calc(a, b, None) for a, b in zip(grey, grey[1:], strict=False)]
     else:
         flows = [cv2.calcOpticalFlowFarneback(a, b, None, settings["pyr_scale"], settings["levels"],
                                               settings["winsize"], settings["iterations"], settings["poly_n"],
-                                              settings["poly_sigma"], 0) for a, b in zip(grey, grey[1:])]
+                                              settings["poly_sigma"], 0) for a, b in zip(grey, grey[1:], strict=False)]
     return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)

@@ -251,12 +251,13 @@ def prepare_samples(root: Path, task: str, items: Sequence[Item], process: Calla
     if summary:
         console.print(f"{summary}\nthe report lists every one with its reason: {root / REPORT}", highlight=False,
                       markup=False, soft_wrap=True)
-    _write_prepared(root, outcome, staging, ragged)
+    _write_prepared(root, outcome, staging, ragged, list(dict.fromkeys(i.split for i in items if i.split)))
     return outcome
 
 
-def _write_prepared(root: Path, outcome: Outcome, staging: Path, ragged: frozenset[str]) -> None:
-    """The kept samples' arrays, ids and labels (and, where the items name theirs, splits) from the staging folder."""
+def _write_prepared(root: Path, outcome: Outcome, staging: Path, ragged: frozenset[str], splits: list[str]) -> None:
+    """The kept samples' arrays, ids and labels from the staging folder, and each split's kept ids where the
+    items name their `splits` (a split none of whose samples was kept stays, empty)."""
     staged = [_staged(staging, i.id) for i in outcome.kept]
     shapes = []
     dtypes: dict[str, str] = {}
@@ -271,7 +272,6 @@ def _write_prepared(root: Path, outcome: Outcome, staging: Path, ragged: frozens
 
     write_arrays_checked(root / ARRAYS, shapes, dtypes, load, ragged)
     atomic_write_json(root / SAMPLES, {"ids": [i.id for i in outcome.kept], "labels": [i.label for i in outcome.kept]})
-    splits = list(dict.fromkeys(i.split for i in outcome.kept if i.split is not None))
     if splits:
         atomic_write_json(root / SPLITS, {split: [i.id for i in outcome.kept if i.split == split] for split in splits})
     shutil.rmtree(staging)

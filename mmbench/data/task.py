@@ -36,6 +36,7 @@ from mmbench.contract.task import Task
 from mmbench.data import checks
 from mmbench.data.prepare import (
     ARRAYS,
+    SPLITS,
     Item,
     Label,
     Outcome,
@@ -45,7 +46,7 @@ from mmbench.data.prepare import (
     read_samples,
 )
 from mmbench.data.prepared import Manifest, read_manifest, write_manifest
-from mmbench.data.splits import SplitFiles, stratified_holdout
+from mmbench.data.splits import SUMS, SplitFiles, sha256, stratified_holdout
 from mmbench.data.store import PreparedArrays
 from mmbench.schema.params import Params
 
@@ -103,7 +104,7 @@ class PreparedTask(Task):
         """Each split's (id, label) pairs; without `val` where the release has no validation list (a stratified
         share of train is then held out, `HoldoutParams`). Default: the splits prepare recorded (`Item.split`)."""
         ids, labels = read_samples(self._root)
-        label_of = dict(zip(ids, labels))
+        label_of = dict(zip(ids, labels, strict=True))
         return {split: [(i, label_of[i]) for i in names] for split, names in read_recorded_splits(self._root).items()}
 
     def preprocessing(self) -> dict[str, Any]:
@@ -120,9 +121,14 @@ class PreparedTask(Task):
         return SplitFiles(self.lists_folder if self.lists_folder is not None else self._root / "lists")
 
     def split_hashes(self, raw: Path | None) -> dict[str, str] | None:
-        """sha256 of the lists the splits come from, which enter the fingerprint. With `raw` None (at check time):
-        those of the lists the task reads now, or None when they exist only in the release."""
-        return self.split_files().hashes
+        """sha256 of what the splits come from; they enter the fingerprint. Default: the lists of `split_files`, or,
+        for splits recorded from the release (`Item.split`), `splits.json` and the labels as prepare wrote them.
+        With `raw` None (at check time): those the root or the task has now, or None when they exist only in the
+        release."""
+        if self.lists_folder is not None or (self._root / "lists" / SUMS).is_file():
+            return self.split_files().hashes
+        ids, labels = read_samples(self._root)
+        return {SPLITS: sha256((self._root / SPLITS).read_bytes()), "labels": sha256(json.dumps(labels).encode())}
 
     def import_lists(self, raw: Path) -> None:
         """Copy the split lists that come with the release into `<root>/lists`, with their SHA256SUMS."""

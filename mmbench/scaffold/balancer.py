@@ -1,4 +1,4 @@
-"""`mmbench new balancer NAME`: a new plugin distribution in the layout of `plugins/template/`.
+"""`mmbench new balancer NAME`: a new balancer distribution in the layout of `plugins/template/`.
 
 The generated balancer trains (joint training that reports its loss as a coefficient), installs, registers
 through the `mmbench` entry point and passes `mmbench.testing.check_balancer` from its own tests, so an author
@@ -7,10 +7,9 @@ starts from something that works and replaces `loss` (or another hook) with the 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from mmbench import __version__
+from mmbench.scaffold.names import distribution
 
 PYPROJECT = '''[build-system]
 requires = ["setuptools>=77"]
@@ -77,7 +76,8 @@ def mmbench_balancers():
     return [{cls}]
 '''
 
-TEST = '''"""The contract every mmbench balancer keeps, and the method's own arithmetic pinned to hand-computed numbers."""
+TEST = '''"""The contract every mmbench balancer keeps, and the method's own arithmetic pinned to hand-computed
+numbers."""
 
 import pytest
 import torch
@@ -108,22 +108,10 @@ mmbench plugins                                   # lists {name} with this distr
 '''
 
 
-def requirement() -> str:
-    """`mmbench>=X.Y,<X.Y+1`: the minor release line the scaffold was made with."""
-    major, minor = (int(part) for part in re.findall(r"\d+", __version__)[:2])
-    return f"mmbench>={major}.{minor},<{major}.{minor + 1}"
-
-
 def new_balancer(name: str, folder: Path) -> Path:
     """Write the distribution `mmbench-<name>` into `folder`; refuses an existing one."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"a balancer name is lower-case letters, digits and underscores, got {name!r}")
-    dist, package = f"mmbench-{name.replace('_', '-')}", f"mmbench_{name}"
-    cls = "".join(part.capitalize() for part in name.split("_"))
-    root = Path(folder) / dist
-    if root.exists():
-        raise FileExistsError(f"{root} already exists")
-    values = {"name": name, "dist": dist, "package": package, "cls": cls, "requirement": requirement()}
+    root, values = distribution(name, "balancer", folder)
+    package = values["package"]
     files = {"pyproject.toml": PYPROJECT, "README.md": README, f"{package}/__init__.py": "",
              f"{package}/{name}.py": MODULE, f"tests/test_{name}.py": TEST}
     for relative, text in files.items():
