@@ -29,7 +29,7 @@ from mmbench.data.prepare import ARRAYS, SAMPLES
 from mmbench.data.prepared import Manifest, write_manifest
 from mmbench.data.store import PreparedArrays, write_arrays
 from mmbench.training.engine import collate
-from mmbench_plugins.tasks import audiovisual
+from mmbench_plugins.tasks.common import audiovisual
 from mmbench_plugins.tasks.cremad import CremadTask
 
 NEEDS = {"official OGM-GE, 43 ms/step": 64 / 0.043, "target, 16 ms/step": 64 / 0.016}

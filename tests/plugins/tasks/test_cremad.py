@@ -139,6 +139,22 @@ def test_check_names_what_is_wrong_with_a_damaged_root(prepared, tmp_path):
     assert f"{split}: " in result.output and "but prepare kept" in result.output
 
 
+def test_a_copy_with_one_training_clip_per_class_fails_check_on_its_empty_validation_split(tmp_path):
+    """Every class has a single training clip, so the stratified hold-out keeps none: check says so (exit 1) and
+    what to do, instead of training failing later on an empty split."""
+    stems = cremad_stems(per_class_train=1, per_class_test=1)
+    write_cremad(tmp_path / "raw", stems["train"] + stems["test"], seconds=1.2)
+    root = tmp_path / "cremad"
+    task(root).prepare(tmp_path / "raw", partial=True)
+    result = runner.invoke(app, ["data", "check", "cremad", "--root", str(root)])
+    assert result.exit_code == 1
+    assert ("the val split is empty: it is held out of train (the lists have no validation list), and each class "
+            "among the 6 training samples has a single one, which stays in train; prepare a copy with at least two "
+            "training samples of some class") in result.output
+    with pytest.raises(DataError, match="holds no sample of the val split: it is held out of train"):
+        task(root).splits()
+
+
 def test_class_ids_split_membership_and_shapes(prepared):
     splits = task(prepared).splits()
     train_stems = {line.split(",")[0] for line in shipped_lines("cremad", "train.csv")}

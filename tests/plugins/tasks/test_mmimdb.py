@@ -4,7 +4,6 @@ unknown genre in prepare's report, a one-epoch cell of MMBV."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,15 +11,8 @@ import torch
 from mmbench_plugins.tasks.mmimdb import MMIMDbTask
 from tests.fixtures.cells import TEXT_TRAIN, run_cells
 from tests.fixtures.mmimdb import write_mmimdb_movie, write_mmimdb_raw
-from tests.fixtures.text import ids_of, prepared_copy, tokenize
-
-TINY = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
-TEXT = {"name": "bert", "params": {**TINY, "vocab_size": 200}}
-IMAGE = {"name": "vit", "params": {**TINY, "patch_size": 32}}
-
-
-def report(root: Path) -> dict:
-    return json.loads((root / "prepare-report.json").read_text())
+from tests.fixtures.release import prepare_report as report
+from tests.fixtures.text import IMAGE, TEXT, ids_of, prepared_copy, tokenize
 
 
 @pytest.fixture(scope="module")

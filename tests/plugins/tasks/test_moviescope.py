@@ -4,7 +4,6 @@ leniently, bad lines and a missing poster in prepare's report, MMBV with joint a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,16 +11,9 @@ import torch
 from mmbench_plugins.tasks.moviescope import MoviescopeTask
 from tests.fixtures.cells import TEXT_TRAIN, run_cells
 from tests.fixtures.moviescope import write_moviescope
+from tests.fixtures.release import prepare_report as report
 from tests.fixtures.release import write_jpeg
-from tests.fixtures.text import ids_of, prepared_copy, tokenize
-
-TINY = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
-TEXT = {"name": "bert", "params": {**TINY, "vocab_size": 200}}
-IMAGE = {"name": "vit", "params": {**TINY, "patch_size": 32}}
-
-
-def report(root: Path) -> dict:
-    return json.loads((root / "prepare-report.json").read_text())
+from tests.fixtures.text import IMAGE, TEXT, ids_of, prepared_copy, tokenize
 
 
 @pytest.fixture(scope="module")

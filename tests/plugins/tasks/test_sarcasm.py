@@ -3,21 +3,11 @@ lines, the reference keyword filter, a bad line and a repeated tweet in prepare'
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from mmbench_plugins.tasks.sarcasm import SarcasmTask
 from tests.fixtures.cells import TEXT_TRAIN, run_cells
+from tests.fixtures.release import prepare_report as report
 from tests.fixtures.sarcasm import write_sarcasm
-from tests.fixtures.text import ids_of, prepared_copy, tokenize
-
-TINY = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
-TEXT = {"name": "bert", "params": {**TINY, "vocab_size": 200}}
-IMAGE = {"name": "vit", "params": {**TINY, "patch_size": 32}}
-
-
-def report(root: Path) -> dict:
-    return json.loads((root / "prepare-report.json").read_text())
+from tests.fixtures.text import IMAGE, TEXT, ids_of, prepared_copy, tokenize
 
 
 def test_sarcasm_reads_python_literals_filters_keywords_and_reports_a_bad_line(tmp_path):
