@@ -127,7 +127,7 @@ class PreparedTask(Task):
         release."""
         if self.lists_folder is not None or (self._root / "lists" / SUMS).is_file():
             return self.split_files().hashes
-        ids, labels = read_samples(self._root)
+        _, labels = read_samples(self._root)
         return {SPLITS: sha256((self._root / SPLITS).read_bytes()), "labels": sha256(json.dumps(labels).encode())}
 
     def import_lists(self, raw: Path) -> None:
