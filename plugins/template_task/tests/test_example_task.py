@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import soundfile
+from mmbench_example_task.example_task import CLASSES, ExampleTask
 from PIL import Image
 
 from mmbench.api import DataError
 from mmbench.testing import check_task
-from mmbench_example_task.example_task import CLASSES, ExampleTask
 
 
 def write_release(raw, per_split=None):

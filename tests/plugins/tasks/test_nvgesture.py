@@ -23,6 +23,7 @@ from mmbench_plugins.tasks.nvgesture import NVGestureParams, NVGestureTask, pars
 from tests import ROOT
 from tests.fixtures.nvgesture import (
     LIST_NAMES,
+    REAL_TRAIN_LINES,
     TEST_LINES,
     TRAIN_LINES,
     folder_of,
@@ -43,6 +44,12 @@ def task(root: Path, **params) -> NVGestureTask:
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
     return write_nvgesture(tmp_path_factory.mktemp("nv") / "nvGesture_v1")
+
+
+@pytest.fixture(scope="module")
+def small_release(tmp_path_factory) -> Path:
+    """The release with only the real train lines (31 recordings), for the tests that prepare copies of it."""
+    return write_nvgesture(tmp_path_factory.mktemp("nv-small") / "nvGesture_v1", REAL_TRAIN_LINES)
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +151,10 @@ def test_optical_flow_measures_a_two_pixel_shift(method):
     assert abs(float(interior[:, 0].mean()) - 2.0) < 0.3 and abs(float(interior[:, 1].mean())) < 0.3
 
 
-def test_precomputed_flow_arrays_are_read_as_the_reader_lays_them_out(release, tmp_path):
+def test_precomputed_flow_arrays_are_read_as_the_reader_lays_them_out(small_release, tmp_path):
     raw = tmp_path / "raw"
-    shutil.copytree(release, raw)
-    arrays = write_flow_arrays(raw, 32)
+    shutil.copytree(small_release, raw)
+    arrays = write_flow_arrays(raw, 32, REAL_TRAIN_LINES)
     nv = task(tmp_path / "root", flow="precomputed")
     nv.prepare(raw)
     prepared = PreparedArrays(tmp_path / "root" / "arrays")
@@ -160,36 +167,36 @@ def test_precomputed_flow_arrays_are_read_as_the_reader_lays_them_out(release, t
         task(tmp_path / "root2", flow="precomputed").prepare(raw)
 
 
-def test_a_video_that_ends_inside_its_window_is_reported(release, tmp_path):
+def test_a_video_that_ends_inside_its_window_is_reported(small_release, tmp_path):
     raw = tmp_path / "raw"
-    shutil.copytree(release, raw)
+    shutil.copytree(small_release, raw)
     write_avi(raw / "Video_data" / "class_03" / "subject3_r1" / "sk_color.avi", 180, 0, False)  # window 138..217
-    with pytest.raises(DataError, match="1 of the 75 samples present are corrupt"):
+    with pytest.raises(DataError, match="1 of the 31 samples present are corrupt"):
         task(tmp_path / "root").prepare(raw)
     bad = json.loads((tmp_path / "root" / "prepare-report.json").read_text())["bad"]
     assert [b["id"] for b in bad] == ["class_03/subject3_r1"] and "the video ends after 180 frames" in bad[0]["reason"]
 
 
-def test_bad_list_lines_bad_and_missing_videos_are_reported_in_one_pass(release, tmp_path):
+def test_bad_list_lines_bad_and_missing_videos_are_reported_in_one_pass(small_release, tmp_path):
     """Two unreadable lines, a video that ends inside its window and a missing one: one prepare reports all four
     (a bad line as `<list>:<line>`), names them on the console, and fails on the bad ones."""
     raw = tmp_path / "raw"
-    shutil.copytree(release, raw)
+    shutil.copytree(small_release, raw)
     listed = raw / LIST_NAMES["train"]
     lines = listed.read_text().splitlines()
-    lines[4] = lines[4].replace("label:3", "label:26")
-    lines[7] = lines[7].replace("color:sk_color:", "color:")
+    lines[1] = lines[1].replace("label:2", "label:26")
+    lines[4] = lines[4].replace("color:sk_color:", "color:")
     listed.write_text("".join(line + "\n" for line in lines))
     write_avi(raw / "Video_data" / "class_02" / "subject3_r0" / "sk_color.avi", 150, 0, False)  # window 125..204
     (raw / "Video_data" / folder_of(TEST_LINES[5]) / "sk_depth.avi").unlink()
     result = runner.invoke(app, ["data", "prepare", "nvgesture", "--raw", str(raw), "--root", str(tmp_path / "r"),
                                  "--workers", "1", "--partial", *ARGS])
-    assert result.exit_code == 2 and "3 of the 74 samples present are corrupt" in result.output
+    assert result.exit_code == 2 and "3 of the 30 samples present are corrupt" in result.output
     report = json.loads((tmp_path / "r" / "prepare-report.json").read_text())
     bad = {b["id"]: b for b in report["bad"]}
-    assert set(bad) == {f"{LIST_NAMES['train']}:5", f"{LIST_NAMES['train']}:8", "class_02/subject3_r0"}
-    assert bad[f"{LIST_NAMES['train']}:5"]["reason"] == f"{listed} line 5: label 26 is outside 1..25"
-    assert "not <sensor>:<stem>:<start>:<end>" in bad[f"{LIST_NAMES['train']}:8"]["reason"]
+    assert set(bad) == {f"{LIST_NAMES['train']}:2", f"{LIST_NAMES['train']}:5", "class_02/subject3_r0"}
+    assert bad[f"{LIST_NAMES['train']}:2"]["reason"] == f"{listed} line 2: label 26 is outside 1..25"
+    assert "not <sensor>:<stem>:<start>:<end>" in bad[f"{LIST_NAMES['train']}:5"]["reason"]
     assert "the video ends after 150 frames" in bad["class_02/subject3_r0"]["reason"]
     assert bad["class_02/subject3_r0"]["path"].endswith("class_02/subject3_r0/sk_color.avi")
     assert report["missing"] == [{"id": folder_of(TEST_LINES[5]),
