@@ -205,14 +205,15 @@ class PreparedTask(Task):
         root = self._root
         self.import_lists(raw)
         items = self.items(raw)
-        settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": self.preprocessing()}
+        preprocessing = self.preprocessing()
+        settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": preprocessing}
         outcome = prepare_samples(root, self.name, items, self.processor(), settings, partial=partial, workers=workers,
                                   ragged=self.ragged, annotations=self.annotation_problems(raw))
         self.after_prepare(raw, outcome)
         kept = {i.id for i in outcome.kept}
         counts = {split: sum(i in kept for i, _ in pairs) for split, pairs in self.lists().items()}
         write_manifest(root, Manifest(task=self.name, version=self.version, split_hashes=self.split_hashes(raw) or {},
-                                      preprocessing=self.preprocessing(), partial=partial, counts=counts,
+                                      preprocessing=preprocessing, partial=partial, counts=counts,
                                       kept=self.kept_identity(outcome)))
 
     def kept_identity(self, outcome: Outcome) -> str | None:
