@@ -29,7 +29,7 @@ from mmbench.data.prepare import ARRAYS, SAMPLES
 from mmbench.data.prepared import Manifest, write_manifest
 from mmbench.data.store import PreparedArrays, write_arrays
 from mmbench.training.engine import collate
-from mmbench_plugins.tasks import audiovisual
+from mmbench_plugins.tasks.common import audiovisual
 from mmbench_plugins.tasks.cremad import CremadTask
 
 NEEDS = {"official OGM-GE, 43 ms/step": 64 / 0.043, "target, 16 ms/step": 64 / 0.016}
@@ -51,7 +51,8 @@ def build_root(root: Path, samples: int, frames: int, frames_per_clip: int = 3) 
                  frozenset({"frames"}))
     (root / SAMPLES).write_text(json.dumps({"ids": [i for i, _ in pairs], "labels": [y for _, y in pairs]}))
     write_manifest(root, Manifest(task="cremad", version=task.version, split_hashes=task.split_files().hashes,
-                                  preprocessing=task.preprocessing(), partial=True, counts={"train": samples, "test": 8}))
+                                  preprocessing=task.preprocessing(), partial=True,
+                                  counts={"train": samples, "test": 8}))
     return task
 
 
@@ -62,7 +63,7 @@ class ArrowClips(Dataset):
         import datasets
 
         def rows_of():
-            for r, y in zip(rows, labels):
+            for r, y in zip(rows, labels, strict=True):
                 yield {"audio": np.asarray(arrays.get("audio", r)), "frames": np.asarray(arrays.get("frames", r)),
                        "source_size": np.asarray(arrays.get("source_size", r)), "label": y}
 

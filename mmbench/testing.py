@@ -1,6 +1,8 @@
 """Helpers for testing plugins, ours and third parties': a tiny synthetic cell trained in a second or two.
 
 - `check_balancer(MyBalancer)`: the whole contract a balancer keeps, in one call (start here).
+- `check_task(MyTask, raw=RAW, root=ROOT)`: the whole contract a task keeps, in one call: for a dataset, from a
+  tiny copy of its release in `RAW` to a prepared root, its samples and one training step.
 - `train_tiny(MyBalancer, epochs=2, ...)`: train a tiny synthetic cell on CPU; returns a `TrainOutcome`
   (`status`, `history` of `EpochRecord`s, `val`/`test` `SplitScores`, `profile`).
 - `assert_trained(outcome, epochs, coefficients={...})`: the end-to-end checks on such an outcome.
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +26,7 @@ from mmbench import registry as registry_lib
 from mmbench.contract.balancer import Balancer
 from mmbench.contract.batch import Batch
 from mmbench.contract.context import TrainContext
+from mmbench.contract.task import MODALITY_KINDS, Task
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.training.engine import CellComponents, TrainOutcome, build_model, collate, task_loss_fn, train
 
@@ -158,6 +162,134 @@ def assert_trained(outcome: TrainOutcome, epochs: int, coefficients: set[str] | 
         if coefficients is not None:
             assert set(epoch.coefficients) == coefficients, sorted(epoch.coefficients)
         assert all(math.isfinite(v) for v in epoch.coefficients.values()), epoch.coefficients
+
+
+def check_task(task: type[Task], params: Mapping[str, Any] | None = None, raw: Path | None = None,
+               root: Path | None = None, partial: bool = False, encoders: Mapping[str, Any] | None = None,
+               registry: registry_lib.Registry | None = None, prepare_twice: bool = True) -> Task:
+    """The contract every task keeps, for a plugin's own test suite: `check_task(MyTask, raw=RAW, root=ROOT)`.
+
+    - `name` is an identifier, `version` set, `Params` built on `mmbench.api.Params`, the metrics known and the
+      primary one among them; constructing the task with `params` reads no data, and every modality's kind is
+      one of `MODALITY_KINDS` or one an installed encoder accepts;
+    - a task that reads data (`needs_data`) prepares the tiny copy of its release in `raw` into `root`
+      (`partial` as `mmbench data prepare --partial`), `check()` finds nothing wrong, and the fingerprint is the
+      same from a fresh instance and from a second prepare over two worker processes (`prepare_twice`: it also
+      proves the processor picklable);
+    - `train`, `val` and `test` hold samples; a training sample and `fake_sample` give each modality the
+      declared shape (a mapping input: each of its tensors) and a label of the task's form;
+    - one training step (an epoch of one batch of 2 samples) runs through the engine with `joint` and `concat`, each
+      modality read by `encoders[m]` (or `encoders["*"]`): an encoder name, taken in its small `fake_params`
+      configuration, or `(name, params)` as given; by default the first installed encoder (by name) that accepts
+      its kind. It ends `ok` with the task's metrics, finite, on validation and test.
+
+    Raises AssertionError naming the broken rule; returns the task (bound to `root` for a dataset).
+    """
+    from pydantic import BaseModel
+
+    from mmbench.schema.params import Params
+    from mmbench.training import metrics as metric_lib
+
+    registry = registry or registry_lib.default()
+    assert isinstance(getattr(task, "name", None), str) and task.name.isidentifier(), \
+        f"{task.__qualname__}.name must be an identifier, got {getattr(task, 'name', None)!r}"
+    assert isinstance(task.version, str) and task.version, f"{task.name}.version must be a non-empty string"
+    assert isinstance(task.Params, type) and issubclass(task.Params, BaseModel), "Params is no model"
+    assert issubclass(task.Params, Params), f"{task.name}.Params must subclass mmbench.api.Params"
+    unknown = set(task.metrics) - set(metric_lib.available(task.multilabel))
+    assert not unknown, f"{task.name}: unknown metrics {sorted(unknown)}"
+    assert task.primary_metric in task.metrics, f"{task.name}.primary_metric is not one of its metrics"
+    validated = task.Params.model_validate(dict(params or {}))
+    declared = task(validated)
+    kinds = {k for c in (registry.get("encoders", n).cls for n in registry.names("encoders")) for k in c.accepts or ()}
+    for name, spec in declared.modalities.items():
+        assert spec.name == name, f"modality {name!r} is declared with the name {spec.name!r}"
+        assert spec.kind in MODALITY_KINDS or spec.kind in kinds, \
+            f"{task.name}.{name}: kind {spec.kind!r} is neither one of MODALITY_KINDS nor accepted by an encoder"
+    assert declared.num_classes >= 2, f"{task.name} has {declared.num_classes} classes"
+    instance = _prepared(task, validated, raw, root, partial, prepare_twice) if task.needs_data else declared
+    splits = instance.splits()
+    assert set(splits) == {"train", "val", "test"}, f"{task.name}.splits() gives {sorted(splits)}"
+    assert all(len(d) for d in splits.values()), {s: len(d) for s, d in splits.items()}
+    _assert_sample(instance, splits["train"][0], "a training sample")
+    _assert_sample(instance, instance.fake_sample(torch.Generator().manual_seed(0)), "fake_sample")
+    for split in ("val", "test"):
+        sample = splits[split][0]
+        assert set(sample) == set(instance.modalities) | {"label"}, f"a {split} sample has {sorted(sample)}"
+    components = CellComponents(task=_one_batch(instance), encoders={m: _encoder(spec, encoders or {}, registry)
+                                                                     for m, spec in instance.modalities.items()},
+                                fusion=_component("fusions", "concat", registry),
+                                balancer=_component("balancers", "joint", registry))
+    recipe = TrainRecipe(epochs=1, batch_size=2, device="cpu", optimizer=OptimizerConfig(name="sgd", lr=0.01))
+    outcome = train(components, recipe, seed=0)
+    assert_trained(outcome, 1)
+    for scores in (outcome.val, outcome.test):
+        assert set(scores.metrics) == set(task.metrics) and all(map(math.isfinite, scores.metrics.values())), \
+            scores.metrics
+    return instance
+
+
+def _prepared(task: type[Task], params: Any, raw: Path | None, root: Path | None, partial: bool,
+              prepare_twice: bool) -> Task:
+    """The task bound to `root`, prepared from `raw`, checked clean, with a stable fingerprint."""
+    assert raw is not None and root is not None, f"{task.name} reads data: give check_task a raw copy and a root"
+    instance = task(params, root=Path(root))
+    instance.prepare(Path(raw), partial=partial, workers=1)
+    problems = instance.check()
+    assert problems == [], f"{task.name}.check() on the prepared root: {problems}"
+    fingerprint = instance.fingerprint()
+    assert isinstance(fingerprint, str) and fingerprint == task(params, root=Path(root)).fingerprint()
+    if prepare_twice:
+        again = Path(root).with_name(Path(root).name + "-again")
+        task(params, root=again).prepare(Path(raw), partial=partial, workers=2)
+        assert task(params, root=again).fingerprint() == fingerprint, "the fingerprint differs between two prepares"
+    return instance
+
+
+def _one_batch(task: Task) -> Task:
+    """The task with each split cut to its first two samples: one batch each."""
+    from torch.utils.data import Subset
+
+    cut = {"splits": lambda self: {s: Subset(d, range(min(2, len(d)))) for s, d in type(task).splits(self).items()}}
+    return type(f"OneBatch{type(task).__name__}", (type(task),), cut)(task.params, root=task.root)
+
+
+def _assert_sample(task: Task, sample: Mapping[str, Any], what: str) -> None:
+    """Each modality's input of the declared shape (every tensor of a mapping input), the label of the task's form."""
+    assert set(sample) == set(task.modalities) | {"label"}, f"{what} has {sorted(sample)}"
+    for name, spec in task.modalities.items():
+        value = sample[name]
+        tensors = value.values() if isinstance(value, Mapping) else [value]
+        for tensor in tensors:
+            assert isinstance(tensor, torch.Tensor) and tuple(tensor.shape) == spec.shape, \
+                f"{what}: {name} is {getattr(tensor, 'shape', type(tensor))}, declared {spec.shape}"
+    label = sample["label"]
+    if task.multilabel:
+        assert label.shape == (task.num_classes,) and label.is_floating_point(), f"{what}: label {label}"
+        assert bool(((label == 0) | (label == 1)).all()), f"{what}: a multi-label target is 0/1, got {label}"
+    else:
+        assert label.shape == () and label.dtype == torch.long, f"{what}: label {label!r} is no class id"
+        assert 0 <= int(label) < task.num_classes, f"{what}: label {int(label)} outside 0..{task.num_classes - 1}"
+
+
+def _component(kind: str, name: str, registry: registry_lib.Registry) -> tuple[type, Any]:
+    resolved = registry.resolve(kind, name)
+    return resolved.cls, resolved.params
+
+
+def _encoder(spec: Any, chosen: Mapping[str, Any], registry: registry_lib.Registry) -> tuple[type, Any]:
+    """The encoder of one modality: `(name, params)` as `chosen` gives it; else the one `chosen` names, or the first
+    installed one that accepts the modality's kind, in its `fake_params` configuration (small, no download)."""
+    choice = chosen.get(spec.name, chosen.get("*"))
+    if isinstance(choice, tuple):
+        resolved = registry.resolve("encoders", *choice)
+        return resolved.cls, resolved.params
+    names = [choice] if choice is not None else registry.names("encoders")
+    accepting = [n for n in names if spec.kind in (registry.get("encoders", n).cls.accepts or ())] or \
+        [n for n in names if registry.get("encoders", n).cls.accepts is None]
+    assert accepting, f"no installed encoder accepts the kind {spec.kind!r} of {spec.name!r}: pass encoders={{...}}"
+    cls = registry.get("encoders", accepting[0]).cls
+    return cls, cls.fake_params(cls.Params())
 
 
 #: tensor methods that copy a value to the host (a device sync on accelerators)

@@ -1,9 +1,10 @@
 """The face for dataset authors: from an official release on disk to a prepared root that trains fast.
 
-A task lists its samples as `Item`s and gives a picklable `process(item) -> {field: array}`; `prepare_samples`
-runs it over worker processes, resumably, and reports every missing or bad sample; the prepared root holds
-memory-mapped arrays (`PreparedArrays`), the kept ids and labels, and a `Manifest` whose fingerprint enters
-every cell's identity. Split lists ship inside the plugin package with their sha256 (`SplitFiles`).
+Subclass `PreparedTask` (it holds the prepared-data lifecycle: prepare, manifest and fingerprint, splits with a
+validation hold-out, check) and fill in the dataset: its samples as `Item`s, a picklable processor that decodes
+one item's raw files with the media readers here, the prepared fields, the split lists (`SplitFiles`, shipped
+with their sha256) and the datasets that read the memory-mapped `PreparedArrays`. `docs/datasets.md` walks
+through it; `mmbench new task NAME` writes a working start.
 """
 
 from mmbench.contract.errors import DataError
@@ -17,33 +18,17 @@ from mmbench.data.media import (
     read_audio,
     read_clip,
     read_frames,
+    read_image,
     resample,
 )
-from mmbench.data.prepare import (
-    ARRAYS,
-    MAX_BAD_FRACTION,
-    REPORT,
-    SAMPLES,
-    Item,
-    checked_raw,
-    kept_hash,
-    prepare_samples,
-    raw_error,
-    read_samples,
-    split_rows,
-    split_size_problems,
-    write_prepared_manifest,
-)
-from mmbench.data.prepared import Manifest, read_manifest, write_manifest
-from mmbench.data.splits import SUMS, SplitFiles, sha256, stratified_holdout
-from mmbench.data.store import PreparedArrays, write_arrays
-from mmbench.data.task import PreparedTask
-from mmbench.files import atomic_write_json
+from mmbench.data.prepare import Item, Label, Outcome, kept_hash
+from mmbench.data.prepared import Manifest
+from mmbench.data.splits import SplitFiles, sha256
+from mmbench.data.store import PreparedArrays
+from mmbench.data.task import HoldoutParams, PreparedTask
 
 __all__ = [
-    "ARRAYS", "FLOW_METHODS", "MAX_BAD_FRACTION", "REPORT", "SAMPLES", "SUMS", "DataError", "Item", "Manifest",
-    "MediaError", "PreparedArrays", "PreparedTask", "SplitFiles", "atomic_write_json", "checked_raw", "fit_length", "kept_hash",
-    "log_power_spectrogram", "log_spectrogram", "optical_flow", "prepare_samples", "raw_error", "read_audio",
-    "read_clip", "read_frames", "read_manifest", "read_samples", "resample", "sha256", "split_rows",
-    "split_size_problems", "stratified_holdout", "write_arrays", "write_manifest", "write_prepared_manifest",
+    "FLOW_METHODS", "DataError", "HoldoutParams", "Item", "Label", "Manifest", "MediaError", "Outcome",
+    "PreparedArrays", "PreparedTask", "SplitFiles", "fit_length", "kept_hash", "log_power_spectrogram",
+    "log_spectrogram", "optical_flow", "read_audio", "read_clip", "read_frames", "read_image", "resample", "sha256",
 ]

@@ -1,19 +1,31 @@
 """Decoding raw media with maintained pip libraries, never a shelled-out binary: soundfile for audio files,
-PyAV (FFmpeg's libraries) for video containers and their audio tracks, Pillow for resizing frames; plus the
-log-magnitude spectrogram the audio-visual protocols compute.
+PyAV (FFmpeg's libraries) for video containers and their audio tracks, Pillow for images and for resizing
+frames; plus the log-magnitude spectrograms the audio-visual protocols compute.
 
-Every failure is a `MediaError` whose message says what is wrong with which file, so `prepare` can list it.
+Every failure is a `MediaError` that carries the file it is about (`path`) and says in words what is wrong with
+it, so `prepare` lists the right file of a sample made of several.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 
 class MediaError(Exception):
-    """A media file that cannot be decoded, or is not what the release ships; the message says why."""
+    """A media file that cannot be decoded, or is not what the release ships; the message says why, `path` names
+    the file (prepare reports the sample under it)."""
+
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
+
+
+def ffmpeg_reason(exc: Exception) -> str:
+    """What FFmpeg says is wrong, in its words, without the error number and the file name it appends."""
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 # ------------------------------------------------------------------------------------------- audio
@@ -28,27 +40,30 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
 
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except soundfile.LibsndfileError:
-        return _read_audio_track(path)
+    except soundfile.LibsndfileError as exc:
+        return _read_audio_track(path, exc.error_string)
     if samples.shape[0] == 0:
-        raise MediaError(f"{path}: the audio file holds no samples")
+        raise MediaError(f"{path}: the audio file holds no samples", path)
     return samples.mean(axis=1), int(rate)
 
 
-def _read_audio_track(path: Path) -> tuple[np.ndarray, int]:
+def _read_audio_track(path: Path, soundfile_reason: str) -> tuple[np.ndarray, int]:
+    """The audio track of a container libsndfile does not read (`soundfile_reason`: why it did not)."""
     import av
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise MediaError(f"{path}: no audio stream")
+                raise MediaError(f"{path}: no audio stream", path)
             stream = container.streams.audio[0]
             chunks = [frame.to_ndarray().astype(np.float32) for frame in container.decode(stream)]
             rate = stream.rate
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: cannot decode the audio: {exc}") from None
+        raise MediaError(f"{path}: not readable audio: libsndfile says {soundfile_reason.rstrip('.').lower()}, "
+                         f"FFmpeg says {ffmpeg_reason(exc).lower()} (a corrupt or truncated file, or not audio at "
+                         "all: fetch it again)", path) from None
     if not chunks:
-        raise MediaError(f"{path}: the audio stream holds no samples")
+        raise MediaError(f"{path}: the audio stream holds no samples", path)
     # planar formats give (channels, n); packed ones (1, n * channels): both average to mono per sample
     channels = [c if c.shape[0] > 1 or stream.channels == 1 else c.reshape(-1, stream.channels).T for c in chunks]
     return np.concatenate(channels, axis=1).mean(axis=0), int(rate)
@@ -70,7 +85,7 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
 def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
     """Tile the clip and cut it to `length` samples, then clip to [-1, 1] (OGM-GE, PMR, MLB)."""
     if samples.size == 0:
-        raise MediaError("the audio is empty")
+        raise MediaError("the audio is empty (nothing to tile)")
     repeats = -(-length // samples.size)
     return np.clip(np.tile(samples, repeats)[:length], -1.0, 1.0)
 
@@ -132,11 +147,11 @@ def read_frames(path: Path, size: tuple[int, int], start: float = 0.0,
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise MediaError(f"{path}: no video stream")
+                raise MediaError(f"{path}: no video stream", path)
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             if not rate:
-                raise MediaError(f"{path}: the video stream has no frame rate")
+                raise MediaError(f"{path}: the video stream has no frame rate", path)
             step = max(1, int(rate))
             source = (stream.codec_context.width, stream.codec_context.height)
             declared = container.duration / 1e6 if container.duration else None
@@ -150,12 +165,12 @@ def read_frames(path: Path, size: tuple[int, int], start: float = 0.0,
                 image = frame.to_image().resize(size, Image.BILINEAR)
                 frames.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: cannot decode the video: {exc}") from None
+        raise MediaError(f"{path}: cannot decode the video: {ffmpeg_reason(exc)}", path) from None
     if not frames:
-        raise MediaError(f"{path}: no video frames decoded" + (f" between {start} s and {end} s" if end else ""))
+        raise MediaError(f"{path}: no video frames decoded" + (f" between {start} s and {end} s" if end else ""), path)
     if end is None and declared is not None and decoded / float(rate) < declared - TRUNCATION_SLACK:
         raise MediaError(f"{path}: truncated: {decoded / float(rate):.2f} s of video decoded, the container "
-                         f"declares {declared:.2f} s (an interrupted download? fetch the file again)")
+                         f"declares {declared:.2f} s (an interrupted download? fetch the file again)", path)
     return np.stack(frames), source
 
 
@@ -171,7 +186,7 @@ def read_clip(path: Path, start: int, count: int, size: tuple[int, int], at_leas
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise MediaError(f"{path}: no video stream")
+                raise MediaError(f"{path}: no video stream", path)
             for index, frame in enumerate(container.decode(container.streams.video[0])):
                 if index >= start + count:
                     break
@@ -179,11 +194,39 @@ def read_clip(path: Path, start: int, count: int, size: tuple[int, int], at_leas
                     image = frame.to_image().resize(size, Image.BILINEAR)
                     frames.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
     except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: cannot decode the video: {exc}") from None
+        raise MediaError(f"{path}: cannot decode the video: {ffmpeg_reason(exc)}", path) from None
     if len(frames) < needed:
         raise MediaError(f"{path}: the video ends after {start + len(frames)} frames; the list's window needs "
-                         f"frames {start}..{start + needed - 1} (a truncated file? fetch it again)")
+                         f"frames {start}..{start + needed - 1} (a truncated file? fetch it again)", path)
     return np.stack(frames)
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def read_image(path: Path, size: int, resize: Literal["square", "shorter_side"] = "square") -> np.ndarray:
+    """An RGB image as uint8 `(3, size, size)`, with Pillow's bilinear filter: `square` resizes to size x size
+    (torchvision's `Resize((size, size))`); `shorter_side` resizes the shorter side to 256 / 224 of `size` and
+    centre-crops (`Resize(256)` + `CenterCrop(224)` at size 224, MMBT's)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if resize == "square":
+                image = image.resize((size, size), Image.BILINEAR)
+            else:
+                w, h = image.size
+                scale = round(size * 256 / 224) / min(w, h)
+                image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+                left, top = (image.width - size) // 2, (image.height - size) // 2
+                image = image.crop((left, top, left + size, top + size))
+            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except UnidentifiedImageError:
+        raise MediaError(f"{path}: not an image Pillow can identify (corrupt, truncated or another format)",
+                         path) from None
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot decode the image: {exc}", path) from None
 
 
 # ------------------------------------------------------------------------------------ optical flow
@@ -210,9 +253,9 @@ def optical_flow(frames: np.ndarray, method: str) -> np.ndarray:
     settings = FLOW_METHODS[method]
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        flows = [dis.calc(a, b, None) for a, b in zip(grey, grey[1:])]
+        flows = [dis.calc(a, b, None) for a, b in zip(grey, grey[1:], strict=False)]
     else:
         flows = [cv2.calcOpticalFlowFarneback(a, b, None, settings["pyr_scale"], settings["levels"],
                                               settings["winsize"], settings["iterations"], settings["poly_n"],
-                                              settings["poly_sigma"], 0) for a, b in zip(grey, grey[1:])]
+                                              settings["poly_sigma"], 0) for a, b in zip(grey, grey[1:], strict=False)]
     return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)

@@ -1,17 +1,20 @@
 """The prepare harness every dataset uses: raw media -> the prepared root, in parallel, resumable, reported.
 
-A task lists its samples as `Item`s (an id and the raw files it is made from) and gives a picklable
+A task lists its samples as `Item`s (an id, a label and the raw files it is made from) and gives a picklable
 `process(item) -> {field: array}`. The harness
 
-* sorts the items into missing (a raw file absent) and present, and runs `process` on the present ones over
-  `workers` processes with a progress bar; each result is written at once to `<root>/.staging/`, so a killed
-  prepare resumes where it stopped (staged samples are not processed again; failed ones are retried);
-* lists every missing and every bad (undecodable, or not what the release ships) sample with its reason in
-  `<root>/prepare-report.json`, written whatever happens, and never drops one silently;
+* sorts the items into bad before any file is read (`Item.error`: an annotation line that cannot be used),
+  missing (a raw file absent) and present, and runs `process` on the present ones over `workers` processes with
+  a progress bar; each result is written at once to `<root>/.staging/`, so a killed prepare resumes where it
+  stopped (staged samples are not processed again; failed ones are retried);
+* decodes every present sample even when too many are missing, so one pass finds every defect of a raw copy,
+  and lists each missing and bad sample (under the file that is at fault) with its reason in
+  `<root>/prepare-report.json`, written whatever happens; the console names the first few and the counts;
 * fails when more than `MAX_BAD_FRACTION` of the samples are bad, and, without `partial`, when more than
   that fraction are missing — the message names the counts and the `--partial` flag;
-* otherwise writes the kept samples as memory-mapped arrays (`mmbench.data.store`) and their ids and labels
-  to `samples.json`; the task then writes its manifest (`mmbench.data.prepared`), last.
+* otherwise writes the kept samples as memory-mapped arrays (`mmbench.data.store`), their ids and labels to
+  `samples.json`, and, when the items say which split the release puts them in, each split's kept ids to
+  `splits.json`; the task then writes its manifest (`mmbench.data.prepared`), last.
 """
 
 from __future__ import annotations
@@ -40,8 +43,16 @@ from mmbench.files import atomic_write_json
 MAX_BAD_FRACTION = 0.01
 REPORT = "prepare-report.json"
 SAMPLES = "samples.json"
+#: each split's kept ids, for items that name their split (`Item.split`)
+SPLITS = "splits.json"
 ARRAYS = "arrays"
 STAGING = ".staging"
+
+
+#: how many missing and bad samples the console names (the report lists all)
+SHOWN = 5
+
+Label = int | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,20 @@ class Item:
 
     id: str
     #: the class id; a multi-label sample lists its class ids
-    label: int | tuple[int, ...]
+    label: Label
     sources: tuple[Path, ...]
     #: anything else `process` needs (e.g. an event's start and end second)
     extra: tuple[Any, ...] = ()
+    #: the split the release's own files put the sample in, where they say (then prepare records the splits)
+    split: str | None = None
+    #: why the sample cannot be made, known before any file is read (an annotation line that cannot be used);
+    #: prepare reports it as bad and never calls `process` on it
+    error: str | None = None
+
+    @classmethod
+    def bad_line(cls, path: Path, number: int, reason: str, split: str | None = None) -> Item:
+        """A line of an annotation file that cannot be used, named `<file>:<line>`, with the reason."""
+        return cls(f"{path.name}:{number}", -1, (path,), split=split, error=f"{path} line {number}: {reason}")
 
 
 @dataclass
@@ -61,20 +82,28 @@ class Outcome:
     kept: list[Item] = field(default_factory=list)
     missing: list[dict[str, str]] = field(default_factory=list)
     bad: list[dict[str, str]] = field(default_factory=list)
-    #: disagreements of the raw release's own annotation files with the shipped lists (reported, not fatal)
+    #: disagreements of the raw release's own annotation files with the shipped lists, and samples the protocol
+    #: leaves out on purpose (reported, not fatal)
     annotations: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def listed(self) -> int:
         return len(self.kept) + len(self.missing) + len(self.bad)
 
+    @property
+    def complete(self) -> bool:
+        """Every listed sample was kept."""
+        return not self.missing and not self.bad
+
 
 def _staged(staging: Path, item_id: str) -> Path:
     return staging / (hashlib.sha1(item_id.encode()).hexdigest() + ".npz")
 
 
-def _run_one(process: Callable[[Item], Mapping[str, np.ndarray]], item: Item, staging: Path) -> tuple[str, str | None]:
-    """Process one item into its staging file; returns (id, None) or (id, the reason it is bad)."""
+def _run_one(process: Callable[[Item], Mapping[str, np.ndarray]], item: Item,
+             staging: Path) -> tuple[str, dict[str, str] | None]:
+    """Process one item into its staging file; returns (id, None) or (id, its report entry: the file at fault
+    and the reason it is bad)."""
     import torch
 
     torch.set_num_threads(1)
@@ -82,8 +111,9 @@ def _run_one(process: Callable[[Item], Mapping[str, np.ndarray]], item: Item, st
         arrays = process(item)
     except Exception as exc:  # noqa: BLE001 - any failure of one sample is that sample's reason, reported
         documented = type(exc).__name__ in ("MediaError", "DataError")  # a sample's own, explained problem
-        reason = str(exc) if documented else f"{type(exc).__name__}: {exc}"
-        return item.id, reason or traceback.format_exc(limit=1)
+        reason = (str(exc) if documented else f"{type(exc).__name__}: {exc}") or traceback.format_exc(limit=1)
+        path = getattr(exc, "path", None) or item.sources[0]
+        return item.id, {"id": item.id, "path": str(path), "reason": reason}
     target = _staged(staging, item.id)
     tmp = target.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -108,10 +138,10 @@ def _check_staging(staging: Path, settings: Mapping[str, Any]) -> None:
 
 
 def _process_all(items: Sequence[Item], process: Callable, staging: Path, workers: int,
-                 console: Console) -> dict[str, str]:
-    """Run `process` over the items not yet staged; returns {id: reason} of the bad ones."""
+                 console: Console) -> dict[str, dict[str, str]]:
+    """Run `process` over the items not yet staged; returns {id: report entry} of the bad ones."""
     todo = [item for item in items if not _staged(staging, item.id).exists()]
-    bad: dict[str, str] = {}
+    bad: dict[str, dict[str, str]] = {}
     if len(todo) < len(items):
         console.print(f"resuming: {len(items) - len(todo)} of {len(items)} samples already prepared")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -120,17 +150,17 @@ def _process_all(items: Sequence[Item], process: Callable, staging: Path, worker
         bar = progress.add_task("preparing", total=len(items), completed=len(items) - len(todo))
         if workers <= 1:
             results = (_run_one(process, item, staging) for item in todo)
-            for item_id, reason in results:
-                if reason is not None:
-                    bad[item_id] = reason
+            for item_id, entry in results:
+                if entry is not None:
+                    bad[item_id] = entry
                 progress.advance(bar)
         else:
             with ProcessPoolExecutor(workers) as pool:
                 futures = [pool.submit(_run_one, process, item, staging) for item in todo]
                 for future in as_completed(futures):
-                    item_id, reason = future.result()
-                    if reason is not None:
-                        bad[item_id] = reason
+                    item_id, entry = future.result()
+                    if entry is not None:
+                        bad[item_id] = entry
                     progress.advance(bar)
     return bad
 
@@ -144,7 +174,7 @@ def _write_report(root: Path, outcome: Outcome, partial: bool, failed: str | Non
 
 
 def _missing_verdict(outcome: Outcome, partial: bool, task: str) -> str | None:
-    """Why the samples found in the raw folder cannot make a prepared root, or None (before decoding any)."""
+    """Why the samples found in the raw folder cannot make a prepared root, or None."""
     listed, missing = outcome.listed, len(outcome.missing)
     if missing == listed:
         return f"none of the {listed} listed samples was found in the raw folder"
@@ -163,6 +193,36 @@ def _bad_verdict(outcome: Outcome) -> str | None:
     return None
 
 
+def defects_summary(outcome: Outcome) -> str:
+    """The missing and bad samples in a few lines: their counts and the first `SHOWN` of each (the report lists
+    them all); empty when every listed sample was kept."""
+    lines = []
+    for kind, entries, describe in (
+            ("missing", outcome.missing, lambda e: f"{e['id']} (no {e['path']})"),
+            ("bad", outcome.bad, lambda e: f"{e['id']}: {e['reason']}")):
+        if entries:
+            lines.append(f"{len(entries)} of the {outcome.listed} listed samples are {kind}:")
+            lines += [f"  {describe(e)}" for e in entries[:SHOWN]]
+            if len(entries) > SHOWN:
+                lines.append(f"  ... and {len(entries) - SHOWN} more")
+    return "\n".join(lines)
+
+
+def _sort(items: Sequence[Item], outcome: Outcome) -> list[Item]:
+    """Put the items known bad and those with a raw file absent into `outcome`; returns the present ones."""
+    present = []
+    for item in items:
+        absent = [str(p) for p in item.sources if not p.is_file()]
+        if item.error:
+            outcome.bad.append({"id": item.id, "path": str(item.sources[0]) if item.sources else "",
+                                "reason": item.error})
+        elif absent:
+            outcome.missing.append({"id": item.id, "path": absent[0]})
+        else:
+            present.append(item)
+    return present
+
+
 def prepare_samples(root: Path, task: str, items: Sequence[Item], process: Callable[[Item], Mapping[str, np.ndarray]],
                     settings: Mapping[str, Any], partial: bool = False, workers: int = 1,
                     ragged: frozenset[str] = frozenset(), annotations: Sequence[Mapping[str, str]] = (),
@@ -175,23 +235,29 @@ def prepare_samples(root: Path, task: str, items: Sequence[Item], process: Calla
     staging = root / STAGING
     _check_staging(staging, settings)
     outcome = Outcome(annotations=[dict(a) for a in annotations])
-    present = []
-    for item in items:
-        absent = [str(p) for p in item.sources if not p.is_file()]
-        if absent:
-            outcome.missing.append({"id": item.id, "path": absent[0]})
-        else:
-            present.append(item)
-    outcome.kept = present
-    failed = _missing_verdict(outcome, partial, task)
-    if not failed:
+    present = _sort(items, outcome)
+    if present:
         bad = _process_all(present, process, staging, max(1, workers), console)
-        outcome.bad = [{"id": i.id, "path": str(i.sources[0]), "reason": bad[i.id]} for i in present if i.id in bad]
-        outcome.kept = [i for i in present if i.id not in bad]
-        failed = _bad_verdict(outcome)
+        outcome.bad += [bad[i.id] for i in present if i.id in bad]
+    failed_ids = {b["id"] for b in outcome.bad}
+    outcome.kept = [i for i in present if i.id not in failed_ids]
+    verdicts = [v for v in (_missing_verdict(outcome, partial, task), _bad_verdict(outcome)) if v]
+    failed = "; ".join(verdicts) or None
     _write_report(root, outcome, partial, failed)
+    summary = defects_summary(outcome)
     if failed:
-        raise DataError(f"prepare {task} failed: {failed}. The report lists every sample: {root / REPORT}")
+        raise DataError(f"prepare {task} failed: {failed}. The report lists every sample with its reason: "
+                        f"{root / REPORT}\n{summary}")
+    if summary:
+        console.print(f"{summary}\nthe report lists every one with its reason: {root / REPORT}", highlight=False,
+                      markup=False, soft_wrap=True)
+    _write_prepared(root, outcome, staging, ragged, list(dict.fromkeys(i.split for i in items if i.split)))
+    return outcome
+
+
+def _write_prepared(root: Path, outcome: Outcome, staging: Path, ragged: frozenset[str], splits: list[str]) -> None:
+    """The kept samples' arrays, ids and labels from the staging folder, and each split's kept ids where the
+    items name their `splits` (a split none of whose samples was kept stays, empty)."""
     staged = [_staged(staging, i.id) for i in outcome.kept]
     shapes = []
     dtypes: dict[str, str] = {}
@@ -206,8 +272,9 @@ def prepare_samples(root: Path, task: str, items: Sequence[Item], process: Calla
 
     write_arrays_checked(root / ARRAYS, shapes, dtypes, load, ragged)
     atomic_write_json(root / SAMPLES, {"ids": [i.id for i in outcome.kept], "labels": [i.label for i in outcome.kept]})
+    if splits:
+        atomic_write_json(root / SPLITS, {split: [i.id for i in outcome.kept if i.split == split] for split in splits})
     shutil.rmtree(staging)
-    return outcome
 
 
 def write_arrays_checked(directory: Path, shapes: list[dict[str, tuple]], dtypes: dict[str, str], load: Callable,
@@ -223,79 +290,25 @@ def write_arrays_checked(directory: Path, shapes: list[dict[str, tuple]], dtypes
     write_arrays(directory, len(shapes), shapes, dtypes, load, ragged)
 
 
-def raw_error(task: Any, raw: Path, what: str) -> DataError:
-    """A raw folder that is not the release: what is wrong, the layout `task.layout` prepare reads, and where the
-    release is obtained (`task.source`)."""
-    return DataError(f"{raw} {what}; the {task.name} raw folder must look like this:\n{task.layout}\n"
-                     f"Obtain it from {task.source}")
-
-
-def checked_raw(task: Any, raw: Path) -> Path:
-    """`raw` as a path, once it is a folder and `task` has a prepared root to write into."""
-    raw = Path(raw)
-    if not raw.is_dir():
-        raise raw_error(task, raw, "is not a folder")
-    if task.root is None:
-        raise DataError(f"no prepared root given for {task.name!r}")
-    return raw
-
-
 def kept_hash(ids: Sequence[str]) -> str:
     """Identifies which samples a prepared root holds (enters the fingerprint when some were left out)."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
-def read_samples(root: Path) -> tuple[list[str], list[int]]:
-    data = json.loads((Path(root) / SAMPLES).read_text())
-    return data["ids"], data["labels"]
+def read_samples(root: Path) -> tuple[list[str], list[Label]]:
+    """The kept ids and labels `samples.json` holds; a `DataError` when it is unreadable."""
+    path = Path(root) / SAMPLES
+    try:
+        data = json.loads(path.read_text())
+        return data["ids"], data["labels"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc}); prepare again") from None
 
 
-def write_prepared_manifest(root: Path, task: str, version: str, split_hashes: Mapping[str, str],
-                            preprocessing: Mapping[str, Any], partial: bool, outcome: Outcome,
-                            splits: Mapping[str, Sequence[str]]) -> None:
-    """The manifest of a root `prepare_samples` filled: the kept samples counted per split (`splits`: each
-    split's listed ids), and the hash of the kept ids when some listed samples were left out."""
-    from mmbench.data.prepared import Manifest, write_manifest
-
-    kept = {i.id for i in outcome.kept}
-    counts = {split: sum(i in kept for i in ids) for split, ids in splits.items()}
-    complete = not outcome.missing and not outcome.bad
-    write_manifest(Path(root), Manifest(task=task, version=version, split_hashes=dict(split_hashes),
-                                        preprocessing=dict(preprocessing), partial=partial, counts=counts,
-                                        kept=None if complete else kept_hash(sorted(kept))))
-
-
-def split_size_problems(partial: bool, left_out: bool, counts: Mapping[str, int], kept: set[str],
-                        splits: Mapping[str, Sequence[str]]) -> list[str]:
-    """Split sizes of a prepared root against its lists (`splits`: each split's listed ids): a partial root,
-    or one with samples left out, must hold what prepare kept (`counts`); a full one every listed sample."""
-    problems = []
-    for split, ids in splits.items():
-        have = sum(i in kept for i in ids)
-        if partial or left_out:
-            if have != counts.get(split):
-                problems.append(f"{split}: {have} samples, but prepare kept {counts.get(split)}")
-        elif have != len(ids):
-            problems.append(f"{split}: {have} samples, the shipped list names {len(ids)} "
-                            f"({len(ids) - have} missing; see prepare-report.json)")
-    return problems
-
-
-def split_rows(root: Path, task: str, lists: Mapping[str, Sequence[tuple[str, int]]], val_fraction: float,
-               val_seed: int) -> dict[str, list[tuple[int, int]]]:
-    """Each split's (row of the prepared arrays, label) for the listed (id, label) pairs the root holds. Without
-    a `val` list a stratified `val_fraction` of train is held out (`val_seed`); an empty split is a `DataError`."""
-    from mmbench.data.splits import stratified_holdout
-
-    ids, _ = read_samples(Path(root))
-    row_of = {sample: row for row, sample in enumerate(ids)}
-    parts = {split: [(row_of[i], y) for i, y in pairs if i in row_of] for split, pairs in lists.items()}
-    if "val" not in parts:
-        train = parts["train"]
-        kept, held = stratified_holdout([y for _, y in train], val_fraction, val_seed)
-        parts["train"], parts["val"] = [train[p] for p in kept], [train[p] for p in held]
-    for split, pairs in parts.items():
-        if not pairs:
-            raise DataError(f"the prepared {task!r} root {root} holds no sample of the {split} split; prepare it "
-                            f"again from a copy that has some")
-    return parts
+def read_recorded_splits(root: Path) -> dict[str, list[str]]:
+    """Each split's kept ids as prepare recorded them (`splits.json`, for items that named their split)."""
+    path = Path(root) / SPLITS
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc}); prepare again") from None

@@ -9,6 +9,7 @@ the hashes enter the data fingerprint.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,17 @@ class SplitFiles:
     def lines(self, name: str) -> list[str]:
         """The non-empty lines of a list, whatever their line endings (the releases mix LF and CRLF)."""
         return [line for line in self.text(name).splitlines() if line.strip()]
+
+    @classmethod
+    def copy(cls, sources: dict[str, Path], folder: Path) -> SplitFiles:
+        """Copy lists that come with a release (name -> its file) into `folder` and record their sha256 there: the
+        prepared root then keeps the lists it was made from, and their hashes enter the fingerprint."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, source in sources.items():
+            shutil.copyfile(source, folder / name)
+        (folder / SUMS).write_text("".join(f"{sha256((folder / n).read_bytes())}  {n}\n" for n in sources))
+        return cls(folder)
 
 
 def stratified_holdout(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -51,3 +51,18 @@ def test_the_docs_site_builds_in_strict_mode(tmp_path):
     reference = (tmp_path / "api" / "index.html").read_text()
     assert "check" in reference and "EpochMeans" in reference and "absent_input" in reference
     assert "check_balancer" in (tmp_path / "testing" / "index.html").read_text()
+
+
+def test_the_datasets_guide_lists_every_modality_kind_and_the_encoders_that_read_it(registry):
+    """docs/datasets.md's table of kinds is MODALITY_KINDS, and each row's encoders are the installed built-ins
+    whose `accepts` names the kind."""
+    from mmbench.contract.task import MODALITY_KINDS
+
+    text = (ROOT / "docs" / "datasets.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \| (.+?) \|$", text, flags=re.MULTILINE)
+    assert {kind: described for kind, described, _ in rows} == MODALITY_KINDS
+    built_in = [n for n in registry.names("encoders")
+                if registry.get("encoders", n).cls.__module__.startswith("mmbench_plugins.")]
+    for kind, _, encoders in rows:
+        readers = [n for n in built_in if kind in (registry.get("encoders", n).cls.accepts or ())]
+        assert re.findall(r"`(\w+)`", encoders) == readers, kind

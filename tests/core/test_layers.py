@@ -6,7 +6,7 @@ from pathlib import Path
 
 from importlinter.cli import lint_imports
 
-from mmbench.scaffold import new_balancer
+from mmbench.scaffold import new_balancer, new_task
 from tests import ROOT
 
 #: what a plugin's own code may import of mmbench; its tests may also use the test kit
@@ -47,9 +47,11 @@ def test_no_built_in_plugin_imports_an_inner_module():
     assert inner_imports(ROOT / "plugins") == []
 
 
-def test_the_template_and_a_new_distribution_use_the_door_only(tmp_path):
+def test_the_templates_and_a_new_distribution_use_the_door_only(tmp_path):
     assert inner_imports(ROOT / "plugins" / "template") == []
+    assert inner_imports(ROOT / "plugins" / "template_task") == []
     assert inner_imports(new_balancer("door_check", tmp_path)) == []
+    assert inner_imports(new_task("door_check", tmp_path / "task")) == []
 
 
 def test_the_door_check_sees_an_inner_import(tmp_path):

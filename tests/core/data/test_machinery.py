@@ -15,7 +15,7 @@ from mmbench.data.media import MediaError, fit_length, log_spectrogram, read_aud
 from mmbench.data.prepare import Item, prepare_samples
 from mmbench.data.splits import SplitFiles, sha256, stratified_holdout
 from mmbench.data.store import PreparedArrays, write_arrays
-from tests.fixtures.av import write_video, write_wav
+from tests.fixtures.release import write_video, write_wav
 
 # ------------------------------------------------------------------------------------------ media
 

@@ -1,5 +1,5 @@
-"""CREMA-D end to end on a tiny copy in the release's layout: prepare -> check -> a one-epoch cell, and every
-malformed input in prepare's report with its documented error."""
+"""CREMA-D end to end on a tiny copy in the release's layout: the task's contract (`check_task`: prepare, check,
+samples, a training step), a one-epoch cell, and every defect of a raw copy in prepare's report in one pass."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ from typer.testing import CliRunner
 from mmbench.cli import app
 from mmbench.contract.errors import DataError
 from mmbench.data import prepare as prepare_lib
-from mmbench_plugins.tasks import audiovisual
+from mmbench.testing import check_task
+from mmbench_plugins.tasks.common import audiovisual
 from mmbench_plugins.tasks.cremad import CremadTask
-from tests.fixtures.av import cremad_stems, run_one_epoch, shipped_lines, write_cremad, write_video
+from tests.fixtures.cells import run_one_epoch
+from tests.fixtures.cremad import cremad_stems, write_cremad
+from tests.fixtures.release import shipped_lines, write_video
 
 runner = CliRunner()
 STEMS = cremad_stems(per_class_train=2, per_class_test=1)
@@ -44,14 +47,12 @@ def raw(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(raw, tmp_path_factory) -> Path:
-    """The tiny copy prepared; 2 bad clips of 18 are more than the 1 % a real release may have, so the
-    tolerance is raised here to see them reported and left out."""
+    """The tiny copy prepared through the task's contract; 2 bad clips of 18 are more than the 1 % a real release
+    may have, so the tolerance is raised here to see them reported and left out."""
     root = tmp_path_factory.mktemp("prepared") / "cremad"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(prepare_lib, "MAX_BAD_FRACTION", 0.2)
-        result = runner.invoke(app, ["data", "prepare", "cremad", "--raw", str(raw), "--root", str(root),
-                                     "--partial", "--workers", "1"])
-    assert result.exit_code == 0, result.output
+        check_task(CremadTask, raw=raw, root=root, partial=True, encoders={"*": "resnet18"})
     return root
 
 
@@ -61,7 +62,7 @@ def test_the_shipped_lists_are_ogm_ge_and_mlb_as_documented():
     train = Counter(line.split(",")[1] for line in lines["train"])
     assert train == {"ANG": 1166, "HAP": 1148, "DIS": 1142, "FEA": 1138, "SAD": 1131, "NEU": 973}
     assert lines["train"][0] == "1088_IOM_NEU_XX,NEU" and "1016_IEO_HAP_LO,HAP" in lines["test"]
-    raw_bytes = (audiovisual.SPLITS_DIR / "cremad" / "train.csv").read_bytes()
+    raw_bytes = (CremadTask.lists_folder / "train.csv").read_bytes()
     assert raw_bytes.count(b"\r\n") == 6698  # CRLF, as released
     folds = task(None, split="mlb_folds", fold=1).lists()
     assert {k: len(v) for k, v in folds.items()} == {"train": 4043, "val": 878, "test": 899}
@@ -77,6 +78,37 @@ def test_prepare_reports_every_malformed_and_missing_sample(prepared):
     assert "sample rate 44100 Hz" in reasons[WRONG_RATE] and "16000 Hz" in reasons[WRONG_RATE]
     assert report["missing_count"] == 6698 + 744 - len(STEMS["train"]) - len(STEMS["test"])
     assert report["kept"] == len(STEMS["train"]) + len(STEMS["test"]) - 2 and report["partial"] is True
+
+
+def test_every_defect_of_a_raw_copy_is_reported_in_one_pass(tmp_path):
+    """A corrupt WAV, a truncated video, a WAV at another rate and a missing video, without --partial: one run
+    decodes everything present, reports each defect under the file at fault, names them on the console, and
+    fails with both verdicts (too many missing, too many bad)."""
+    corrupt, truncated, wrong_rate, absent = stems = STEMS["train"][:4]
+    raw = tmp_path / "CREMA-D"
+    write_cremad(raw, stems)
+    (raw / "AudioWAV" / f"{corrupt}.wav").write_bytes(b"RIFF\x00\x00not audio at all")
+    flv = raw / "VideoFlash" / f"{truncated}.flv"
+    flv.write_bytes(flv.read_bytes()[: flv.stat().st_size // 3])
+    soundfile.write(str(raw / "AudioWAV" / f"{wrong_rate}.wav"), np.zeros(44100, np.float32), 44100)
+    (raw / "VideoFlash" / f"{absent}.flv").unlink()
+    result = runner.invoke(app, ["data", "prepare", "cremad", "--raw", str(raw), "--root", str(tmp_path / "r"),
+                                 "--workers", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "7439 of the 7442 listed samples are missing from the raw folder" in result.output
+    assert "3 of the 3 samples present are corrupt" in result.output
+    report = json.loads((tmp_path / "r" / "prepare-report.json").read_text())
+    bad = {b["id"]: b for b in report["bad"]}
+    assert set(bad) == {corrupt, truncated, wrong_rate}
+    assert bad[corrupt]["path"] == str(raw / "AudioWAV" / f"{corrupt}.wav")
+    assert "not readable audio" in bad[corrupt]["reason"] and "Errno" not in bad[corrupt]["reason"]
+    assert bad[truncated]["path"] == str(flv) and "truncated" in bad[truncated]["reason"]
+    assert bad[wrong_rate]["path"] == str(raw / "AudioWAV" / f"{wrong_rate}.wav")
+    assert {"id": absent, "path": str(raw / "VideoFlash" / f"{absent}.flv")} in report["missing"]
+    for entry in bad.values():  # the console names each bad sample with its reason
+        assert f"{entry['id']}: {entry['reason']}" in result.output
+    assert "7439 of the 7442 listed samples are missing:" in result.output and "and 7434 more" in result.output
+    assert str(tmp_path / "r" / "prepare-report.json") in result.output
 
 
 def test_too_many_bad_samples_fail_prepare_and_the_report_says_which(raw, tmp_path):
@@ -102,16 +134,32 @@ def test_check_names_what_is_wrong_with_a_damaged_root(prepared, tmp_path):
     samples["labels"].pop()
     (root / "samples.json").write_text(json.dumps(samples))
     result = runner.invoke(app, ["data", "check", "cremad", "--root", str(root)])
-    assert result.exit_code == 1 and "16 prepared clips but 15 sample ids" in result.output
+    assert result.exit_code == 1 and "16 prepared samples but 15 sample ids" in result.output
     split = "test" if dropped in {s for s in STEMS["test"]} else "train"
     assert f"{split}: " in result.output and "but prepare kept" in result.output
+
+
+def test_a_copy_with_one_training_clip_per_class_fails_check_on_its_empty_validation_split(tmp_path):
+    """Every class has a single training clip, so the stratified hold-out keeps none: check says so (exit 1) and
+    what to do, instead of training failing later on an empty split."""
+    stems = cremad_stems(per_class_train=1, per_class_test=1)
+    write_cremad(tmp_path / "raw", stems["train"] + stems["test"], seconds=1.2)
+    root = tmp_path / "cremad"
+    task(root).prepare(tmp_path / "raw", partial=True)
+    result = runner.invoke(app, ["data", "check", "cremad", "--root", str(root)])
+    assert result.exit_code == 1
+    assert ("the val split is empty: it is held out of train (the lists have no validation list), and each class "
+            "among the 6 training samples has a single one, which stays in train; prepare a copy with at least two "
+            "training samples of some class") in result.output
+    with pytest.raises(DataError, match="holds no sample of the val split: it is held out of train"):
+        task(root).splits()
 
 
 def test_class_ids_split_membership_and_shapes(prepared):
     splits = task(prepared).splits()
     train_stems = {line.split(",")[0] for line in shipped_lines("cremad", "train.csv")}
     ids = json.loads((prepared / "samples.json").read_text())
-    label_of = dict(zip(ids["ids"], ids["labels"]))
+    label_of = dict(zip(ids["ids"], ids["labels"], strict=True))
     assert all(label_of[s] == CLASS_IDS[s.split("_")[2]] for s in label_of)
     assert len(splits["test"]) == 6 and len(splits["train"]) + len(splits["val"]) == 10
     # two train clips per class, the NEU and HAP ones bad: a class left with one clip gives none to validation
@@ -140,9 +188,7 @@ def test_fingerprint_is_stable_and_marks_what_was_prepared(raw, prepared, tmp_pa
     monkeypatch.setattr(prepare_lib, "MAX_BAD_FRACTION", 0.2)
     first = task(prepared).fingerprint()
     assert first.startswith("partial-")
-    again = tmp_path / "again"
-    task(again).prepare(raw, partial=True, workers=2)
-    assert task(again).fingerprint() == first
+    assert task(prepared.with_name("cremad-again")).fingerprint() == first  # check_task's prepare on 2 workers
     fewer = tmp_path / "fewer"
     (raw / "AudioWAV" / f"{STEMS['test'][0]}.wav").rename(tmp_path / "aside.wav")
     try:
@@ -164,13 +210,13 @@ def test_without_partial_a_subset_fails_naming_the_count_and_the_flag(raw, tmp_p
 def test_a_wrong_raw_folder_and_a_missing_split_list_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"AudioWAV/<stem>\.wav"):
         task(tmp_path / "root").prepare(tmp_path, partial=True)
-    lists = tmp_path / "splits"
-    shutil.copytree(audiovisual.SPLITS_DIR, lists)
-    (lists / "cremad" / "train.csv").unlink()
-    monkeypatch.setattr(audiovisual, "SPLITS_DIR", lists)
+    lists = tmp_path / "lists"
+    shutil.copytree(CremadTask.lists_folder, lists)
+    (lists / "train.csv").unlink()
+    monkeypatch.setattr(CremadTask, "lists_folder", lists)
     with pytest.raises(DataError, match="shipped split list .*train.csv is missing .*reinstall"):
         task(tmp_path / "root").lists()
-    (lists / "cremad" / "test.csv").write_text("1041_TIE_NEU_XX,NEU\n")
+    (lists / "test.csv").write_text("1041_TIE_NEU_XX,NEU\n")
     with pytest.raises(DataError, match="does not match its sha256"):
         task(tmp_path / "root", split="ogm_ge").split_files().read("test.csv")
 

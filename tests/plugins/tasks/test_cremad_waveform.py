@@ -20,7 +20,7 @@ from mmbench.data.prepared import Manifest
 from mmbench_plugins.encoders.conformer import Wav2Vec2Conformer
 from mmbench_plugins.encoders.efficientnet_b2 import EfficientNetB2Conformer
 from mmbench_plugins.tasks.cremad import CremadTask
-from tests.fixtures.av import cremad_stems, write_cremad
+from tests.fixtures.cremad import cremad_stems, write_cremad
 
 STEMS = cremad_stems(per_class_train=2, per_class_test=1)
 ALL = STEMS["train"] + STEMS["test"]

@@ -1,5 +1,5 @@
-"""MM-IMDb's processed hdf5 end to end: a tiny Fuel/h5py file -> prepare -> check -> one epoch of the gmu fusion
-with PM+MO's protocol; bad rows in the report; the gmu's max-norm."""
+"""MM-IMDb's processed hdf5 end to end: a tiny Fuel/h5py file -> the task's contract (`check_task`) -> one epoch
+of the gmu fusion with PM+MO's protocol; every bad row reported in one pass; the gmu's max-norm."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 
 from mmbench.cli import app
 from mmbench.contract.errors import DataError
+from mmbench.testing import check_task
 from mmbench_plugins.fusions.gmu import GMUFusion, GMUParams
 from mmbench_plugins.tasks.mmimdb_features import MMIMDbFeaturesTask
-from tests.fixtures.imagetext import MMIMDB_IDS, run_cells, write_mmimdb_hdf5
+from tests.fixtures.cells import TEXT_TRAIN, run_cells
+from tests.fixtures.mmimdb_features import MMIMDB_IDS, write_mmimdb_hdf5
 
 runner = CliRunner()
 COUNTS = {"train": 8, "dev": 3, "test": 4}
@@ -32,8 +34,7 @@ def written(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(written, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prepared") / "mmimdb_features"
-    result = runner.invoke(app, ["data", "prepare", "mmimdb_features", "--raw", str(written[0]), "--root", str(root)])
-    assert result.exit_code == 0, result.output
+    check_task(MMIMDbFeaturesTask, raw=written[0], root=root)
     return root
 
 
@@ -45,13 +46,14 @@ def test_splits_follow_fuel_s_split_attribute(prepared, written):
     np.testing.assert_array_equal(first_test["text"].numpy(), arrays["features"][11])
     np.testing.assert_array_equal(first_test["image_features"].numpy(), arrays["vgg_features"][11])
     np.testing.assert_array_equal(first_test["label"].numpy(), arrays["genres"][11])
-    samples = json.loads((prepared / "samples.json").read_text())
-    assert samples["splits"]["train"][:3] == MMIMDB_IDS[:3] and samples["genres"][0] == "Drama"
+    recorded = json.loads((prepared / "splits.json").read_text())
+    assert recorded["train"][:3] == MMIMDB_IDS[:3] and len(recorded["val"]) == 3
+    assert json.loads((prepared / "target_names.json").read_text())[0] == "Drama"
     result = runner.invoke(app, ["data", "check", "mmimdb_features", "--root", str(prepared)])
     assert result.exit_code == 0, result.output
 
 
-def test_bad_rows_are_reported_and_a_file_without_fuel_s_split_is_refused(written, tmp_path):
+def test_every_bad_row_is_reported_in_one_pass_and_a_file_without_fuel_s_split_is_refused(written, tmp_path):
     raw, _ = written
     copy = tmp_path / "raw"
     copy.mkdir()
@@ -59,12 +61,20 @@ def test_bad_rows_are_reported_and_a_file_without_fuel_s_split_is_refused(writte
     (copy / "multimodal_imdb.hdf5").write_bytes(data)
     with h5py.File(copy / "multimodal_imdb.hdf5", "r+") as h5:
         h5["features"][2] = np.nan
+        h5["genres"][5] = 0
+        h5["vgg_features"][12, 7] = np.inf
     result = runner.invoke(app, ["data", "prepare", "mmimdb_features", "--raw", str(copy),
                                  "--root", str(tmp_path / "p")])
-    assert result.exit_code == 2 and "1 of the 15 rows are bad" in result.output
+    assert result.exit_code == 2 and "3 of the 15 samples present are corrupt" in result.output
     report = json.loads((tmp_path / "p" / "prepare-report.json").read_text())
-    assert report["bad"] == [{"id": MMIMDB_IDS[2], "path": f"{copy / 'multimodal_imdb.hdf5'}#2",
-                              "reason": "row 2: non-finite values in `features`"}]
+    file = copy / "multimodal_imdb.hdf5"
+    assert report["bad"] == [{"id": MMIMDB_IDS[2], "path": f"{file}#2",
+                              "reason": "row 2: non-finite values in `features`"},
+                             {"id": MMIMDB_IDS[5], "path": f"{file}#5", "reason": "row 5: no genre"},
+                             {"id": "0000012", "path": f"{file}#12",
+                              "reason": "row 12: non-finite values in `vgg_features`"}]
+    for entry in report["bad"]:
+        assert f"{entry['id']}: {entry['reason']}" in result.output
     with h5py.File(copy / "multimodal_imdb.hdf5", "r+") as h5:
         del h5.attrs["split"]
     task = MMIMDbFeaturesTask(MMIMDbFeaturesTask.Params(), root=tmp_path / "q")
@@ -89,7 +99,7 @@ def test_max_norm_clips_every_row_before_use():
 
 def test_one_epoch_of_gmu_with_joint_and_pm_mo(prepared, tmp_path):
     cells = run_cells("mmimdb_features", prepared, tmp_path, {"*": "feature_mlp"},
-                      {"name": "gmu", "params": {"hidden": 16, "max_norm": 10.0}}, ["joint", "pm_mo"])
+                      {"name": "gmu", "params": {"hidden": 16, "max_norm": 10.0}}, ["joint", "pm_mo"], TEXT_TRAIN)
     for cell in cells:
         assert set(cell["test"]["metrics"]) == {"f1_micro", "f1_macro", "f1_weighted", "f1_samples", "map_micro",
                                                 "map_macro"}

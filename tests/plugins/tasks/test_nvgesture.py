@@ -1,6 +1,7 @@
 """NVGesture end to end on a tiny copy in the release layout: the `.lst` format (label token, trailing space, each
-sensor's own window), prepare -> check -> clip sampling -> a one-epoch three-modality cell with I3D; optical
-flow computed (Farneback, DIS) or read from the reader's arrays; bad input reported with its reason."""
+sensor's own window), the task's contract (`check_task`: prepare, check, samples, a training step) -> clip
+sampling -> a one-epoch three-modality cell with I3D; optical flow computed (Farneback, DIS) or read from the
+reader's arrays; bad list lines, bad and missing videos reported together, in one pass."""
 
 from __future__ import annotations
 
@@ -17,9 +18,19 @@ from mmbench.cli import app
 from mmbench.contract.errors import DataError
 from mmbench.data.media import optical_flow
 from mmbench.data.store import PreparedArrays
+from mmbench.testing import check_task
 from mmbench_plugins.tasks.nvgesture import NVGestureParams, NVGestureTask, parse_list
 from tests import ROOT
-from tests.fixtures.nvgesture import TEST_LINES, TRAIN_LINES, folder_of, write_avi, write_flow_arrays, write_nvgesture
+from tests.fixtures.nvgesture import (
+    LIST_NAMES,
+    REAL_TRAIN_LINES,
+    TEST_LINES,
+    TRAIN_LINES,
+    folder_of,
+    write_avi,
+    write_flow_arrays,
+    write_nvgesture,
+)
 
 runner = CliRunner()
 SMALL = {"size": 32, "crop": 16, "clip_frames": 8}
@@ -36,11 +47,16 @@ def release(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def small_release(tmp_path_factory) -> Path:
+    """The release with only the real train lines (31 recordings), for the tests that prepare copies of it."""
+    return write_nvgesture(tmp_path_factory.mktemp("nv-small") / "nvGesture_v1", REAL_TRAIN_LINES)
+
+
+@pytest.fixture(scope="module")
 def root(release, tmp_path_factory) -> Path:
+    """The tiny release prepared through the task's contract (I3D reads the clips in its training step)."""
     root = tmp_path_factory.mktemp("prepared") / "nvgesture"
-    result = runner.invoke(app, ["data", "prepare", "nvgesture", "--raw", str(release), "--root", str(root),
-                                 "--workers", "1", *ARGS])
-    assert result.exit_code == 0, result.output
+    check_task(NVGestureTask, SMALL, raw=release, root=root, encoders={"*": "i3d"})
     check = runner.invoke(app, ["data", "check", "nvgesture", "--root", str(root), *ARGS])
     assert check.exit_code == 0 and "full copy" in check.output, check.output
     return root
@@ -48,8 +64,9 @@ def root(release, tmp_path_factory) -> Path:
 
 def test_list_lines_give_the_label_token_and_each_sensor_s_window():
     text = "".join(line + " \n" for line in (*TRAIN_LINES, TEST_LINES[1]))  # trailing space, as released
-    entries = parse_list(text, "train.lst")
+    entries, bad = parse_list(text)
     first, relabelled, apart = entries[0], entries[1], entries[-1]
+    assert bad == [] and len(entries) == len(TRAIN_LINES) + 1
     assert first.folder == "class_01/subject3_r0" and first.label == 0 and first.index == 0
     assert first.windows == {"color": ("sk_color", 146, 226), "depth": ("sk_depth", 146, 226)}
     assert relabelled.folder == "class_01/subject4_r2" and relabelled.label == 1  # label:2 in folder class_01
@@ -61,24 +78,25 @@ def test_list_lines_give_the_label_token_and_each_sensor_s_window():
     ("path:./x depth:sk_depth:a:81 color:sk_color:1:81 label:1", "not <sensor>:<stem>:<start>:<end>"),
     ("path:./x depth:sk_depth:1:81 color:sk_color:1:81 label:26", "label 26 is outside 1..25"),
 ])
-def test_a_malformed_line_names_its_file_line_and_problem(line, problem):
-    with pytest.raises(DataError, match="test.lst line 2") as error:
-        parse_list(TRAIN_LINES[0] + " \n" + line + " \n", "test.lst")
-    assert problem in str(error.value)
+def test_a_malformed_line_is_set_aside_with_its_line_number_and_problem(line, problem):
+    entries, [(number, reason)] = parse_list(TRAIN_LINES[0] + " \n" + line + " \n" + TRAIN_LINES[1] + " \n")
+    assert number == 2 and problem in reason
+    assert [e.folder for e in entries] == [folder_of(TRAIN_LINES[0]), folder_of(TRAIN_LINES[1])]
+    assert [e.index for e in entries] == [0, 2]  # a line's index is its place in the list (the flow file's name)
 
 
 def test_prepare_keeps_every_recording_with_its_token_label(root):
     samples = json.loads((root / "samples.json").read_text())
-    labels = dict(zip(samples["ids"], samples["labels"]))
-    assert len(labels) == len(TRAIN_LINES) + len(TEST_LINES) == 31
+    labels = dict(zip(samples["ids"], samples["labels"], strict=True))
+    assert len(labels) == len(TRAIN_LINES) + len(TEST_LINES) == 75
     assert labels["class_01/subject4_r2"] == 1 and labels["class_25/subject13_r1"] == 24
     manifest = json.loads((root / "mmbench-prepared.json").read_text())
-    assert manifest["counts"] == {"train": 6, "test": 25}
+    assert manifest["counts"] == {"train": 50, "test": 25}
     assert manifest["preprocessing"]["flow"]["method"] == "farneback"
     arrays = PreparedArrays(root / "arrays")
-    assert arrays.fields["rgb"].shape == (31, 80, 3, 32, 32) and arrays.fields["rgb"].dtype == np.uint8
-    assert arrays.fields["depth"].shape == (31, 80, 1, 32, 32)
-    assert arrays.fields["flow"].shape == (31, 80, 2, 32, 32) and arrays.fields["flow"].dtype == np.float16
+    assert arrays.fields["rgb"].shape == (75, 80, 3, 32, 32) and arrays.fields["rgb"].dtype == np.uint8
+    assert arrays.fields["depth"].shape == (75, 80, 1, 32, 32)
+    assert arrays.fields["flow"].shape == (75, 80, 2, 32, 32) and arrays.fields["flow"].dtype == np.float16
 
 
 def test_the_fixture_s_box_moves_right_so_the_flow_does(root):
@@ -90,7 +108,7 @@ def test_the_fixture_s_box_moves_right_so_the_flow_does(root):
 def test_training_clips_share_one_window_and_crop_and_evaluation_takes_the_centre(root):
     nv = task(root)
     splits = nv.splits()
-    assert {s: len(d) for s, d in splits.items()} == {"train": 4, "val": 2, "test": 25}
+    assert {s: len(d) for s, d in splits.items()} == {"train": 25, "val": 25, "test": 25}  # one per class held out
     arrays = PreparedArrays(root / "arrays")
     row = splits["train"].rows[0]
     torch.manual_seed(3)
@@ -133,10 +151,10 @@ def test_optical_flow_measures_a_two_pixel_shift(method):
     assert abs(float(interior[:, 0].mean()) - 2.0) < 0.3 and abs(float(interior[:, 1].mean())) < 0.3
 
 
-def test_precomputed_flow_arrays_are_read_as_the_reader_lays_them_out(release, tmp_path):
+def test_precomputed_flow_arrays_are_read_as_the_reader_lays_them_out(small_release, tmp_path):
     raw = tmp_path / "raw"
-    shutil.copytree(release, raw)
-    arrays = write_flow_arrays(raw, 32)
+    shutil.copytree(small_release, raw)
+    arrays = write_flow_arrays(raw, 32, REAL_TRAIN_LINES)
     nv = task(tmp_path / "root", flow="precomputed")
     nv.prepare(raw)
     prepared = PreparedArrays(tmp_path / "root" / "arrays")
@@ -149,14 +167,43 @@ def test_precomputed_flow_arrays_are_read_as_the_reader_lays_them_out(release, t
         task(tmp_path / "root2", flow="precomputed").prepare(raw)
 
 
-def test_a_video_that_ends_inside_its_window_is_reported(release, tmp_path):
+def test_a_video_that_ends_inside_its_window_is_reported(small_release, tmp_path):
     raw = tmp_path / "raw"
-    shutil.copytree(release, raw)
+    shutil.copytree(small_release, raw)
     write_avi(raw / "Video_data" / "class_03" / "subject3_r1" / "sk_color.avi", 180, 0, False)  # window 138..217
     with pytest.raises(DataError, match="1 of the 31 samples present are corrupt"):
         task(tmp_path / "root").prepare(raw)
     bad = json.loads((tmp_path / "root" / "prepare-report.json").read_text())["bad"]
     assert [b["id"] for b in bad] == ["class_03/subject3_r1"] and "the video ends after 180 frames" in bad[0]["reason"]
+
+
+def test_bad_list_lines_bad_and_missing_videos_are_reported_in_one_pass(small_release, tmp_path):
+    """Two unreadable lines, a video that ends inside its window and a missing one: one prepare reports all four
+    (a bad line as `<list>:<line>`), names them on the console, and fails on the bad ones."""
+    raw = tmp_path / "raw"
+    shutil.copytree(small_release, raw)
+    listed = raw / LIST_NAMES["train"]
+    lines = listed.read_text().splitlines()
+    lines[1] = lines[1].replace("label:2", "label:26")
+    lines[4] = lines[4].replace("color:sk_color:", "color:")
+    listed.write_text("".join(line + "\n" for line in lines))
+    write_avi(raw / "Video_data" / "class_02" / "subject3_r0" / "sk_color.avi", 150, 0, False)  # window 125..204
+    (raw / "Video_data" / folder_of(TEST_LINES[5]) / "sk_depth.avi").unlink()
+    result = runner.invoke(app, ["data", "prepare", "nvgesture", "--raw", str(raw), "--root", str(tmp_path / "r"),
+                                 "--workers", "1", "--partial", *ARGS])
+    assert result.exit_code == 2 and "3 of the 30 samples present are corrupt" in result.output
+    report = json.loads((tmp_path / "r" / "prepare-report.json").read_text())
+    bad = {b["id"]: b for b in report["bad"]}
+    assert set(bad) == {f"{LIST_NAMES['train']}:2", f"{LIST_NAMES['train']}:5", "class_02/subject3_r0"}
+    assert bad[f"{LIST_NAMES['train']}:2"]["reason"] == f"{listed} line 2: label 26 is outside 1..25"
+    assert "not <sensor>:<stem>:<start>:<end>" in bad[f"{LIST_NAMES['train']}:5"]["reason"]
+    assert "the video ends after 150 frames" in bad["class_02/subject3_r0"]["reason"]
+    assert bad["class_02/subject3_r0"]["path"].endswith("class_02/subject3_r0/sk_color.avi")
+    assert report["missing"] == [{"id": folder_of(TEST_LINES[5]),
+                                  "path": str(raw / "Video_data" / folder_of(TEST_LINES[5]) / "sk_depth.avi")}]
+    for entry in bad.values():
+        assert f"{entry['id']}: {entry['reason']}" in result.output
+    assert f"{folder_of(TEST_LINES[5])} (no " in result.output
 
 
 def test_a_release_without_its_lists_says_what_the_layout_is(tmp_path):
@@ -171,7 +218,7 @@ def test_a_one_epoch_three_modality_cell_with_i3d(root, tmp_path):
     grid.write_text(json.dumps({
         "name": "nvgesture-tiny", "tasks": [{"name": "nvgesture", "root": str(root), "params": SMALL}],
         "encoders": [{"*": "i3d"}], "fusions": ["concat"], "balancers": ["joint"],
-        "train": {"epochs": 1, "batch_size": 2, "eval_batch_size": 25, "optimizer": {"name": "sgd", "lr": 0.01},
+        "train": {"epochs": 1, "batch_size": 5, "eval_batch_size": 25, "optimizer": {"name": "sgd", "lr": 0.01},
                   "device": "cpu"},
         "seeds": [0]}))
     result = runner.invoke(app, ["run", "--matrix", str(grid), "--out", str(tmp_path / "run")])

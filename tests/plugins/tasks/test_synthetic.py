@@ -2,8 +2,12 @@
 
 import numpy as np
 
-from mmbench.testing import train_tiny
+from mmbench.testing import check_task, train_tiny
 from mmbench_plugins.tasks.synthetic import SyntheticParams, SyntheticTask, generate
+
+
+def test_the_task_contract():
+    check_task(SyntheticTask, {"train_size": 10, "val_size": 10, "test_size": 10})
 
 
 def test_generation_is_a_pure_function_of_the_parameters():

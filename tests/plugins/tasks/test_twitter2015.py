@@ -1,6 +1,6 @@
-"""Twitter2015 end to end on a tiny copy in TomBERT's layout: prepare (with a local WordPiece tokenizer) ->
-check -> a one-epoch cell; malformed rows and missing images in prepare's report; the tokenizer in the
-fingerprint."""
+"""Twitter2015 end to end on a tiny copy in TomBERT's layout: the task's contract (`check_task`, with a local
+WordPiece tokenizer) -> a one-epoch cell; a malformed row, a missing and a corrupt image reported in one pass;
+the tokenizer in the fingerprint."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from mmbench.cli import app
 from mmbench.contract.errors import DataError
 from mmbench.data import prepare as prepare_lib
 from mmbench.data.prepared import read_manifest
+from mmbench.testing import check_task
 from mmbench_plugins.tasks.twitter2015 import Twitter2015Task
-from tests.fixtures.imagetext import fixture_texts, run_cells, write_tokenizer, write_twitter2015
+from tests.fixtures.cells import TEXT_TRAIN, run_cells
+from tests.fixtures.text import fixture_texts, write_tokenizer
+from tests.fixtures.twitter2015 import write_twitter2015
 
 runner = CliRunner()
 TINY_TEXT = {"name": "bert", "params": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -43,13 +46,13 @@ def tokenizer(raw, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(raw, tokenizer, tmp_path_factory) -> Path:
-    """Prepared with the 1 % tolerance raised: 1 bad row of 13 is more than a real release may have."""
+    """Prepared through the task's contract, with the 1 % tolerance raised: 1 bad row of 13 is more than a real
+    release may have."""
     root = tmp_path_factory.mktemp("prepared") / "twitter2015"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(prepare_lib, "MAX_BAD_FRACTION", 0.2)
-        result = runner.invoke(app, ["data", "prepare", "twitter2015", "--raw", str(raw), "--root", str(root),
-                                     "--partial", "--workers", "1", "--param", f"tokenizer={tokenizer}"])
-    assert result.exit_code == 0, result.output
+        check_task(Twitter2015Task, {"tokenizer": str(tokenizer)}, raw=raw, root=root, partial=True,
+                   encoders={"text": "bert", "image": "vit"})
     return root
 
 
@@ -107,9 +110,33 @@ def test_check_passes_and_the_tokenizer_enters_the_fingerprint(prepared, raw, to
 def _vocabulary_of(folder: Path) -> str:
     from transformers import AutoTokenizer
 
-    from mmbench_plugins.tasks.imagetext import vocabulary_hash
+    from mmbench_plugins.tasks.common.imagetext import vocabulary_hash
 
     return vocabulary_hash(AutoTokenizer.from_pretrained(str(folder)))
+
+
+def test_every_defect_of_a_raw_copy_is_reported_in_one_pass(tokenizer, tmp_path):
+    """A malformed row, a missing image and a corrupt one: one prepare lists all three (the corrupt image under its
+    own path, in words), names them on the console, and fails on the bad ones."""
+    raw = tmp_path / "twitter2015"
+    write_twitter2015(raw)
+    with (raw / "dev.tsv").open("a", encoding="utf-8") as handle:
+        handle.write("4\t7\t871618.jpg\tno target here\n")
+    (raw / "twitter2015_images" / "74960.jpg").unlink()
+    corrupt = raw / "twitter2015_images" / "280704.jpg"  # train row 6 and dev row 1
+    corrupt.write_bytes(corrupt.read_bytes()[:40])
+    result = runner.invoke(app, ["data", "prepare", "twitter2015", "--raw", str(raw), "--root", str(tmp_path / "r"),
+                                 "--partial", "--workers", "1", "--param", f"tokenizer={tokenizer}"])
+    assert result.exit_code == 2 and "3 of the 12 samples present are corrupt" in result.output
+    report = json.loads((tmp_path / "r" / "prepare-report.json").read_text())
+    bad = {b["id"]: b for b in report["bad"]}
+    assert set(bad) == {"dev.tsv:5", "train-6", "val-1"}
+    assert bad["train-6"]["path"] == bad["val-1"]["path"] == str(corrupt)
+    assert "cannot decode the image" in bad["train-6"]["reason"] or "not an image" in bad["train-6"]["reason"]
+    assert [m["id"] for m in report["missing"]] == ["test-1"]
+    for entry in bad.values():
+        assert f"{entry['id']}: {entry['reason']}" in result.output
+    assert "test-1 (no " in result.output
 
 
 def test_a_missing_tokenizer_is_a_clear_error(raw, tmp_path):
@@ -120,7 +147,7 @@ def test_a_missing_tokenizer_is_a_clear_error(raw, tmp_path):
 
 def test_one_epoch_cell_with_bert_and_an_image_encoder(prepared, tokenizer, tmp_path):
     cells = run_cells("twitter2015", prepared, tmp_path, {"text": TINY_TEXT, "image": TINY_IMAGE}, "concat",
-                      ["joint", "ogm_ge"], tokenizer=str(tokenizer))
+                      ["joint", "ogm_ge"], TEXT_TRAIN, tokenizer=str(tokenizer))
     for cell in cells:
         assert set(cell["test"]["metrics"]) == {"accuracy", "macro_f1"}
         assert set(cell["test"]["missing_modality"]) == {"text", "image"}
