@@ -18,14 +18,18 @@ class Batch(Mapping):
     """One batch as the engine hands it to the model and the balancer hooks.
 
     `inputs` holds each modality's inputs, `label` the targets, and `views` the task's augmented views of the
-    inputs, only for balancers that require them (`Requirements.augmented_views`). A batch also reads as the
-    mapping `{modality: inputs, ..., "label": label}` that datasets yield, so `batch["label"]` and
-    `ctx.model(batch)` work as well as `batch.label` and `ctx.model(batch.inputs)`.
+    inputs, only for balancers that require them (`Requirements.augmented_views`). `meta` holds per-sample
+    tensors `(B, ...)` about where the samples come from: `index` (their position in the split) in a training
+    epoch that a balancer composed (`Balancer.epoch_data`) and in `TrainContext.ordered_loader`, and `tag`, the
+    tag the balancer gave each sample. A batch also reads as the mapping `{modality: inputs, ..., "label": label}`
+    that datasets yield, so `batch["label"]` and `ctx.model(batch)` work as well as `batch.label` and
+    `ctx.model(batch.inputs)`.
     """
 
     inputs: dict[str, Inputs]
     label: Tensor
     views: dict[str, Inputs] = field(default_factory=dict)
+    meta: dict[str, Tensor] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Inputs:
         return self.label if key == "label" else self.inputs[key]
@@ -44,7 +48,7 @@ class Batch(Mapping):
         return self._map(Tensor.pin_memory)
 
     def _map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
-        return Batch(_map(self.inputs, fn), fn(self.label), _map(self.views, fn))
+        return Batch(_map(self.inputs, fn), fn(self.label), _map(self.views, fn), _map(self.meta, fn))
 
 
 def _map(value: Any, fn: Callable[[Tensor], Tensor]) -> Any:
