@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from mmbench.contract.batch import Batch, ModelOutput
 from mmbench.contract.context import TrainContext
 from mmbench.contract.task import Task
-from mmbench.schema.params import NoParams, Params
+from mmbench.schema.params import NoParams
+from mmbench.schema.params import Params as AnyParams  # `Params` is each class's own attribute
 from mmbench.schema.results import EpochRecord
 
 
@@ -47,7 +48,7 @@ class Balancer:
     """
 
     name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
+    Params: ClassVar[type[AnyParams]] = NoParams
     requires: ClassVar[Requirements] = Requirements()
     #: per-task parameter defaults from the method's paper/official configs, applied under the grid's params
     task_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -56,11 +57,11 @@ class Balancer:
     #: a reference point rather than a method (each modality trained alone): shown apart, never ranked
     is_reference: ClassVar[bool] = False
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: AnyParams) -> None:
         self.params = params
 
     @classmethod
-    def check(cls, params: Params, task: Task) -> list[str]:
+    def check(cls, params: AnyParams, task: Task) -> list[str]:
         """Problems of these parameters with this task (e.g. a per-modality setting naming a modality the task
         lacks). `mmbench validate` reports them before anything trains; the engine refuses to train with any."""
         return []
@@ -81,7 +82,7 @@ class Balancer:
 
     def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         """The training loss; the default is the task loss on the fused logits."""
-        return ctx.task_loss(out.logits, batch.label)
+        return ctx.task_loss(out.fused_logits(), batch.label)
 
     def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
         """Gradient modulation: runs after `backward()` and before the optimizer step."""
@@ -105,7 +106,7 @@ class Balancer:
 
     def eval_logits(self, ctx: TrainContext, out: ModelOutput) -> Tensor:
         """The logits predictions are made from at evaluation."""
-        return out.logits
+        return out.fused_logits()
 
     def coefficients(self) -> dict[str, float]:
         """The method's coefficients for the epoch that just ended (called once per epoch)."""

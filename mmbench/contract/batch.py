@@ -69,3 +69,10 @@ class ModelOutput:
     dropped: frozenset[str] = frozenset()
     #: what the fusion read (pooled features, or token sequences for a fusion over tokens)
     fusion_inputs: dict[str, Tensor] = field(default_factory=dict)
+
+    def fused_logits(self) -> Tensor:
+        """The fused logits, or an error that names the fix when the cell has no fusion."""
+        if self.logits is None:
+            raise RuntimeError("this forward pass has no fused logits: a balancer that forms its own predictions "
+                               "(Requirements.ignores_fusion) overrides loss() and eval_logits()")
+        return self.logits

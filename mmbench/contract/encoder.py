@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from mmbench.contract.batch import Inputs
 from mmbench.contract.task import ModalitySpec
-from mmbench.schema.params import NoParams, Params
+from mmbench.schema.params import NoParams
+from mmbench.schema.params import Params as AnyParams  # `Params` is each class's own attribute
 
 
 class Encoder(nn.Module):
@@ -18,24 +19,24 @@ class Encoder(nn.Module):
     pooled features `(B, out_dim)`."""
 
     name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
+    Params: ClassVar[type[AnyParams]] = NoParams
     #: modality kinds this encoder accepts (None: any)
     accepts: ClassVar[frozenset[str] | None] = None
 
-    def __init__(self, modality: ModalitySpec, params: Params) -> None:
+    def __init__(self, modality: ModalitySpec, params: AnyParams) -> None:
         super().__init__()
         self.modality = modality
         self.params = params
         self.out_dim: int = 0
 
     @classmethod
-    def weights_identity(cls, params: Params) -> str | None:
+    def weights_identity(cls, params: AnyParams) -> str | None:
         """What identifies the pretrained weights these parameters load (a hub name and revision, or a hash of
         a local file); None for random initialisation. Part of a cell's identity."""
         return None
 
     @classmethod
-    def fake_params(cls, params: Params) -> Params:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         """The parameters a `--fake-data` smoke run builds this encoder with (default: the grid's own). An
         encoder that loads pretrained weights, or is too large for a CPU smoke run, returns a small randomly
         initialised configuration that reads the same inputs: a fake run checks the wiring, never the model."""

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from mmbench.contract.batch import Inputs
 from mmbench.contract.encoder import Encoder
-from mmbench.schema.params import NoParams, Params
+from mmbench.schema.params import NoParams
+from mmbench.schema.params import Params as AnyParams  # `Params` is each class's own attribute
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Fusion(nn.Module):
     """
 
     name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
+    Params: ClassVar[type[AnyParams]] = NoParams
     offers_contributions: ClassVar[bool] = False
     #: the fusion needs every modality's feature to have the same size
     equal_dims: ClassVar[bool] = False
@@ -51,7 +52,7 @@ class Fusion(nn.Module):
     #: the most modalities the fusion combines (None: any); a task with more makes the cell skipped
     max_modalities: ClassVar[int | None] = None
 
-    def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: Params) -> None:
+    def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: AnyParams) -> None:
         super().__init__()
         self.feature_dims = dict(feature_dims)
         self.num_classes = num_classes

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mmbench.schema.params import NoParams, Params
+from mmbench.schema.params import NoParams
+from mmbench.schema.params import Params as AnyParams  # `Params` is each class's own attribute
 
 #: The modality kinds of the built-in tasks and what one sample of each is. An encoder's `accepts` names the
 #: kinds it reads (`mmbench list encoders` shows them); a task may declare a kind of its own, which only an
@@ -53,7 +54,7 @@ class Task:
 
     name: ClassVar[str]
     version: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
+    Params: ClassVar[type[AnyParams]] = NoParams
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1")
     primary_metric: ClassVar[str] = "accuracy"
     multilabel: ClassVar[bool] = False
@@ -62,7 +63,7 @@ class Task:
     #: where the official release is obtained, shown when the data is missing
     source: ClassVar[str] = ""
 
-    def __init__(self, params: Params, root: Path | None = None) -> None:
+    def __init__(self, params: AnyParams, root: Path | None = None) -> None:
         self.params = params
         self.root = root
 
@@ -87,7 +88,7 @@ class Task:
         return cls.augment is not Task.augment
 
     @classmethod
-    def fake_params(cls, params: Params) -> Params:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         """The parameters a `--fake-data` smoke run builds this task with (default: the grid's own). A task whose
         real inputs make a CPU smoke run take minutes a cell (long, large video clips) returns lighter ones that
         reach every code path the same way (fewer frames, a smaller crop); the run says so up front."""

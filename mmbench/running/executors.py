@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 
 from mmbench.registry import Registry, plugin_code
 from mmbench.schema.cell import Cell
-from mmbench.schema.params import NoParams, Params
+from mmbench.schema.params import NoParams
+from mmbench.schema.params import Params as AnyParams  # `Params` is each class's own attribute
 from mmbench.schema.results import CellResult, EpochRecord, ErrorInfo
 
 
@@ -71,12 +72,12 @@ class Executor:
     """
 
     name: ClassVar[str]
-    Params: ClassVar[type[Params]] = NoParams
+    Params: ClassVar[type[AnyParams]] = NoParams
     #: trains in worker processes started from `worker_context` (`mmbench.running.worker_server`): `mmbench run`
     #: then starts that server before it loads the plugins, so that the server's imports overlap its own
     uses_worker_server: ClassVar[bool] = False
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: AnyParams) -> None:
         self.params = params
 
     def run(self, cells: Sequence[Cell], report: Callable[[Event], None], registry: Registry,
