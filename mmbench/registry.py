@@ -33,7 +33,7 @@ BUILTIN_DISTRIBUTION = "mmbench"
 class Component:
     kind: str
     name: str
-    cls: type
+    cls: type[Any]  # the class a plugin offers: its kind's contract class (Balancer, Encoder, ...)
     plugin: str
     distribution: str
     version: str
@@ -47,7 +47,7 @@ class Resolved:
     params: Any
 
     @property
-    def cls(self) -> type:
+    def cls(self) -> type[Any]:
         return self.component.cls
 
     def spec(self) -> dict[str, Any]:
@@ -92,9 +92,10 @@ def plugin_code(component: Component, call: str, expected: tuple[type[Exception]
     """Run some of `component`'s own code (`call` says which, e.g. "in check()"). The errors a component raises
     by contract (`DataError`, `Incompatible`, and `expected`) pass as they are; any other exception becomes a
     `PluginError`, so that the command line names the plugin instead of showing a traceback."""
+    passing: tuple[type[Exception], ...] = (DataError, Incompatible, *expected)
     try:
         yield
-    except (DataError, Incompatible, *expected):
+    except passing:
         raise
     except Exception as exc:
         raise PluginError(component, call, exc) from exc
@@ -104,10 +105,10 @@ def plugin_code(component: Component, call: str, expected: tuple[type[Exception]
 class Registry:
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     problems: list[PluginProblem] = field(default_factory=list)
-    manager: pluggy.PluginManager | None = None
+    manager: pluggy.PluginManager = field(default_factory=lambda: _new_manager())
 
     @property
-    def hook(self):
+    def hook(self) -> Any:
         return self.manager.hook
 
     def get(self, kind: str, name: str) -> Component:
@@ -179,7 +180,7 @@ def _collect(registry: Registry, dists: dict[str, tuple[str, str]]) -> None:
         hook = getattr(manager.hook, f"mmbench_{kind}")
         offers: list[Component] = []
         for impl in hook.get_hookimpls():
-            plugin_name = manager.get_name(impl.plugin)
+            plugin_name = impl.plugin_name
             dist, version = dists.get(plugin_name, ("(in-process)", ""))
             try:
                 classes = list(impl.function() or [])
@@ -213,7 +214,7 @@ PLUGINS_DIR_VARIABLE = "MMBENCH_PLUGINS_DIR"
 def _load_folder(registry: Registry, folder: Path) -> dict[str, tuple[str, str]]:
     """Register every `*.py` module of `folder` as a plugin named after its file; a module that fails to import
     is reported like a broken installed plugin."""
-    found = {}
+    found: dict[str, tuple[str, str]] = {}
     if not folder.is_dir():
         registry.problems.append(PluginProblem(str(folder), "plugins folder not found", None))
         return found
@@ -221,6 +222,8 @@ def _load_folder(registry: Registry, folder: Path) -> dict[str, tuple[str, str]]
         name = path.stem
         try:
             spec = importlib.util.spec_from_file_location(f"mmbench_local_plugins.{name}", path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"{path} is not a Python module")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             registry.manager.register(module, name=name)
@@ -233,7 +236,7 @@ def _load_folder(registry: Registry, folder: Path) -> dict[str, tuple[str, str]]
 def load(extra_plugins: Iterable[ModuleType | object] = (), plugin_dirs: Iterable[str | Path] = ()) -> Registry:
     """Load every installed plugin, the modules of `plugin_dirs`, and `extra_plugins` (registered in-process)
     into a fresh registry."""
-    registry = Registry(manager=_new_manager())
+    registry = Registry()
     dists: dict[str, tuple[str, str]] = {}
     # each read of a distribution's name or version parses its metadata file again: once per distribution
     provenance = cache(lambda dist: (dist.name, dist.version))

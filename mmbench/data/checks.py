@@ -5,6 +5,7 @@ training run cannot use (empty, or without a class the metrics average over)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from mmbench.data.prepare import Label
 from mmbench.data.prepared import Manifest
@@ -95,7 +96,7 @@ def split_problems(parts: Parts, lists: Mapping[str, Sequence[tuple[str, Label]]
     if partial or not single_label or not macro:
         return problems
     for split in ("val", "test"):
-        absent = sorted(set(range(len(classes))) - {int(y) for _, y in parts.get(split, ())})
+        absent = sorted(set(range(len(classes))) - {cast(int, y) for _, y in parts.get(split, ())})  # single-label
         if parts.get(split) and absent:
             names = ", ".join(f"{classes[c]} ({c})" for c in absent[:5]) + (" ..." if len(absent) > 5 else "")
             problems.append(f"the {split} split has no sample of {len(absent)} class(es): {names}; the macro-averaged "

@@ -162,7 +162,7 @@ def read_frames(path: Path, size: tuple[int, int], start: float = 0.0,
                     break
                 if index % step or second < start:
                     continue
-                image = frame.to_image().resize(size, Image.BILINEAR)
+                image = frame.to_image().resize(size, Image.Resampling.BILINEAR)
                 frames.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: cannot decode the video: {ffmpeg_reason(exc)}", path) from None
@@ -191,7 +191,7 @@ def read_clip(path: Path, start: int, count: int, size: tuple[int, int], at_leas
                 if index >= start + count:
                     break
                 if index >= start:
-                    image = frame.to_image().resize(size, Image.BILINEAR)
+                    image = frame.to_image().resize(size, Image.Resampling.BILINEAR)
                     frames.append(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
     except av.error.FFmpegError as exc:
         raise MediaError(f"{path}: cannot decode the video: {ffmpeg_reason(exc)}", path) from None
@@ -211,14 +211,15 @@ def read_image(path: Path, size: int, resize: Literal["square", "shorter_side"] 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             if resize == "square":
-                image = image.resize((size, size), Image.BILINEAR)
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
             else:
                 w, h = image.size
                 scale = round(size * 256 / 224) / min(w, h)
-                image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+                shorter = (max(size, round(w * scale)), max(size, round(h * scale)))
+                image = image.resize(shorter, Image.Resampling.BILINEAR)
                 left, top = (image.width - size) // 2, (image.height - size) // 2
                 image = image.crop((left, top, left + size, top + size))
             return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
@@ -252,10 +253,12 @@ def optical_flow(frames: np.ndarray, method: str) -> np.ndarray:
     grey = [cv2.cvtColor(np.ascontiguousarray(f.transpose(1, 2, 0)), cv2.COLOR_RGB2GRAY) for f in frames]
     settings = FLOW_METHODS[method]
     if method == "dis":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        flows = [dis.calc(a, b, None) for a, b in zip(grey, grey[1:], strict=False)]
+        dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        # None: OpenCV allocates the flow (its stub wants an array)
+        flows = [dis.calc(a, b, None) for a, b in zip(grey, grey[1:], strict=False)]  # type: ignore[call-overload]
     else:
-        flows = [cv2.calcOpticalFlowFarneback(a, b, None, settings["pyr_scale"], settings["levels"],
-                                              settings["winsize"], settings["iterations"], settings["poly_n"],
-                                              settings["poly_sigma"], 0) for a, b in zip(grey, grey[1:], strict=False)]
+        scale, levels, window, iterations, poly_n, sigma = (settings[k] for k in (
+            "pyr_scale", "levels", "winsize", "iterations", "poly_n", "poly_sigma"))
+        flows = [cv2.calcOpticalFlowFarneback(a, b, None, float(scale), int(levels), int(window), int(iterations),
+                                              int(poly_n), float(sigma), 0) for a, b in zip(grey, grey[1:], strict=False)]
     return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)

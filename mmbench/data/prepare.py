@@ -116,7 +116,7 @@ def _run_one(process: Callable[[Item], Mapping[str, np.ndarray]], item: Item,
         return item.id, {"id": item.id, "path": str(path), "reason": reason}
     target = _staged(staging, item.id)
     tmp = target.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub lets a mapping's keys meet allow_pickle
     os.replace(tmp, target)
     return item.id, None
 

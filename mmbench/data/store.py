@@ -47,7 +47,7 @@ def write_arrays(directory: Path, count: int, shapes: Sequence[Mapping[str, tupl
             else:
                 array[i] = sample[field]
     for field, array in arrays.items():
-        array.flush()
+        array.flush()  # type: ignore[attr-defined]  # numpy's stubs type open_memmap as a plain ndarray
         if field in offsets:
             np.save(tmp / f"{field}{OFFSETS}", offsets[field])
     del arrays

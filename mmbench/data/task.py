@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from pydantic import Field
@@ -230,7 +230,7 @@ class PreparedTask(Task):
                 raise DataError(f"task {self.name!r} has no validation list and no val_fraction parameter to hold "
                                 "one out of train (give its Params the fields of HoldoutParams)")
             train = parts["train"]
-            kept, held = stratified_holdout([int(y) for _, y in train], fraction, seed)
+            kept, held = stratified_holdout([cast(int, y) for _, y in train], fraction, seed)  # one label each
             parts["train"], parts["val"] = [train[p] for p in kept], [train[p] for p in held]
         return parts
 

@@ -110,7 +110,7 @@ def annotate(board: Leaderboard) -> None:
     baselines = {_setting(e): per_seed(e, primary) for e in board.entries if e.balancer.name == board.baseline}
     for e in board.entries:
         base = baselines.get(_setting(e))
-        if e.balancer.name != board.baseline and base:
+        if e.balancer.name != board.baseline and base and board.baseline is not None:
             e.vs_baseline = paired(per_seed(e, primary), base, board.baseline)
     methods = [e for e in board.entries if not e.reference]
     board.rank_stability = rank_stability(methods, primary, primary in board.lower_is_better)
@@ -157,7 +157,7 @@ def markdown_section(board: Leaderboard, label: Callable[[Entry], list[str]]) ->
             rows.append([*label(e), "baseline" if e.balancer.name == board.baseline else "–", "–", "–", "–",
                          seed_ranks])
             continue
-        interval = "–" if c.low is None else f"[{c.low * 100:+.2f}, {c.high * 100:+.2f}]"
+        interval = "–" if c.low is None or c.high is None else f"[{c.low * 100:+.2f}, {c.high * 100:+.2f}]"
         rows.append([*label(e), f"{c.delta * 100:+.2f}", interval, str(len(c.seeds)), _verdict(c, lower),
                      seed_ranks])
     lines += ["", tabulate(rows, headers=["balancer", "encoders", "fusion", f"Δ vs {board.baseline}", "95 % interval",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -41,12 +42,12 @@ def _stat(values: list[float | None]) -> Stat:
     return Stat(mean=statistics.fmean(real), std=statistics.stdev(real) if len(real) > 1 else 0.0, per_seed=values)
 
 
-def _metric_stats(per_seed: list[dict[str, float]]) -> dict[str, Stat]:
+def _metric_stats(per_seed: Sequence[Mapping[str, float | None]]) -> dict[str, Stat]:
     names = sorted({k for d in per_seed for k in d})
     return {n: _stat([d.get(n) for d in per_seed]) for n in names}
 
 
-def _nested_stats(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Stat]]:
+def _nested_stats(per_seed: Sequence[Mapping[str, Mapping[str, float | None]]]) -> dict[str, dict[str, Stat]]:
     keys = sorted({k for d in per_seed for k in d})
     return {k: _metric_stats([d.get(k, {}) for d in per_seed]) for k in keys}
 
@@ -93,10 +94,11 @@ def _profile(results: list[CellResult]) -> Profile | None:
 
 
 def _imbalance(unimodal: dict[str, dict[str, Stat]], primary: str, lower_is_better: bool) -> Imbalance | None:
-    scores = {m: s[primary].mean for m, s in unimodal.items() if primary in s and s[primary].mean is not None}
+    scores: dict[str, float] = {m: mean for m, s in unimodal.items()
+                                if primary in s and (mean := s[primary].mean) is not None}
     if len(scores) < 2:
         return None
-    ordered = sorted(scores, key=scores.get, reverse=lower_is_better)
+    ordered = sorted(scores, key=lambda m: scores[m], reverse=lower_is_better)
     weakest, strongest = ordered[0], ordered[-1]
     ratio = scores[weakest] / scores[strongest] if scores[strongest] else None
     return Imbalance(weakest=weakest, strongest=strongest, ratio=ratio)
@@ -110,7 +112,7 @@ def aggregate_entry(results: list[CellResult], trials: dict[str, list[CellResult
     status = min((r.status for r in results), key=STATUS_ORDER.index)
     worst = [r for r in results if r.status == status and r.reason]
     failed = next((r for r in results if r.status == status and r.error is not None), None)
-    distinct = {r.reason for r in worst}
+    distinct = {r.reason for r in worst if r.reason}
     reasons = sorted(distinct) if len(distinct) <= 1 else [f"seed {r.seed}: {r.reason}" for r in worst]
     tests = [r.test for r in results if r.status == "ok" and r.test is not None]
     unimodal = _nested_stats([t.unimodal for t in tests])
@@ -127,7 +129,8 @@ def aggregate_entry(results: list[CellResult], trials: dict[str, list[CellResult
         train=first.train.identity(),
         status=status,
         reason="; ".join(reasons) or None,
-        error=EntryError(seed=failed.seed, type=failed.error.type, epoch=failed.error.epoch) if failed else None,
+        error=EntryError(seed=failed.seed, type=failed.error.type, epoch=failed.error.epoch)
+        if failed and failed.error else None,
         seed_status={str(r.seed): r.status for r in results},
         selection=first.selection,
         metrics=_metric_stats([t.metrics for t in tests]),

@@ -14,7 +14,7 @@ NONE = "–"
 def _fmt(stat: Stat | None, scale: float = 100.0) -> str:
     if stat is None or stat.mean is None:
         return NONE
-    return f"{stat.mean * scale:.2f} ± {stat.std * scale:.2f}"
+    return f"{stat.mean * scale:.2f} ± {(stat.std or 0.0) * scale:.2f}"
 
 
 def _text(value: str) -> str:
@@ -82,7 +82,8 @@ def _task_credit(board: Leaderboard) -> str:
     return f" · task {', '.join(credits)}" if credits else ""
 
 
-def _bytes(n: int) -> str:
+def _bytes(count: int) -> str:
+    n = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -111,9 +112,9 @@ def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
     if prof:
         memory = _bytes(prof.peak_accelerator_memory_bytes) if prof.peak_accelerator_memory_bytes \
             else _bytes(prof.peak_host_rss_bytes) + " (host)"
-    paper = e.published.get(primary)
-    published = [f"{paper * 100:.2f}", f"{(e.metrics[primary].mean - paper) * 100:+.2f}"] if paper is not None \
-        else [NONE, NONE]
+    paper, mean = e.published.get(primary), e.metrics[primary].mean
+    published = [f"{paper * 100:.2f}", f"{(mean - paper) * 100:+.2f}" if mean is not None else NONE] \
+        if paper is not None else [NONE, NONE]
     return [*_label(e), _fmt(e.metrics[primary]),
             *(published if any(x.published for x in board.entries) else []),
             *[_fmt(e.metrics.get(m)) for m in board.metrics if m != primary],

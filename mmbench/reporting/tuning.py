@@ -26,11 +26,15 @@ def split_trials(results: list[CellResult]) -> tuple[list[CellResult], dict[str,
     trials: dict[str, list[CellResult]] = defaultdict(list)
     rest = []
     for r in results:
-        if r.is_trial:
+        if r.tuning is not None and r.is_trial:
             trials[r.tuning.search].append(r)
         else:
             rest.append(r)
     return rest, trials
+
+
+def _trial_number(result: CellResult) -> int:
+    return result.tuning.trial if result.tuning is not None and result.tuning.trial is not None else -1
 
 
 def entry_fields(first: CellResult, trials: dict[str, list[CellResult]]) -> dict[str, Any]:
@@ -38,7 +42,7 @@ def entry_fields(first: CellResult, trials: dict[str, list[CellResult]]) -> dict
     tuning = first.tuning
     if tuning is None:
         return {"hyperparameters": DEFAULTS, "search": None}
-    ordered = sorted(trials.get(tuning.search, []), key=lambda r: r.tuning.trial)
+    ordered = sorted(trials.get(tuning.search, []), key=_trial_number)
     scores = [validation_score(r, tuning.metric) for r in ordered]
     return {"hyperparameters": f"tuned ({tuning.trials} trials)", "search": SearchSummary(
         trials=tuning.trials, finished=sum(s is not None for s in scores), sampler=tuning.sampler,
@@ -77,11 +81,12 @@ def markdown_section(board: Leaderboard, label: Callable[[Entry], list[str]]) ->
     tuned = [e for e in board.entries if e.search is not None and e.search.trial_scores]  # skipped ones had none
     if not tuned:
         return []
-    metric = tuned[0].search.metric
+    searches = {e.id: e.search for e in tuned if e.search is not None}
+    metric = searches[tuned[0].id].metric
     lower = metric in board.lower_is_better
     rows = []
     for e in sorted(tuned, key=lambda e: label(e)):
-        s: SearchSummary = e.search
+        s = searches[e.id]
         chosen = ", ".join(f"{k.split('.', 1)[1]}={_value(v)}" for k, v in sorted(s.chosen.items())) or "–"
         trial = f" (trial {s.selected_trial})" if s.selected_trial is not None else ""
         rows.append([*label(e), chosen + trial, f"{s.finished}/{s.trials}", _spread(s.trial_scores, lower)])

@@ -61,6 +61,14 @@ def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, ty
     return None
 
 
+def encoder_ref(encoder_set: dict[str, ComponentRef], modality: str) -> ComponentRef:
+    """The encoder a grid's encoder set names for `modality` (its own entry, else the `*` one)."""
+    ref = encoder_set.get(modality, encoder_set.get(ALL_MODALITIES))
+    if ref is None:  # a validated grid covers every modality
+        raise ValueError(f"the encoder set {sorted(encoder_set)} names no encoder for modality {modality!r}")
+    return ref
+
+
 def fake_recipe(recipe: TrainRecipe) -> TrainRecipe:
     """The grid's recipe cut to a `--fake-data` smoke run: one epoch of small batches."""
     return recipe.model_copy(update={"epochs": FAKE_EPOCHS, "batch_size": FAKE_BATCH, "eval_batch_size": FAKE_BATCH})
@@ -135,7 +143,7 @@ def configurations(grid: Grid, registry: Registry, data_root: str | Path | None 
             else:
                 fusion = registry.resolve("fusions", fusion_ref.name, fusion_ref.params)
             encoders = {m: registry.resolve("encoders", ref.name, ref.params) for m, ref in
-                        ((m, enc_set.get(m, enc_set.get(ALL_MODALITIES))) for m in task.modalities)}
+                        ((m, encoder_ref(enc_set, m)) for m in task.modalities)}
             if fake_data:
                 encoders = {m: Resolved(r.component, r.cls.fake_params(r.params)) for m, r in encoders.items()}
             balancer = registry.resolve("balancers", bal_ref.name,

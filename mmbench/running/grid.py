@@ -210,8 +210,8 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
                 tasks.append(resolved.cls(resolved.params))
                 task_modalities.append(set(tasks[-1].modalities))
     for i, encoder_set in enumerate(grid.encoders):
-        for modality, ref in encoder_set.items():
-            problems += _component_problems(registry, "encoders", ref, ("encoders", i, modality))[0]
+        for modality, encoder_ref in encoder_set.items():
+            problems += _component_problems(registry, "encoders", encoder_ref, ("encoders", i, modality))[0]
         named = set(encoder_set) - {ALL_MODALITIES}
         for modalities in task_modalities:
             unknown = named - modalities
@@ -225,12 +225,12 @@ def _semantic_problems(grid: Grid, registry: Registry) -> list[tuple]:
                 problems.append((("encoders", i),
                                  f"no encoder for modality {', '.join(sorted(uncovered))} (add it or a '*' entry)"))
     problems += _component_problems_each(registry, "fusions", grid.fusions)
-    for i, ref in enumerate(grid.balancers):
-        found, resolved = _component_problems(registry, "balancers", ref, ("balancers", i))
+    for i, balancer_ref in enumerate(grid.balancers):
+        found, resolved = _component_problems(registry, "balancers", balancer_ref, ("balancers", i))
         problems += found
         for task in tasks if resolved is not None else ():
-            params = registry.resolve("balancers", ref.name, {**resolved.cls.task_defaults.get(task.name, {}),
-                                                              **ref.params}).params
+            defaults = resolved.cls.task_defaults.get(task.name, {})
+            params = registry.resolve("balancers", balancer_ref.name, {**defaults, **balancer_ref.params}).params
             with plugin_code(resolved.component, "in check()"):
                 problems += [(("balancers", i, "params"), f"with task {task.name!r}: {problem}")
                              for problem in resolved.cls.check(params, task)]

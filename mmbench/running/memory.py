@@ -54,7 +54,7 @@ def stored_needs(cells: Iterable[Cell], run_dir: Path | None) -> dict[str, Memor
     """Memory key -> the largest need of the finished cells of that shape in the run directory."""
     if run_dir is None or not (Path(run_dir) / "cells").is_dir():
         return {}
-    store, needs = RunStore(run_dir), {}
+    store, needs = RunStore(run_dir), dict[str, MemoryNeed]()
     for cell in cells:
         result = store.load(cell.cell_id)
         need = need_of(result) if result is not None else None
@@ -109,7 +109,7 @@ def gigabytes(n: int) -> str:
 
 def _cgroup_folders() -> list[Path]:
     """This process's memory cgroup folder(s), innermost first (v2's unified tree, else v1's memory tree)."""
-    folders = []
+    folders: list[Path] = []
     try:
         entries = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:

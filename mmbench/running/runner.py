@@ -40,8 +40,10 @@ def finished_line(result: CellResult, done: int, total: int) -> str:
     if result.status != "ok":
         return f"{head}: {result.reason}"
     split, scores = ("val ", result.val) if result.is_trial else ("", result.test)  # a trial never sees the test
-    scores = split + " ".join(f"{k}={v:.4f}" for k, v in scores.metrics.items() if v is not None)
-    return f"{head}: {scores} ({result.profile.train_seconds:.1f} s)"
+    if scores is None or result.profile is None:  # an ok result always has both
+        return head
+    shown = split + " ".join(f"{k}={v:.4f}" for k, v in scores.metrics.items() if v is not None)
+    return f"{head}: {shown} ({result.profile.train_seconds:.1f} s)"
 
 
 def lighter_inputs(grid: Grid, registry: Registry) -> list[str]:

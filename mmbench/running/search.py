@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from pydantic import ValidationError
 
 from mmbench.registry import Registry
 from mmbench.running.cells import configurations
-from mmbench.schema.cell import Cell, ComponentSpec, Tuning, content_hash
 from mmbench.running.grid import Grid
+from mmbench.schema.cell import Cell, ComponentSpec, Tuning, content_hash
 from mmbench.schema.recipe import TrainRecipe
 from mmbench.schema.results import CellResult
 from mmbench.schema.search import BALANCER, OPTIMIZER, SearchConfig, group_space, validation_score
@@ -115,7 +115,7 @@ class Study:
                                                f"gave a validation score ({self.failures[0]}, ...)")
             return [self.base.model_copy(update={"tuning": tuning, "seed": s, "skip_reason": reason}) for s in seeds]
         sign = -1.0 if self.study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
-        best = max(done, key=lambda t: (sign * t.value, -t.number))
+        best = max(done, key=lambda t: (sign * cast(float, t.value), -t.number))  # a complete trial has a value
         return [self._configure(self._tuning("selected", best.number, best.params), s) for s in seeds]
 
 

@@ -13,6 +13,7 @@ import functools
 import multiprocessing
 import os
 import signal
+from typing import Any
 
 #: what the server imports before it forks workers (torch, mmbench, the plugins; see that module)
 PRELOAD = ["mmbench.running.worker_preload"]
@@ -43,7 +44,7 @@ def stop() -> None:
         return
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver  # multiprocessing's own server; it stops one only in its tests (`_stop`)
+    server: Any = forkserver._forkserver  # multiprocessing's private server; only its tests stop one (`_stop`)
     if server._forkserver_pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(server._forkserver_pid, signal.SIGTERM)  # `_stop` alone would wait for its imports to end

@@ -63,14 +63,15 @@ class SearchConfig(BaseModel):
         return self.model_dump(mode="json", exclude={"seed"})
 
 
-def group_space(search: SearchConfig, balancer: type, fixed: Iterable[str] = ()) -> dict[str, Distribution]:
+def group_space(search: SearchConfig, balancer: type[Any], fixed: Iterable[str] = ()) -> dict[str, Distribution]:
     """The searched parameters of a balancer's cells, `balancer.<name>`/`optimizer.<name>` -> distribution.
 
     `fixed` names the balancer parameters the grid writes out. Raises `SpaceError` for a defective
     declaration; expects the overrides to have passed `search_problems`.
     """
-    space = {}
-    sources = ((BALANCER, balancer.Params, search.space.balancers.get(balancer.name, {}), set(fixed)),
+    space: dict[str, Distribution] = {}
+    Source = tuple[str, type[BaseModel], dict[str, Any], set[str]]
+    sources: tuple[Source, ...] = ((BALANCER, balancer.Params, search.space.balancers.get(balancer.name, {}), set(fixed)),
                (OPTIMIZER, OptimizerConfig, search.space.optimizer, set()))
     for prefix, params, overrides, pinned in sources:
         chosen = declared(params)

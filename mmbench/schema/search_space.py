@@ -128,7 +128,7 @@ def field_problem(params: type[BaseModel], name: str, dist: Distribution) -> str
     accepted = set(typing.get_args(field.annotation)) or {field.annotation}
     if not dist.integer and dist.kind != "choice" and float not in accepted:
         return f"{dist} draws fractions, but {name!r} is a whole number: use int or log_int"
-    adapter = TypeAdapter(Annotated[field.annotation, field])
+    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[field.annotation, field])  # type: ignore[arg-type]  # a runtime type
     for value in dist.boundary():
         try:
             adapter.validate_python(value)

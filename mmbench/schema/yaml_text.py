@@ -26,7 +26,7 @@ def _line(mark) -> int | None:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first: dict[str, int | None] = {}
         for key_node, _ in node.value:
             if key_node.tag == MERGE_TAG:

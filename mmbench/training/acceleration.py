@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from mmbench.cpus import usable_cpus
 from mmbench.lifetime import end_with_parent
 from mmbench.schema.recipe import TrainRecipe
+from mmbench.training.model import MultimodalModel
 
 #: data-loading processes per cell at most: beyond this, more processes only add memory
 MAX_LOADER_WORKERS = 8
@@ -82,7 +83,7 @@ def memory_format(model: nn.Module, device: torch.device, recipe: TrainRecipe) -
     return torch.preserve_format
 
 
-def compile_model(model: nn.Module, recipe: TrainRecipe) -> None:
+def compile_model(model: MultimodalModel, recipe: TrainRecipe) -> None:
     """With `compile: true`, `torch.compile` each encoder's and the fusion's forward, in place.
 
     The model object, its parameters and its state-dict keys stay the same, so balancers and checkpoints see
@@ -90,5 +91,5 @@ def compile_model(model: nn.Module, recipe: TrainRecipe) -> None:
     """
     if not recipe.compile:
         return
-    for module in (*model.encoders.values(), model.fusion):
-        module.forward = torch.compile(module.forward)
+    for module in (*model.encoders.values(), *([model.fusion] if model.fusion is not None else [])):
+        module.forward = torch.compile(module.forward)  # compiled in place: the same module, keys and parameters

@@ -1,10 +1,12 @@
 """Task metrics on a whole split's logits, with scikit-learn's definitions (the reference implementations
 score with scikit-learn), written in torch: no import cost and microseconds per call, where a metric library
-cost seconds to import and milliseconds per call on every epoch's evaluation. `tests/core/training/test_metrics.py` checks
-each against scikit-learn on the same arrays, ties and absent classes included."""
+cost seconds to import and milliseconds per call on every epoch's evaluation.
+`tests/core/training/test_metrics.py` checks each against scikit-learn on the same arrays, ties and absent
+classes included."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 import torch
@@ -111,8 +113,12 @@ SINGLE_LABEL: dict[str, MetricFn] = {
     "ece": _calibration_error,
 }
 
+def _multilabel_f1(logits: Tensor, y: Tensor, classes: int, average: str) -> Tensor:
+    return _indicator_f1(_multilabel_pred(logits), y, average)
+
+
 MULTI_LABEL: dict[str, MetricFn] = {
-    **{f"f1_{average}": (lambda average: lambda x, y, c: _indicator_f1(_multilabel_pred(x), y, average))(average)
+    **{f"f1_{average}": functools.partial(_multilabel_f1, average=average)
        for average in ("micro", "macro", "weighted", "samples")},
     "map_macro": lambda x, y, c: _average_precision(x.sigmoid(), y).mean(),
     "map_micro": lambda x, y, c: _average_precision(x.sigmoid().reshape(-1, 1), y.reshape(-1, 1))[0],
