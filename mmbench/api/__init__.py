@@ -13,6 +13,7 @@ from mmbench.contract.errors import DataError, Incompatible, unknown_names
 from mmbench.contract.fusion import Fusion, FusionOutput
 from mmbench.contract.hooks import hookimpl
 from mmbench.contract.model import Model
+from mmbench.contract.stages import EpochData, Stage
 from mmbench.contract.task import MODALITY_KINDS, ModalitySpec, Task
 from mmbench.data.datasets import TensorDictDataset
 from mmbench.schema import search_space as search
@@ -22,8 +23,9 @@ from mmbench.training import late_fusion, metrics
 from mmbench.training.accumulate import EpochMeans
 
 __all__ = [
-    "MODALITY_KINDS", "Balancer", "Batch", "DataError", "Encoder", "EpochMeans", "EpochRecord", "EpochWindowParams",
+    "MODALITY_KINDS", "Balancer", "Batch", "DataError", "Encoder", "EpochData", "EpochMeans", "EpochRecord",
+    "EpochWindowParams",
     "Fusion", "FusionOutput", "Incompatible", "Inputs", "ModalitySpec", "Model", "ModelOutput", "NoParams",
-    "Params", "Requirements", "SplitScores", "Task", "TensorDictDataset", "TrainContext", "hookimpl",
+    "Params", "Requirements", "SplitScores", "Stage", "Task", "TensorDictDataset", "TrainContext", "hookimpl",
     "late_fusion", "metrics", "search", "unknown_names",
 ]

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmbench.contract.batch import Batch, ModelOutput
 from mmbench.contract.context import TrainContext
+from mmbench.contract.stages import TRAIN, EpochData, Stage
 from mmbench.contract.task import Task
 from mmbench.schema.params import NoParams
 from mmbench.schema.params import Params as AnyParams  # `Params` is each class's own attribute
@@ -32,19 +33,30 @@ class Requirements:
     ignores_fusion: bool = False
     min_modalities: int = 2
     max_modalities: int | None = None
+    #: the engine keeps a copy of the initial parameters (`TrainContext.initial_state`), for methods that move
+    #: parameters back toward them
+    initial_weights: bool = False
+    #: a late fusion the method can apply again to features it recombines (`ctx.model.fusion(features)`): not an
+    #: intermediate fusion nor one over token sequences
+    late_fusion: bool = False
 
 
 class Balancer:
     """The method under study, hooked into the training step.
 
     Hook points, in the order the engine calls them: `extra_modules` (before the optimizer exists),
-    `setup` (once, after the model and optimizer exist) -> per epoch: `on_epoch_start` -> per step:
-    `train_step`, whose default is zero_grad -> forward -> `loss` -> backward -> `after_backward` ->
-    `optimizer_step` -> `on_epoch_end` (with the epoch's train and validation statistics).
+    `setup` (once, after the model and optimizer exist) -> per epoch: `stage` -> `on_epoch_start` ->
+    `epoch_data` -> per step: `train_step`, whose default is zero_grad -> forward -> `loss` -> backward ->
+    `after_backward` -> `optimizer_step` -> `on_epoch_end` (with the epoch's train and validation statistics).
     Methods that change the whole step (two-pass SAM-style, alternating per-modality steps) override
     `train_step`. `eval_logits` lets a method change how predictions are formed at evaluation.
     `coefficients` reports the method's internal state once per epoch; per-step code must not synchronise
     with the device (no `.item()`), so accumulate tensors and convert them there.
+
+    Beyond one step, through the context: `ctx.add_module` (a module added in the middle of training, e.g. a new
+    classifier branch), `ctx.initial_state` (with `Requirements.initial_weights`), `ctx.snapshot()` (the
+    parameters at a moment, e.g. an epoch's start), `ctx.reset_optimizer_state`, `ctx.ordered_loader` (a
+    pass over a split in its own order, e.g. to value each sample).
     """
 
     name: ClassVar[str]
@@ -56,6 +68,9 @@ class Balancer:
     is_baseline: ClassVar[bool] = False
     #: a reference point rather than a method (each modality trained alone): shown apart, never ranked
     is_reference: ClassVar[bool] = False
+    #: extra modules (`extra_modules` names) the engine's optimizer leaves alone: the method steps them with an
+    #: optimizer of its own (e.g. auxiliary classifiers trained at another learning rate)
+    separately_optimized: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: AnyParams) -> None:
         self.params = params
@@ -77,8 +92,16 @@ class Balancer:
     def setup(self, ctx: TrainContext) -> None:
         """Called once after the model and optimizer are built."""
 
+    def stage(self, ctx: TrainContext) -> Stage:
+        """The stage of the epoch about to start (`ctx.epoch`); the default is one stage throughout."""
+        return TRAIN
+
     def on_epoch_start(self, ctx: TrainContext) -> None:
         """Called before the first step of each epoch."""
+
+    def epoch_data(self, ctx: TrainContext) -> EpochData | None:
+        """How this epoch reads the training split (called after `on_epoch_start`); None: every sample once."""
+        return None
 
     def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         """The training loss; the default is the task loss on the fused logits."""

@@ -41,13 +41,14 @@ class Batch(Mapping):
         return len(self.inputs) + 1
 
     def to(self, device: torch.device) -> Batch:
-        return self._map(lambda t: t.to(device, non_blocking=True))
+        return self.apply(lambda t: t.to(device, non_blocking=True))
 
     def pin_memory(self) -> Batch:
         """Page-locked copies, so `to(device)` copies asynchronously (the DataLoader calls this on CUDA)."""
-        return self._map(Tensor.pin_memory)
+        return self.apply(Tensor.pin_memory)
 
-    def _map(self, fn: Callable[[Tensor], Tensor]) -> Batch:
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> Batch:
+        """This batch with `fn` applied to every tensor it holds."""
         return Batch(_map(self.inputs, fn), fn(self.label), _map(self.views, fn), _map(self.meta, fn))
 
 

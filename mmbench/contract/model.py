@@ -13,7 +13,6 @@ from typing import Any, Protocol
 from torch import Tensor, nn
 
 from mmbench.contract.batch import Inputs, ModelOutput
-from mmbench.contract.encoder import Encoder
 from mmbench.contract.fusion import Fusion
 
 
@@ -27,13 +26,14 @@ class Model(Protocol):
 
     #: the task's modality names, in order
     modalities: tuple[str, ...]
-    #: one encoder per modality
-    encoders: Mapping[str, Encoder]
-    #: None for a balancer that forms its own predictions (`Requirements.ignores_fusion`)
+    #: one `Encoder` per modality
+    encoders: nn.ModuleDict
+    #: None for a balancer that forms its own predictions (`Requirements.ignores_fusion`). A late fusion
+    #: (`Requirements.late_fusion`) maps pooled features to a `FusionOutput`: `fusion(features)`
     fusion: Fusion | None
     #: one linear head per modality, when the balancer requires them (`Requirements.unimodal_heads`)
-    heads: Mapping[str, nn.Module]
-    #: the modules the balancer added (`Balancer.extra_modules`), by name
+    heads: nn.ModuleDict
+    #: the modules the balancer added (`Balancer.extra_modules`, `TrainContext.add_module`), by name
     extras: nn.ModuleDict
     training: bool
 
@@ -55,9 +55,11 @@ class Model(Protocol):
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, nn.Parameter]]: ...
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any: ...
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any: ...
 
     def train(self, mode: bool = True) -> Any: ...
 

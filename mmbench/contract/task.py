@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmbench.contract.batch import Batch
 from mmbench.schema.params import NoParams
 from mmbench.schema.params import Params as AnyParams  # `Params` is each class's own attribute
 
@@ -76,8 +77,19 @@ class Task:
         raise NotImplementedError
 
     def splits(self) -> dict[str, Dataset]:
-        """Return the `train`, `val` and `test` datasets."""
+        """Return the `train`, `val` and `test` datasets.
+
+        A split that draws random choices per sample (crops, flips, which frames) draws them from a generator
+        seeded by the cell's seed, the epoch and the sample's index when it defines `reseed(seed, epoch)`, which
+        the engine calls before each epoch: then the choices do not depend on how many processes load it."""
         raise NotImplementedError
+
+    def on_device(self, batch: Batch, training: bool) -> Batch:
+        """The batch as the model reads it, from what a split's loader gathered, once on the cell's device: the
+        per-sample work that runs batched there (crops, resizing, flips, float conversion, normalisation; the
+        random choices arrive drawn by the split). The same for augmented views and for generated smoke-run
+        samples. Default: the batch as it is."""
+        return batch
 
     def augment(self, modality: str, x: Tensor, generator: torch.Generator) -> Tensor:
         """An augmented view of one sample of `modality` (used by consistency-based balancers)."""

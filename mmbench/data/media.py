@@ -259,6 +259,7 @@ def optical_flow(frames: np.ndarray, method: str) -> np.ndarray:
     else:
         scale, levels, window, iterations, poly_n, sigma = (settings[k] for k in (
             "pyr_scale", "levels", "winsize", "iterations", "poly_n", "poly_sigma"))
+        pairs = zip(grey, grey[1:], strict=False)
         flows = [cv2.calcOpticalFlowFarneback(a, b, None, float(scale), int(levels), int(window), int(iterations),
-                                              int(poly_n), float(sigma), 0) for a, b in zip(grey, grey[1:], strict=False)]
+                                              int(poly_n), float(sigma), 0) for a, b in pairs]
     return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)

@@ -44,6 +44,9 @@ def incompatibility(balancer: type[Balancer], task: Task, encoders: dict[str, ty
         return f"fusion {fusion.name!r} fuses at most {fusion.max_modalities} modalities; {task.name!r} has {n}"
     if fusion is not None and req.fusion_contributions and not fusion.offers_contributions:
         return f"{balancer.name} needs per-modality logit contributions, which fusion {fusion.name!r} does not offer"
+    if fusion is not None and req.late_fusion and (fusion.drives_encoders or fusion.uses_tokens):
+        return f"{balancer.name} applies the fusion to features it recombines; fusion {fusion.name!r} is not a late " \
+               "fusion of pooled features"
     if req.augmented_views and not task.has_augmentation():
         return f"{balancer.name} needs augmented views, which task {task.name!r} does not define"
     if req.single_label and task.multilabel:

@@ -50,6 +50,8 @@ class EpochRecord(Record):
     val: SplitScores | None = None
     lr: float
     coefficients: dict[str, float | None] = Field(default_factory=dict)
+    stage: str | None = Field(None, description="the balancer's stage of this epoch (a warm-up, a teacher stage), "
+                                                "when it trains in stages")
 
 
 class ProfileFields(Record):

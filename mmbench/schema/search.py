@@ -71,8 +71,9 @@ def group_space(search: SearchConfig, balancer: type[Any], fixed: Iterable[str] 
     """
     space: dict[str, Distribution] = {}
     Source = tuple[str, type[BaseModel], dict[str, Any], set[str]]
-    sources: tuple[Source, ...] = ((BALANCER, balancer.Params, search.space.balancers.get(balancer.name, {}), set(fixed)),
-               (OPTIMIZER, OptimizerConfig, search.space.optimizer, set()))
+    sources: tuple[Source, ...] = (
+        (BALANCER, balancer.Params, search.space.balancers.get(balancer.name, {}), set(fixed)),
+        (OPTIMIZER, OptimizerConfig, search.space.optimizer, set()))
     for prefix, params, overrides, pinned in sources:
         chosen = declared(params)
         for name, raw in overrides.items():

@@ -7,6 +7,7 @@ evaluation (see `MultimodalModel`).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -58,11 +59,16 @@ class MultimodalModel(nn.Module):
     def fusion_inputs(self, inputs: Mapping[str, Inputs], dropped: Collection[str] = ()) -> dict[str, Tensor]:
         """What the fusion reads: pooled features, or token sequences for a fusion over tokens; `dropped` tells
         an intermediate fusion which inputs are absent stand-ins."""
-        if self.drives_encoders:
-            return self.fusion.encode({m: inputs[m] for m in self.modalities}, self.encoders, frozenset(dropped))
+        if self.fusion is not None and self.fusion.drives_encoders:
+            encoders = {m: self.encoder(m) for m in self.modalities}
+            return self.fusion.encode({m: inputs[m] for m in self.modalities}, encoders, frozenset(dropped))
         if self.uses_tokens:
-            return {m: self.encoders[m].tokens(inputs[m]) for m in self.modalities}
+            return {m: self.encoder(m).tokens(inputs[m]) for m in self.modalities}
         return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+
+    def encoder(self, modality: str) -> Encoder:
+        """Modality `modality`'s encoder, as its class (`encoders` holds them as modules)."""
+        return cast(Encoder, self.encoders[modality])
 
     def pool(self, encoded: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Pooled features from `fusion_inputs` (token sequences are averaged over time)."""
@@ -85,7 +91,7 @@ class MultimodalModel(nn.Module):
 
     def without(self, inputs: Mapping[str, Inputs], drop: Collection[str]) -> dict[str, Inputs]:
         """The inputs with each dropped modality replaced by its encoder's absent input."""
-        return {m: self.encoders[m].absent_input(inputs[m]) if m in drop else inputs[m] for m in self.modalities}
+        return {m: self.encoder(m).absent_input(inputs[m]) if m in drop else inputs[m] for m in self.modalities}
 
     def forward(self, inputs: Mapping[str, Inputs], drop: Collection[str] = ()) -> ModelOutput:
         if drop and self.drives_encoders:

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +129,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_description(device: torch.device) -> dict[str, object]:
+def device_description(device: torch.device) -> dict[str, Any]:
     """What ran the cell: the accelerator's name, or the CPU model with the intra-op threads it was given."""
     if device.type == "cuda":
         return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": 1}

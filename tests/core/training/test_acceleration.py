@@ -187,10 +187,10 @@ def test_loader_worker_processes_change_no_result():
 def test_the_shuffle_is_random_samplers_order_and_draws_once_per_pass():
     from torch.utils.data import RandomSampler
 
-    from mmbench.training.engine import Shuffle
+    from mmbench.training.batches import Shuffle
 
     generator = torch.Generator().manual_seed(3)
-    order = list(Shuffle(10, generator))  # read to its end, as a loader with workers does
+    order = list(Shuffle(range(10), generator))  # read to its end, as a loader with workers does
     assert order == list(RandomSampler(range(10), generator=torch.Generator().manual_seed(3)))
     once = torch.Generator().manual_seed(3)
     torch.randperm(10, generator=once)

@@ -99,7 +99,7 @@ def test_non_finite_weights_with_a_finite_loss_stop_the_cell_and_its_result_is_v
 
 def test_finite_records_non_finite_numbers_as_missing():
     from mmbench.schema.results import SplitScores
-    from mmbench.training.engine import finite
+    from mmbench.training.evaluation import finite
 
     scores = SplitScores(loss=float("nan"), metrics={"accuracy": 0.5, "ece": float("inf")},
                          unimodal={"a": {"accuracy": float("-inf")}}, unimodal_loss={"a": 1.0})
@@ -361,7 +361,7 @@ def test_scores_do_not_depend_on_the_evaluation_batch_size(balancer):
 
 def test_evaluation_runs_each_set_of_dropped_modalities_once(monkeypatch):
     from mmbench.testing import tiny_components, tiny_context
-    from mmbench.training.engine import evaluate
+    from mmbench.training.evaluation import evaluate
     from mmbench.training.model import MultimodalModel
 
     balancer, ctx, batch = tiny_context(tiny_components("joint"))
@@ -369,12 +369,12 @@ def test_evaluation_runs_each_set_of_dropped_modalities_once(monkeypatch):
     head = MultimodalModel.head
     monkeypatch.setattr(MultimodalModel, "head",
                         lambda self, features, drop=(): drops.append(set(drop)) or head(self, features, drop))
-    from mmbench.training import engine
+    from mmbench.training import evaluation
 
     scored = []
-    compute = engine.metric_lib.compute
-    monkeypatch.setattr(engine.metric_lib, "compute", lambda *args: scored.append(args[1]) or compute(*args))
-    scores = evaluate(ctx, balancer, [batch])
+    compute = evaluation.metric_lib.compute
+    monkeypatch.setattr(evaluation.metric_lib, "compute", lambda *args: scored.append(args[1]) or compute(*args))
+    scores = evaluate(ctx.model, ctx, balancer, [batch])
     assert drops == [set(), {"fast"}, {"slow"}]  # with two modalities, "fast" alone is "slow" missing
     assert scores.unimodal["fast"] == scores.missing_modality["slow"]
     assert len(scored) == 3  # and the same predictions are scored once: fused, fast alone, slow alone

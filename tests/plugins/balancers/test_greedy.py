@@ -18,7 +18,8 @@ from mmbench.contract.errors import Incompatible
 from mmbench.running.cells import incompatibility
 from mmbench.schema.recipe import OptimizerConfig, TrainRecipe
 from mmbench.testing import tiny_components, tiny_context
-from mmbench.training.engine import build_model, evaluate, train
+from mmbench.training.engine import build_model, train
+from mmbench.training.evaluation import evaluate
 from mmbench_plugins.balancers.greedy import Greedy, GreedyState, guided_step, learning_speed, random_step
 from mmbench_plugins.encoders.mlp import MLPEncoder
 from mmbench_plugins.fusions.concat import ConcatFusion
@@ -193,7 +194,7 @@ def test_evaluation_tracks_gates_once_per_batch_in_the_all_modality_pass(track_e
         h.remove()
     fusion.track_eval = track_eval
     assert all(float(mod.count) == 0 for mod in fusion.mmtm)
-    evaluate(ctx, balancer, loader)
+    evaluate(ctx.model, ctx, balancer, loader)
     for mod in fusion.mmtm:
         assert float(mod.count) == (2 if track_eval else 0)
         gates = [mod.gates([mod.squeeze(x) for x in xs]) for xs in inputs[mod]]
