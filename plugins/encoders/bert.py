@@ -16,7 +16,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmbench.api import Encoder, ModalitySpec, hookimpl
+from mmbench.api import Encoder, Inputs, ModalitySpec, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
+from mmbench_plugins.encoders.narrow import named_inputs
 from mmbench_plugins.encoders.transformer import SMOKE, TransformerParams, build, identity, layer_list, run_layer
 
 
@@ -30,6 +32,7 @@ class BertEncoder(Encoder):
     name = "bert"
     Params = BertParams
     accepts = frozenset({"tokens"})
+    params: BertParams
 
     def __init__(self, modality: ModalitySpec, params: BertParams) -> None:
         super().__init__(modality, params)
@@ -40,18 +43,19 @@ class BertEncoder(Encoder):
         self.out_dim = self.model.config.hidden_size
 
     @classmethod
-    def weights_identity(cls, params: BertParams) -> str | None:
+    def weights_identity(cls, params: AnyParams) -> str | None:
         return identity(params)
 
     @classmethod
-    def fake_params(cls, params: BertParams) -> BertParams:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         return params.model_copy(update={**SMOKE})
 
     def forward(self, x: Mapping[str, Tensor]) -> Tensor:
         return self.model(input_ids=x["input_ids"], attention_mask=x["attention_mask"],
                           token_type_ids=x["token_type_ids"]).pooler_output
 
-    def absent_input(self, x: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def absent_input(self, x: Inputs) -> dict[str, Tensor]:
+        x = named_inputs(x, self.name)
         ids = x["input_ids"]
         last = x["attention_mask"].sum(1).clamp_min(1) - 1
         absent = torch.zeros_like(ids)
@@ -64,7 +68,8 @@ class BertEncoder(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def embed_input(self, x: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def embed_input(self, x: Inputs) -> tuple[Tensor, Tensor]:
+        x = named_inputs(x, self.name)
         hidden = self.model.embeddings(input_ids=x["input_ids"], token_type_ids=x["token_type_ids"])
         return hidden, x["attention_mask"].bool()
 
@@ -79,6 +84,8 @@ class BertEncoder(Encoder):
         return self.model.embeddings(inputs_embeds=vectors, token_type_ids=segments)
 
     def readout(self, hidden: Tensor) -> Tensor:
+        if self.model.pooler is None:
+            raise TypeError("bert reads out through BERT's pooler; this model was built without one")
         return self.model.pooler(hidden)
 
 

@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from torchaudio.models import Conformer
 
 from mmbench.api import Encoder, Incompatible, Inputs, ModalitySpec, Params, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
+from mmbench_plugins.encoders.narrow import own_params
 from mmbench_plugins.encoders.weights import weights_identity
 
 if TYPE_CHECKING:
@@ -123,7 +125,7 @@ class FrontEndConformer(Encoder):
     smoke: ClassVar[dict] = {"width": 16, "layers": 1, "heads": 2, "ffn": 32, "kernel": 3, "bottleneck": 8}
 
     @classmethod
-    def fake_params(cls, params: FrontEndParams) -> FrontEndParams:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         """Small and randomly initialised: MLB's sizes and pretrained weights are for real runs."""
         return cls.Params(**{**params.model_dump(), **cls.smoke})
 
@@ -191,10 +193,11 @@ def build_wav2vec2(params: ConformerEncoderParams) -> Wav2Vec2Model:
             hidden_size=size.hidden_size, num_hidden_layers=params.keep_layers, num_attention_heads=size.heads,
             intermediate_size=size.intermediate_size, conv_dim=list(size.conv_dim),
             conv_kernel=list(size.conv_kernel), conv_stride=list(size.conv_stride),
-            num_feat_extract_layers=len(size.conv_dim), num_conv_pos_embeddings=size.position_kernel,
+            num_conv_pos_embeddings=size.position_kernel,
             num_conv_pos_embedding_groups=size.position_groups, feat_extract_norm="layer",
             do_stable_layer_norm=True, conv_bias=True))
-    model = Wav2Vec2Model.from_pretrained(params.pretrained, revision=params.revision)
+    model = Wav2Vec2Model.from_pretrained(
+        params.pretrained, revision=params.revision)  # type: ignore[arg-type]  # None: the default branch
     if len(model.encoder.layers) < params.keep_layers:
         raise ValueError(f"{params.pretrained} has {len(model.encoder.layers)} transformer layers; keep_layers is "
                          f"{params.keep_layers}")
@@ -243,8 +246,9 @@ class Wav2Vec2Conformer(FrontEndConformer):
             self.wav2vec2.freeze_feature_encoder()
 
     @classmethod
-    def weights_identity(cls, params: ConformerEncoderParams) -> str | None:
-        return weights_identity(params.pretrained, params.revision)
+    def weights_identity(cls, params: AnyParams) -> str | None:
+        own = own_params(ConformerEncoderParams, params)
+        return weights_identity(own.pretrained, own.revision)
 
     def front_end(self, x: Inputs) -> Tensor:
         if isinstance(x, Mapping):

@@ -21,14 +21,16 @@ run keeps the first block of each of the CNN's 7 stages (`blocks_per_stage: 1`):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
-from mmbench.api import Incompatible, ModalitySpec, hookimpl
+from mmbench.api import Incompatible, Inputs, ModalitySpec, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
 from mmbench_plugins.encoders.conformer import FrontEndConformer, FrontEndParams
+from mmbench_plugins.encoders.narrow import own_params, tensor_input
 from mmbench_plugins.encoders.weights import load_state_dict, local_path, weights_identity
 
 #: EfficientNet-B2's pooled feature width
@@ -66,12 +68,15 @@ def build_cnn(params: EfficientNetB2Params) -> nn.Module:
     if source is None or path is not None:
         cnn = timm.create_model(params.architecture, pretrained=False, num_classes=0)
         if params.blocks_per_stage is not None:  # a stage's first block changes stride and width, the rest repeat
-            cnn.blocks = nn.Sequential(*(stage[:params.blocks_per_stage] for stage in cnn.blocks))
+            stages = cnn.get_submodule("blocks").children()
+            cnn.blocks = nn.Sequential(*(nn.Sequential(*list(stage.children())[:params.blocks_per_stage])
+                                         for stage in stages))
         if path is not None:
             load_state_dict(cnn, path)
         return cnn
     cnn = timm.create_model(source, pretrained=True, num_classes=0)
-    built = cnn.pretrained_cfg.get("architecture")
+    config: dict[str, Any] = cnn.pretrained_cfg  # type: ignore[assignment]  # timm's dict, not a submodule
+    built = config.get("architecture")
     if built != params.architecture:
         raise ValueError(f"pretrained {source!r} is a {built} checkpoint; set architecture: {built} (or name a "
                          f"{params.architecture} checkpoint)")
@@ -88,6 +93,7 @@ class EfficientNetB2Conformer(FrontEndConformer):
 
     name = "efficientnet_b2"
     Params = EfficientNetB2Params
+    params: EfficientNetB2Params
     accepts = frozenset({"visual", "frames"})
     #: a smoke run keeps one block per stage of the CNN, fixed (no backward through it) as MLB's descriptor is
     smoke = {**FrontEndConformer.smoke, "pretrained": None, "freeze": True, "blocks_per_stage": 1}
@@ -103,23 +109,24 @@ class EfficientNetB2Conformer(FrontEndConformer):
                              f"drop `pretrained` (it would only change the cell id)")
         super().__init__(modality, params, FEATURES)
         self.cnn = build_cnn(params) if frames else None
-        self.frozen = self.cnn is not None and (params.pretrained is not None if params.freeze is None
-                                                else params.freeze)
-        if self.frozen:
+        self.frozen = False
+        if self.cnn is not None and (params.pretrained is not None if params.freeze is None else params.freeze):
+            self.frozen = True
             self.cnn.requires_grad_(False)
             self.cnn.eval()
 
     @classmethod
-    def weights_identity(cls, params: EfficientNetB2Params) -> str | None:
-        return weights_identity(params.pretrained)
+    def weights_identity(cls, params: AnyParams) -> str | None:
+        return weights_identity(own_params(EfficientNetB2Params, params).pretrained)
 
     def train(self, mode: bool = True) -> EfficientNetB2Conformer:
         super().train(mode)
-        if self.frozen:
+        if self.cnn is not None and self.frozen:
             self.cnn.eval()  # a frozen descriptor keeps its batch-norm statistics and no dropout
         return self
 
-    def front_end(self, x: Tensor) -> Tensor:
+    def front_end(self, x: Inputs) -> Tensor:
+        x = tensor_input(x, self.name)
         if self.cnn is None:
             return x
         b, c, t, h, w = x.shape

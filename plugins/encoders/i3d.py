@@ -31,7 +31,9 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from mmbench.api import Encoder, Incompatible, ModalitySpec, Params, hookimpl
-from mmbench_plugins.encoders.weights import local_path, weights_identity
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
+from mmbench_plugins.encoders.narrow import own_params
+from mmbench_plugins.encoders.weights import existing_path, local_path, weights_identity
 
 #: (end point, input channels, [b0, b1a, b1b, b2a, b2b, b3b] output channels) of the inception modules
 MIXED = {
@@ -154,6 +156,7 @@ class I3DEncoder(Encoder):
 
     name = "i3d"
     Params = I3DParams
+    params: I3DParams
     accepts = CLIP_KINDS
 
     def __init__(self, modality: ModalitySpec, params: I3DParams) -> None:
@@ -177,7 +180,7 @@ class I3DEncoder(Encoder):
     def load(self, path: str) -> None:
         """A pytorch-i3d checkpoint, strictly: every key must match after its `logits.*` are dropped; a
         3-channel conv1 is summed over its input channels for a 1-channel stem."""
-        state = torch.load(local_path(path), map_location="cpu", weights_only=True)
+        state = torch.load(existing_path(path), map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("logits.")}
         stem = state.get("Conv3d_1a_7x7.conv3d.weight")
         channels = self.modality.shape[0]
@@ -193,8 +196,8 @@ class I3DEncoder(Encoder):
             raise ValueError(f"{path} is not a pytorch-i3d InceptionI3d state dict: {exc}") from None
 
     @classmethod
-    def weights_identity(cls, params: I3DParams) -> str | None:
-        return weights_identity(params.weights)
+    def weights_identity(cls, params: AnyParams) -> str | None:
+        return weights_identity(own_params(I3DParams, params).weights)
 
     def blocks(self) -> list[nn.Module]:
         return [Chain([getattr(self, k) for k in names], pool=i == len(BLOCKS) - 1) for i, names in enumerate(BLOCKS)]

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Encoder, ModalitySpec, Params, hookimpl
+from mmbench.api import Encoder, Inputs, ModalitySpec, Params, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
+from mmbench_plugins.encoders.narrow import own_params, tensor_input
 from mmbench_plugins.encoders.weights import load_state_dict, weights_identity
 
 GRIDS = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
@@ -42,6 +44,7 @@ class ResNet152Encoder(Encoder):
     accepts = frozenset({"image"})
     #: the torchvision builder of the trunk
     arch = "resnet152"
+    params: ResNet152Params
 
     def __init__(self, modality: ModalitySpec, params: ResNet152Params) -> None:
         super().__init__(modality, params)
@@ -59,15 +62,15 @@ class ResNet152Encoder(Encoder):
         self.out_dim = 2048
 
     @classmethod
-    def weights_identity(cls, params: ResNet152Params) -> str | None:
-        return weights_identity(params.weights)
+    def weights_identity(cls, params: AnyParams) -> str | None:
+        return weights_identity(own_params(ResNet152Params, params).weights)
 
     @classmethod
-    def fake_params(cls, params: ResNet152Params) -> ResNet152Params:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         return params.model_copy(update={"weights": None, "width_per_group": 8})
 
-    def tokens(self, x: Tensor) -> Tensor:
-        return F.adaptive_avg_pool2d(self.trunk(x), self.grid).flatten(2).transpose(1, 2)
+    def tokens(self, x: Inputs) -> Tensor:
+        return F.adaptive_avg_pool2d(self.trunk(tensor_input(x, self.name)), self.grid).flatten(2).transpose(1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.tokens(x).mean(1)

@@ -28,6 +28,8 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from torch import Tensor, nn
 
 from mmbench.api import Encoder, ModalitySpec, Params, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
+from mmbench_plugins.encoders.narrow import own_params
 
 RESNET18_WIDTH = 64
 SMOKE_WIDTH = 8
@@ -107,6 +109,7 @@ class ResNet18Encoder(Encoder):
     name = "resnet18"
     Params = ResNet18Params
     accepts = frozenset({"spectrogram", "frames"})
+    params: ResNet18Params
 
     def __init__(self, modality: ModalitySpec, params: ResNet18Params) -> None:
         super().__init__(modality, params)
@@ -117,17 +120,18 @@ class ResNet18Encoder(Encoder):
             raise ValueError(f"resnet18 takes (C, H, W) images or (C, T, H, W) clips; modality {modality.name!r} "
                              f"has shape {modality.shape}")
         channels, width = modality.shape[0], params.width
-        trunk = resnet18(weights=None) if width == RESNET18_WIDTH else narrow_trunk(width)
+        trunk: nn.Module = resnet18(weights=None) if width == RESNET18_WIDTH else narrow_trunk(width)
         if channels != 3:
-            trunk.conv1 = nn.Conv2d(channels, width, kernel_size=7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(trunk.conv1.weight, mode="fan_out", nonlinearity="relu")
+            trunk.conv1 = stem = nn.Conv2d(channels, width, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(stem.weight, mode="fan_out", nonlinearity="relu")
         if params.weights is not None:
             self._load(trunk, params.weights, channels)
+        part = trunk.get_submodule
         self.stages = nn.ModuleList([
-            Stage(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, clip=clip),
-            Stage(trunk.layer2, clip=clip),
-            Stage(trunk.layer3, clip=clip),
-            Stage(trunk.layer4, clip=clip, pool=True),
+            Stage(part("conv1"), part("bn1"), part("relu"), part("maxpool"), part("layer1"), clip=clip),
+            Stage(part("layer2"), clip=clip),
+            Stage(part("layer3"), clip=clip),
+            Stage(part("layer4"), clip=clip, pool=True),
         ])
         self.out_dim = 8 * width
 
@@ -147,13 +151,14 @@ class ResNet18Encoder(Encoder):
                              f"unexpected {unexpected[:4]}")
 
     @classmethod
-    def fake_params(cls, params: ResNet18Params) -> ResNet18Params:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         """Random and narrow: a smoke run checks the wiring at the real input shapes, never the model."""
         return params.model_copy(update={"weights": None, "width": SMOKE_WIDTH})
 
     @classmethod
-    def weights_identity(cls, params: ResNet18Params) -> str | None:
-        return None if params.weights is None else f"sha256:{file_sha256(params.weights)}"
+    def weights_identity(cls, params: AnyParams) -> str | None:
+        weights = own_params(ResNet18Params, params).weights
+        return None if weights is None else f"sha256:{file_sha256(weights)}"
 
     def blocks(self) -> list[nn.Module]:
         return list(self.stages)

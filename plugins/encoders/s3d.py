@@ -18,8 +18,10 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from mmbench.api import Encoder, ModalitySpec, Params, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
 from mmbench_plugins.encoders.i3d import CLIP_KINDS, FEATURES, Chain, clip_channels, pooled
-from mmbench_plugins.encoders.weights import local_path, weights_identity
+from mmbench_plugins.encoders.narrow import own_params
+from mmbench_plugins.encoders.weights import existing_path, local_path, weights_identity
 
 #: torchvision's weights enum member, fetched by name
 HUB = "KINETICS400_V1"
@@ -44,6 +46,7 @@ class S3DEncoder(Encoder):
 
     name = "s3d"
     Params = S3DParams
+    params: S3DParams
     accepts = CLIP_KINDS
 
     def __init__(self, modality: ModalitySpec, params: S3DParams) -> None:
@@ -68,7 +71,7 @@ class S3DEncoder(Encoder):
 
     @staticmethod
     def _load(model: nn.Module, path: str) -> None:
-        state = torch.load(local_path(path), map_location="cpu", weights_only=True)
+        state = torch.load(existing_path(path), map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
         del model.classifier
         try:
@@ -77,8 +80,8 @@ class S3DEncoder(Encoder):
             raise ValueError(f"{path} is not a torchvision S3D state dict: {exc}") from None
 
     @classmethod
-    def weights_identity(cls, params: S3DParams) -> str | None:
-        return weights_identity(params.weights)
+    def weights_identity(cls, params: AnyParams) -> str | None:
+        return weights_identity(own_params(S3DParams, params).weights)
 
     def blocks(self) -> list[nn.Module]:
         return [Chain([self.features[i] for i in indices], pool=k == len(BLOCKS) - 1)

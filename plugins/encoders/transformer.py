@@ -7,12 +7,21 @@ transformers 5.x returns a tensor from one layer call, 4.x a tuple; `run_layer` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from mmbench.api import Params
+from mmbench_plugins.encoders.narrow import own_params
 from mmbench_plugins.encoders.weights import local_path, weights_identity
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+M = TypeVar("M", bound="PreTrainedModel")
 
 
 class TransformerParams(Params):
@@ -30,7 +39,8 @@ SMOKE = {"pretrained": None, "revision": None, "hidden_size": 32, "num_hidden_la
          "intermediate_size": 64}
 
 
-def build(model_cls, config_cls, params: TransformerParams, **config) -> nn.Module:
+def build(model_cls: type[M], config_cls: Callable[..., PreTrainedConfig], params: TransformerParams,
+          **config: Any) -> M:
     """`model_cls` from the pretrained source, or randomly initialised from a config of the given sizes and
     `config` (a checkpoint brings its own configuration)."""
     if params.pretrained is None:
@@ -39,11 +49,14 @@ def build(model_cls, config_cls, params: TransformerParams, **config) -> nn.Modu
                                     intermediate_size=params.intermediate_size, **config))
     path = local_path(params.pretrained)
     source = str(path) if path is not None else params.pretrained
-    return model_cls.from_pretrained(source, revision=params.revision)
+    return model_cls.from_pretrained(
+        source, revision=params.revision)  # type: ignore[arg-type]  # None: the default branch
 
 
-def identity(params: TransformerParams) -> str | None:
-    return weights_identity(params.pretrained, params.revision)
+def identity(params: Params) -> str | None:
+    """The weights identity of a transformer encoder's parameters (its `weights_identity`)."""
+    own = own_params(TransformerParams, params)
+    return weights_identity(own.pretrained, own.revision)
 
 
 def additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -61,7 +74,7 @@ def run_layer(layer: nn.Module, hidden: Tensor, mask: Tensor | None) -> Tensor:
 def layer_list(model: nn.Module) -> nn.ModuleList:
     """The block stack of a BERT or ViT model, in transformers 4.x (`encoder.layer`) or 5.x (`layers`) layout."""
     for path in ("encoder.layer", "layers", "encoder.layers"):
-        module = model
+        module: object = model
         for part in path.split("."):
             module = getattr(module, part, None)
         if isinstance(module, nn.ModuleList):

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Encoder, ModalitySpec, hookimpl
+from mmbench.api import Encoder, Inputs, ModalitySpec, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
+from mmbench_plugins.encoders.narrow import tensor_input
 from mmbench_plugins.encoders.transformer import SMOKE, TransformerParams, build, identity, layer_list, run_layer
 
 
@@ -27,6 +29,7 @@ class ViTEncoder(Encoder):
     name = "vit"
     Params = ViTParams
     accepts = frozenset({"image"})
+    params: ViTParams
 
     def __init__(self, modality: ModalitySpec, params: ViTParams) -> None:
         super().__init__(modality, params)
@@ -41,11 +44,11 @@ class ViTEncoder(Encoder):
         self.out_dim = self.model.config.hidden_size
 
     @classmethod
-    def weights_identity(cls, params: ViTParams) -> str | None:
+    def weights_identity(cls, params: AnyParams) -> str | None:
         return identity(params)
 
     @classmethod
-    def fake_params(cls, params: ViTParams) -> ViTParams:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         return params.model_copy(update={**SMOKE, "patch_size": 32})
 
     def forward(self, x: Tensor) -> Tensor:
@@ -54,8 +57,8 @@ class ViTEncoder(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def embed_input(self, x: Tensor) -> tuple[Tensor, None]:
-        return self.model.embeddings(x), None
+    def embed_input(self, x: Inputs) -> tuple[Tensor, None]:
+        return self.model.embeddings(tensor_input(x, self.name)), None
 
     def run_block(self, index: int, hidden: Tensor, mask: Tensor | None) -> Tensor:
         return run_layer(self.layers[index], hidden, mask)

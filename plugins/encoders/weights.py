@@ -12,6 +12,7 @@ import hashlib
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +30,14 @@ def local_path(source: str) -> Path | None:
         raise FileNotFoundError(f"pretrained weights {source!r}: no such file or directory (give an existing "
                                 f"local path, a hub name, or null for random initialisation)")
     return None
+
+
+def existing_path(source: str) -> Path:
+    """The local file or directory `source` names, for a source that must be local."""
+    path = local_path(source)
+    if path is None:
+        raise FileNotFoundError(f"pretrained weights {source!r}: no such file or directory")
+    return path
 
 
 def weights_identity(source: str | None, revision: str | None = None) -> str | None:
@@ -75,7 +84,7 @@ def load_state_dict(module: nn.Module, path: Path) -> None:
         raise ValueError(f"{path} is a directory; give the state-dict file itself")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        state = load_file(str(path))
+        state: dict[str, Any] = load_file(str(path))
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -41,6 +41,7 @@ class GpusExecutor(Executor):
 
     name = "gpus"
     Params = GpusParams
+    params: GpusParams
     uses_worker_server = True  # workers.py forks its workers from it
 
     def __init__(self, params: GpusParams) -> None:

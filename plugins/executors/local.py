@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from mmbench.api import Params, hookimpl
+from mmbench.api import EpochRecord, Params, hookimpl
 from mmbench.api.running import (
     Cell,
     CellFinished,
@@ -44,6 +44,7 @@ class LocalExecutor(Executor):
 
     name = "local"
     Params = LocalParams
+    params: LocalParams
     uses_worker_server = True  # workers.py forks its workers from it
 
     def workers_for(self, cells: Sequence[Cell]) -> int:
@@ -62,7 +63,11 @@ class LocalExecutor(Executor):
             return
         for cell in cells:  # in this process, with the runner's registry (plugins registered in-process too)
             report(CellStarted(cell))
-            result = run_cell(cell, registry, on_epoch=lambda stats, cell=cell: report(EpochEnded(cell, stats)))
+
+            def on_epoch(stats: EpochRecord, cell: Cell = cell) -> None:
+                report(EpochEnded(cell, stats))
+
+            result = run_cell(cell, registry, on_epoch=on_epoch)
             report(CellFinished(cell, result))
 
 

@@ -64,6 +64,7 @@ class RayExecutor(Executor):
 
     name = "ray"
     Params = RayParams
+    params: RayParams
 
     def run(self, cells: Sequence[Cell], report: Callable[[Event], None], registry, run_dir: Path) -> None:
         import ray
@@ -74,7 +75,7 @@ class RayExecutor(Executor):
         if started_here:
             local = self.params.address is None
             try:
-                ray.init(address=self.params.address, **({"include_dashboard": False} if local else {}))
+                ray.init(address=self.params.address, include_dashboard=False if local else None)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 where = self.params.address or "a new instance on this machine"
                 raise ExecutorError(f"executor 'ray' cannot start or reach Ray ({where}): {exc}") from None

@@ -70,6 +70,7 @@ class SlurmExecutor(Executor):
 
     name = "slurm"
     Params = SlurmParams
+    params: SlurmParams
 
     def __init__(self, params: SlurmParams) -> None:
         super().__init__(params)

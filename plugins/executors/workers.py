@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
+from mmbench.api import EpochRecord
 from mmbench.api.running import (
     PLUGINS_DIR_VARIABLE,
     Cell,
@@ -79,8 +80,11 @@ def _worker(conn: Connection, place: Place, env: dict[str, str]) -> None:
                 continue
             cell_id = cell["cell_id"]
             conn.send(("started", cell_id, where))
-            result = run_cell(cell, on_epoch=lambda stats, cell_id=cell_id: conn.send(
-                ("epoch", cell_id, stats.model_dump(mode="json"))))
+
+            def on_epoch(stats: EpochRecord, cell_id: str = cell_id) -> None:
+                conn.send(("epoch", cell_id, stats.model_dump(mode="json")))
+
+            result = run_cell(cell, on_epoch=on_epoch)
             conn.send(("finished", cell_id, result.to_json()))
 
 
@@ -108,8 +112,8 @@ class Slot:
         self.conn, child = worker_context().Pipe()
         env = {PLUGINS_DIR_VARIABLE: os.environ.get(PLUGINS_DIR_VARIABLE, "")}
         # not a daemon: a cell's data loader starts processes of its own
-        self.process = worker_context().Process(target=_worker, args=(child, self.place, env),
-                                                name=f"mmbench-{self.place.name.replace(' ', '')}")
+        self.process = worker_context().Process(  # type: ignore[attr-defined]  # spawn and forkserver contexts have it
+            target=_worker, args=(child, self.place, env), name=f"mmbench-{self.place.name.replace(' ', '')}")
         self.process.start()
         child.close()  # the worker holds the only other end, so its death reads as end-of-file here
 
@@ -126,6 +130,12 @@ class Slot:
         except OSError:  # the worker died while idle: the cell had not started, so it goes to a new worker
             self.restart()
             self.conn.send((kind, cell.to_json()))
+
+    def busy_cell(self) -> Cell:
+        """The cell the worker is on (a message or a death is read from busy workers only)."""
+        if self.cell is None:
+            raise RuntimeError(f"the worker on {self.place.name} has no cell")
+        return self.cell
 
     def sample(self) -> None:
         self.peak = max(self.peak, process_tree_rss(self.process.pid))
@@ -174,7 +184,8 @@ def run_pool(cells: Sequence[Cell], report: Callable[[Event], None], places: Seq
             for slot in busy.values():
                 slot.sample()
             for conn in ready:
-                _receive(busy[conn], relay, todo, deaths, max_retries, placement)
+                slot = busy[conn]  # type: ignore[index]  # `wait` returns the connections it was given
+                _receive(slot, relay, todo, deaths, max_retries, placement)
     finally:
         for slot in slots:
             slot.stop()
@@ -221,7 +232,7 @@ def _receive(slot: Slot, relay: Relay, todo: deque[Cell], deaths: Counter[str], 
     if kind == "finished":
         profile = payload.get("profile") or {}
         if profile:
-            placement.learn(slot.cell, MemoryNeed(profile["peak_host_rss_bytes"],
+            placement.learn(slot.busy_cell(), MemoryNeed(profile["peak_host_rss_bytes"],
                                                   profile["peak_accelerator_memory_bytes"]))
         slot.cell = None
 
@@ -230,7 +241,7 @@ def _replace(slot: Slot, relay: Relay, todo: deque[Cell], deaths: Counter[str], 
              placement: Placement) -> None:
     """The slot's worker died: start a new one; its cell runs again (placed with the memory it reached), or is
     lost after `max_retries`."""
-    cell, why = slot.cell, slot.death()
+    cell, why = slot.busy_cell(), slot.death()
     placement.learn(cell, MemoryNeed(slot.peak))
     slot.cell = None
     slot.restart()

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmbench.api import Fusion, FusionOutput, NoParams, hookimpl
+from mmbench.api import Fusion, FusionOutput, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
+from mmbench_plugins.fusions.shares import block_logits
 
 
 class ConcatFusion(Fusion):
@@ -20,7 +22,7 @@ class ConcatFusion(Fusion):
     name = "concat"
     offers_contributions = True
 
-    def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: NoParams) -> None:
+    def __init__(self, feature_dims: Mapping[str, int], num_classes: int, params: AnyParams) -> None:
         super().__init__(feature_dims, num_classes, params)
         self.linear = nn.Linear(sum(feature_dims.values()), num_classes)
         bounds = torch.cumsum(torch.tensor([0, *feature_dims.values()]), 0).tolist()
@@ -32,8 +34,7 @@ class ConcatFusion(Fusion):
 
     def forward(self, features: Mapping[str, Tensor]) -> FusionOutput:
         logits = self.linear(torch.cat([features[m] for m in self.slices], dim=-1))
-        contributions = {m: features[m] @ w.T + b for m, (w, b) in self.classifier_blocks().items()}
-        return FusionOutput(logits, contributions)
+        return FusionOutput(logits, block_logits(features, self.classifier_blocks()))
 
 
 @hookimpl

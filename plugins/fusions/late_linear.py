@@ -12,10 +12,12 @@ split evenly, as MLB reports its unimodal logits), so the fusion offers contribu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from torch import Tensor, nn
 
 from mmbench.api import Fusion, FusionOutput, NoParams, hookimpl
+from mmbench_plugins.fusions.shares import block_logits, summed
 
 
 class SplitLinear(nn.Module):
@@ -28,9 +30,13 @@ class SplitLinear(nn.Module):
         self.linears = nn.ModuleDict(
             {m: nn.Linear(d, out_dim, bias=m == self.order[0]) for m, d in feature_dims.items()})
 
+    def block(self, modality: str) -> nn.Linear:
+        """Modality `modality`'s layer `W_m` (the first also holds `b`)."""
+        return cast(nn.Linear, self.linears[modality])
+
     @property
     def bias(self) -> Tensor:
-        return self.linears[self.order[0]].bias
+        return self.block(self.order[0]).bias
 
     def forward(self, features: Mapping[str, Tensor]) -> Tensor:
         return sum(self.linears[m](features[m]) for m in self.order)
@@ -48,11 +54,11 @@ class LateLinearFusion(Fusion):
 
     def classifier_blocks(self) -> dict[str, tuple[Tensor, Tensor | None]]:
         share = self.linear.bias / len(self.linear.order)
-        return {m: (self.linear.linears[m].weight, share) for m in self.linear.order}
+        return {m: (self.linear.block(m).weight, share) for m in self.linear.order}
 
     def forward(self, features: Mapping[str, Tensor]) -> FusionOutput:
-        contributions = {m: features[m] @ w.T + b for m, (w, b) in self.classifier_blocks().items()}
-        return FusionOutput(sum(contributions.values()), contributions)
+        contributions = block_logits(features, self.classifier_blocks())
+        return FusionOutput(summed(contributions.values()), contributions)
 
 
 @hookimpl

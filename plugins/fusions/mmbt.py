@@ -35,6 +35,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mmbench.api import Encoder, Fusion, FusionOutput, Incompatible, Inputs, Params, hookimpl
+from mmbench_plugins.encoders.narrow import named_inputs
 from mmbench_plugins.fusions.mmbv import is_sequence_encoder
 
 
@@ -80,7 +81,7 @@ class MMBTFusion(Fusion):
 
     def encode(self, inputs: Mapping[str, Inputs], encoders: Mapping[str, Encoder],
                dropped: frozenset[str] = frozenset()) -> dict[str, Tensor]:
-        bert, text = encoders[self.text], inputs[self.text]
+        bert, text = encoders[self.text], named_inputs(inputs[self.text], f"mmbt (text modality {self.text!r})")
         image_tokens = encoders[self.image].tokens(inputs[self.image])
         ids, mask = text["input_ids"], text["attention_mask"]
         last = mask.sum(1).clamp_min(1) - 1
@@ -89,6 +90,9 @@ class MMBTFusion(Fusion):
         rest = {"input_ids": ids[:, 1:], "attention_mask": mask[:, 1:],
                 "token_type_ids": torch.ones_like(ids[:, 1:])}
         text_part, text_mask = bert.embed_input(rest)
+        if text_mask is None:
+            raise TypeError(f"mmbt joins the image tokens to the text's padding mask; the {bert.name!r} encoder "
+                            f"gives none")
         hidden = torch.cat([image_part, text_part], dim=1)
         joint_mask = torch.cat([torch.ones(hidden.shape[0], image_part.shape[1], dtype=torch.bool,
                                            device=hidden.device), text_mask], dim=1)

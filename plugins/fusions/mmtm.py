@@ -52,14 +52,16 @@ training set with the final model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Encoder, Fusion, FusionOutput, Incompatible, Params, hookimpl
+from mmbench.api import Encoder, Fusion, FusionOutput, Incompatible, Inputs, Params, hookimpl
+from mmbench_plugins.encoders.narrow import tensor_input
+from mmbench_plugins.fusions.shares import summed
 
 
 def running_mean(mean: Tensor, count: Tensor, value: Tensor) -> Tensor:
@@ -70,6 +72,10 @@ def running_mean(mean: Tensor, count: Tensor, value: Tensor) -> Tensor:
 class MMTM(nn.Module):
     """One Multimodal Transfer Module over the modalities whose block widths (channels) are `dims`
     (formulas in the module docstring)."""
+
+    #: forwards counted by the running gate means and the squeeze means (buffers)
+    count: Tensor
+    squeeze_count: Tensor
 
     def __init__(self, dims: Sequence[int], ratio: float = 4.0, channels: Literal["first", "last"] = "first") -> None:
         super().__init__()
@@ -207,6 +213,7 @@ class MMTMFusion(Fusion):
 
     name = "mmtm"
     Params = MMTMParams
+    params: MMTMParams
     offers_contributions = True
     drives_encoders = True
 
@@ -266,7 +273,7 @@ class MMTMFusion(Fusion):
     def active_modules(self) -> list[MMTM]:
         """The MMTMs, in block order (one per paired block)."""
         self._require_bound()
-        return list(self.mmtm)
+        return cast(list[MMTM], list(self.mmtm))  # `bind` fills the list with MMTMs only
 
     def gate_parameters(self, modality: str) -> list[nn.Parameter]:
         """The gate (excitation) layers of `modality` in every MMTM."""
@@ -289,7 +296,7 @@ class MMTMFusion(Fusion):
 
     # --------------------------------------------------------------------------------- forward
 
-    def encode(self, inputs: Mapping[str, Tensor], encoders: Mapping[str, Encoder],
+    def encode(self, inputs: Mapping[str, Inputs], encoders: Mapping[str, Encoder],
                dropped: frozenset[str] = frozenset()) -> dict[str, Tensor]:
         self._require_bound()
         blocks = {m: encoder_blocks(encoders[m], m) for m in self.order}
@@ -297,7 +304,7 @@ class MMTMFusion(Fusion):
             raise RuntimeError(f"mmtm was bound to encoders with {self.block_counts} blocks; encode got "
                                f"{ {m: len(b) for m, b in blocks.items()} }")
         paired = len(self.mmtm)
-        h = {m: inputs[m] for m in self.order}
+        h = {m: tensor_input(inputs[m], f"mmtm (modality {m!r})") for m in self.order}
         for m in self.order:
             for block in blocks[m][: len(blocks[m]) - paired]:
                 h[m] = block(h[m])
@@ -319,7 +326,7 @@ class MMTMFusion(Fusion):
     def forward(self, features: Mapping[str, Tensor]) -> FusionOutput:
         n = len(self.order)
         contributions = {m: logits / n for m, logits in self.branch_logits(features).items()}
-        return FusionOutput(sum(contributions.values()), contributions)
+        return FusionOutput(summed(contributions.values()), contributions)
 
 
 @hookimpl

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -20,7 +21,8 @@ class SumFusion(Fusion):
         self.linears = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in feature_dims.items()})
 
     def classifier_blocks(self) -> dict[str, tuple[Tensor, Tensor | None]]:
-        return {m: (lin.weight, lin.bias) for m, lin in self.linears.items()}
+        linears = {m: cast(nn.Linear, lin) for m, lin in self.linears.items()}
+        return {m: (lin.weight, lin.bias) for m, lin in linears.items()}
 
     def forward(self, features: Mapping[str, Tensor]) -> FusionOutput:
         contributions = {m: lin(features[m]) for m, lin in self.linears.items()}

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.api.data import Item, fit_length, log_power_spectrogram, read_audio, resample
+from mmbench.api.data import Item, Label, fit_length, log_power_spectrogram, read_audio, resample
 from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 CLASSES = (
@@ -80,6 +80,7 @@ class AveTask(AudioVisualTask):
     name = "ave"
     version = "1"
     Params = AveParams
+    params: AveParams
     source = "github.com/YapengTian/AVE-ECCV18 (the AVE_Dataset archive it links: AVE/*.mp4, Annotations.txt)"
     classes = CLASSES
     audio_shape = (257, 1004)
@@ -105,7 +106,7 @@ class AveTask(AudioVisualTask):
             chosen[video] = (event_key(video, start, end), CLASSES.index(category), start, end)
         return list(chosen.values())
 
-    def lists(self) -> dict[str, list[tuple[str, int]]]:
+    def lists(self) -> dict[str, list[tuple[str, Label]]]:
         return {split: [(key, label) for key, label, _, _ in self._events(name)] for split, name in LISTS.items()}
 
     def items(self, raw: Path) -> list[Item]:

@@ -131,7 +131,7 @@ class ClipDataset(Dataset):
     """Samples `{"audio": (1, F, T) or the waveform input, "visual": (3, T, 224, 224), "label": ()}` of some
     prepared rows; `audio_input(row)` makes the audio input."""
 
-    def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[int], frames: int, train: bool,
+    def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[Label], frames: int, train: bool,
                  random_pick: bool, audio_input: Callable[[int], Any]) -> None:
         self.arrays, self.rows, self.labels = arrays, rows, labels
         self.frames, self.train, self.random_pick = frames, train, random_pick
@@ -147,8 +147,8 @@ class ClipDataset(Dataset):
         chosen = pick_frames(len(stored), self.frames, self.train and self.random_pick)
         clip = torch.from_numpy(np.ascontiguousarray(stored[chosen]))
         if self.train:
-            source = tuple(int(v) for v in self.arrays.get("source_size", row))
-            clip = torch.stack([train_transform(frame, source) for frame in clip])
+            width, height = (int(v) for v in self.arrays.get("source_size", row))
+            clip = torch.stack([train_transform(frame, (width, height)) for frame in clip])
         elif clip.shape[-1] != CROP:
             from torchvision.transforms.v2 import functional as TF
 
@@ -164,6 +164,7 @@ class AudioVisualTask(PreparedTask):
     """Base of the audio-visual tasks (see the module docstring); subclasses fill in the dataset."""
 
     Params = AudioVisualParams
+    params: AudioVisualParams
     metrics = ("accuracy", "macro_f1", "map_macro")
     primary_metric = "accuracy"
     ragged = frozenset({"frames", "waveform"})
@@ -185,6 +186,8 @@ class AudioVisualTask(PreparedTask):
 
     @property
     def waveform_length(self) -> int:
+        if self.waveform is None:
+            raise TypeError(f"task {self.name!r} prepares no waveform")
         return round(self.waveform["sample_rate"] * self.waveform["seconds"])
 
     @property
@@ -247,7 +250,7 @@ class AudioVisualTask(PreparedTask):
 
     def datasets(self, arrays: PreparedArrays, parts: dict[str, tuple[list[int], list[Label]]]) -> dict[str, Dataset]:
         random_pick = self.params.train_frames == "random"
-        audio_input = functools.partial(spectrogram_input, arrays)
+        audio_input: Callable[[int], Any] = functools.partial(spectrogram_input, arrays)
         if self.reads_waveform:
             moments = arrays.fields["waveform_moments"][parts["train"][0]]
             audio_input = wave.WaveformInput(arrays, *wave.statistics(moments), self.waveform_length)

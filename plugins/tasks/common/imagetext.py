@@ -80,6 +80,11 @@ class Record:
     #: why the annotation cannot be used (a bad line, an unknown class); prepare lists it as bad
     error: str | None = None
 
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The record's classes (one for a single-label record)."""
+        return (self.label,) if isinstance(self.label, int) else self.label
+
     @classmethod
     def bad_line(cls, split: str, path: Path, number: int, reason: str) -> Record:
         """A line of an annotation file that cannot be used, named `<file>:<line>`, with the reason."""
@@ -163,6 +168,7 @@ class ImageTextTask(PreparedTask):
     """Base of the image-text tasks (see the module docstring); subclasses fill in the dataset."""
 
     Params = ImageTextParams
+    params: ImageTextParams
     ragged = frozenset({"input_ids", "token_type_ids"})
     #: split -> the release's annotation file for it, relative to the raw folder (their hashes enter the fingerprint)
     annotation_files: ClassVar[dict[str, str]]
@@ -219,7 +225,7 @@ class ImageTextTask(PreparedTask):
     def after_prepare(self, raw: Path, outcome: Outcome) -> None:
         if self.params.word_vectors:
             table = neighbour_table(self.tokenizer, Path(self.params.word_vectors).expanduser())
-            np.save(Path(self.root) / NEIGHBOURS, table)
+            np.save(self._root / NEIGHBOURS, table)
 
     def fields(self) -> dict[str, tuple[int, ...]]:
         text = {"input_ids": (), "token_type_ids": ()}
@@ -284,7 +290,7 @@ class ImageTextTask(PreparedTask):
             return Item(record.id, -1, (record.image,), split=record.split, error=record.error)
         encoded = self.tokenizer(record.text, record.pair, truncation=True, max_length=self.params.max_length)
         types = encoded.get("token_type_ids") or [0] * len(encoded["input_ids"])
-        target = [int(c in record.label) for c in range(self.num_classes)] if self.multilabel else None
+        target = [int(c in record.classes) for c in range(self.num_classes)] if self.multilabel else None
         return Item(record.id, record.label, (record.image, *record.files), (encoded["input_ids"], types, target),
                     split=record.split)
 

@@ -37,8 +37,8 @@ def read_vectors(path: Path, wanted: set[str]) -> dict[str, np.ndarray]:
                 return found
             lines = handle if len(header) == 2 else [b" ".join(header)] + list(handle)
             for line in lines:
-                word, *values = line.rstrip().split(b" ")
-                text = word.decode("utf-8", "replace")
+                key, *values = line.rstrip().split(b" ")
+                text = key.decode("utf-8", "replace")
                 if text in wanted and values:
                     found[text] = np.asarray(values, dtype=np.float32)
     except (OSError, ValueError, IndexError) as exc:

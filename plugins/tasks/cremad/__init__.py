@@ -28,13 +28,13 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.api.data import Item, MediaError, read_audio
+from mmbench.api.data import Item, Label, MediaError, read_audio
 from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
 from mmbench_plugins.tasks.common.waveform import waveform_fields
 
@@ -42,7 +42,7 @@ CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 RELEASE_RATE = 16000
 AUDIO = {"sample_rate": 22050, "seconds": 3, "n_fft": 512, "hop": 353, "pad_mode": "reflect"}
 #: MLB's Wav2Vec2 input; 5.005 s is the longest clip (MLB's recorded `max_duration`, wav_norm_16000_fold1.pkl)
-WAVEFORM = {"sample_rate": 16000, "seconds": 5.005}
+WAVEFORM: dict[str, Any] = {"sample_rate": 16000, "seconds": 5.005}
 
 
 class CremadParams(AudioVisualParams):
@@ -73,6 +73,7 @@ class CremadTask(AudioVisualTask):
     name = "cremad"
     version = "1"
     Params = CremadParams
+    params: CremadParams
     source = "github.com/CheyneyComputerScience/CREMA-D (AudioWAV/ and VideoFlash/, via Git LFS)"
     classes = CLASSES
     audio_shape = (257, 188)
@@ -83,8 +84,8 @@ class CremadTask(AudioVisualTask):
     layout = ("  <raw>/AudioWAV/<stem>.wav    e.g. 1001_DFA_ANG_XX.wav (16 kHz mono)\n"
               "  <raw>/VideoFlash/<stem>.flv  e.g. 1001_DFA_ANG_XX.flv")
 
-    def _csv(self, name: str) -> list[tuple[str, int]]:
-        pairs = []
+    def _csv(self, name: str) -> list[tuple[str, Label]]:
+        pairs: list[tuple[str, Label]] = []
         for number, row in enumerate(csv.reader(self.split_files().lines(name)), 1):
             stem, emotion = row[0].strip(), row[1].strip()
             if emotion not in CLASSES or stem.split("_")[2] != emotion:
@@ -93,13 +94,13 @@ class CremadTask(AudioVisualTask):
             pairs.append((stem, CLASSES.index(emotion)))
         return pairs
 
-    def _folds(self) -> dict[str, list[tuple[str, int]]]:
+    def _folds(self) -> dict[str, list[tuple[str, Label]]]:
         folds = json.loads(self.split_files().text("data_splits_VALV.json"))
         stems = {split: [name.split("-")[0].removesuffix(".wav") for name in names]
                  for split, names in folds[str(self.params.fold)].items()}
         return {split: [(s, CLASSES.index(s.split("_")[2])) for s in names] for split, names in stems.items()}
 
-    def lists(self) -> dict[str, list[tuple[str, int]]]:
+    def lists(self) -> dict[str, list[tuple[str, Label]]]:
         if self.params.split == "mlb_folds":
             return self._folds()
         return {"train": self._csv("train.csv"), "test": self._csv("test.csv")}

@@ -18,18 +18,19 @@ them. The shipped copies of those lists (OGM-GE `data/KineticSound/`, `<id>,10,<
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.api.data import Item, read_audio, resample
+from mmbench.api.data import Item, Label, read_audio, resample
 from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields
 
 NUM_CLASSES = 31
-AUDIO = {"sample_rate": 16000, "num_mel_bins": 128, "frame_shift_ms": 10, "frames": 1024, "norm_mean": -4.503877,
-         "norm_std": 5.141276}
+AUDIO: dict[str, Any] = {"sample_rate": 16000, "num_mel_bins": 128, "frame_shift_ms": 10, "frames": 1024,
+                         "norm_mean": -4.503877, "norm_std": 5.141276}
 LISTS = {"train": "my_train.txt", "test": "my_test.txt"}
 
 
@@ -90,7 +91,7 @@ class KineticsSoundsTask(AudioVisualTask):
         return [parse_line(line, f"shipped list {name} line {n}")
                 for n, line in enumerate(self.split_files().lines(name), 1)]
 
-    def lists(self) -> dict[str, list[tuple[str, int]]]:
+    def lists(self) -> dict[str, list[tuple[str, Label]]]:
         return {split: [(f"{split}/{clip}", label) for clip, label in self._pairs(split)] for split in LISTS}
 
     def items(self, raw: Path) -> list[Item]:

@@ -56,7 +56,7 @@ class MMIMDbTask(GenreTask):
                 if record is not None:
                     out.append(record)
                     if ours == "train" and not record.error:
-                        seen.update(record.label)
+                        seen.update(record.classes)
         return out
 
     def _record(self, folder: Path, movie: str, split: str, seen: set[int]) -> Record | None:
@@ -70,7 +70,8 @@ class MMIMDbTask(GenreTask):
             if not isinstance(plots, list) or not all(isinstance(p, str) for p in plots):
                 raise ValueError(f"the plot is {type(plots).__name__}, not a list of strings")
             if LEFT_OUT in genres:
-                return self._leave_out(movie, meta, f"genre {LEFT_OUT} (MMBT leaves these out)")
+                self._leave_out(movie, meta, f"genre {LEFT_OUT} (MMBT leaves these out)")
+                return None
             labels = self.genre_ids(genres)
         except KeyError as exc:
             return Record(movie, split, "", meta, -1, error=f"{meta}: no key {exc}")
@@ -78,10 +79,12 @@ class MMIMDbTask(GenreTask):
             return Record(movie, split, "", meta, -1, error=f"{meta}: {exc}")
         text = max(plots, key=len, default="")
         if not text.strip():
-            return self._leave_out(movie, meta, "empty plot (MMBT leaves these out)")
+            self._leave_out(movie, meta, "empty plot (MMBT leaves these out)")
+            return None
         unseen = sorted(GENRES[c] for c in labels if c not in seen)
         if split != "train" and unseen:
-            return self._leave_out(movie, meta, f"genre {unseen[0]} has no train movie (MMBT leaves these out)")
+            self._leave_out(movie, meta, f"genre {unseen[0]} has no train movie (MMBT leaves these out)")
+            return None
         return Record(movie, split, text, poster, labels, files=(meta,))
 
     def _leave_out(self, movie: str, meta: Path, reason: str) -> None:

@@ -121,7 +121,7 @@ class MMIMDbFeaturesTask(PreparedTask):
         return process_row
 
     def after_prepare(self, raw: Path, outcome: Outcome) -> None:
-        (Path(self.root) / NAMES).write_text(json.dumps(self.read_release(raw)[1]))
+        (self._root / NAMES).write_text(json.dumps(self.read_release(raw)[1]))
 
     def kept_identity(self, outcome: Outcome) -> str | None:
         """The rows left out identify the kept ones (the ids are in `split_hashes`); this task's fingerprints were

@@ -169,7 +169,7 @@ def process_recording(item: Item, size: int, flow: str) -> dict[str, np.ndarray]
 class GestureClips(Dataset):
     """Samples `{"rgb": (3, T, c, c), "depth": (1, T, c, c), "flow": (2, T, c, c), "label": ()}`."""
 
-    def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[int], params: NVGestureParams,
+    def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[Label], params: NVGestureParams,
                  train: bool) -> None:
         self.arrays, self.rows, self.labels, self.params, self.train = arrays, rows, labels, params, train
 
@@ -206,6 +206,7 @@ class NVGestureTask(PreparedTask):
     name = "nvgesture"
     version = "1"
     Params = NVGestureParams
+    params: NVGestureParams
     metrics = ("accuracy", "macro_f1")
     primary_metric = "accuracy"
     classes = tuple(str(label) for label in range(1, CLASSES + 1))
@@ -240,7 +241,7 @@ class NVGestureTask(PreparedTask):
     def import_lists(self, raw: Path) -> None:
         """Copy the release's lists into `<root>/lists` with their sha256 (`split_files` reads them there)."""
         SplitFiles.copy({LISTS[split]: path for split, path in self.release_lists(raw).items()},
-                        Path(self.root) / "lists")
+                        self._root / "lists")
 
     def entries(self) -> dict[str, list[Entry]]:
         """Each split's readable lines (prepare reported the others)."""

@@ -54,6 +54,7 @@ class SarcasmTask(ImageTextTask):
     name = "sarcasm"
     version = "1"
     Params = SarcasmParams
+    params: SarcasmParams
     source = ("github.com/headacheboy/data-of-multimodal-sarcasm-detection (text/; images: the Drive links of its "
               "README)")
     metrics = ("accuracy", "macro_f1")

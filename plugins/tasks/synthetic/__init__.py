@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field, field_validator
+from torch.utils.data import Dataset
 
 from mmbench.api import ModalitySpec, Params, Task, TensorDictDataset, hookimpl
 
@@ -82,6 +83,7 @@ class SyntheticTask(Task):
     name = "synthetic"
     version = "1"
     Params = SyntheticParams
+    params: SyntheticParams
     metrics = ("accuracy", "macro_f1", "ece")
     primary_metric = "accuracy"
 
@@ -93,10 +95,10 @@ class SyntheticTask(Task):
     def num_classes(self) -> int:
         return self.params.num_classes
 
-    def splits(self) -> dict[str, TensorDictDataset]:
+    def splits(self) -> dict[str, Dataset]:
         data, y = generate(self.params)
         bounds = np.cumsum([0, self.params.train_size, self.params.val_size, self.params.test_size])
-        out = {}
+        out: dict[str, Dataset] = {}
         for split, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:], strict=True):
             tensors = {m: torch.from_numpy(x[lo:hi]) for m, x in data.items()}
             out[split] = TensorDictDataset(tensors, torch.from_numpy(y[lo:hi]))

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from mmbench.api import DataError, hookimpl
-from mmbench.api.data import Item, SplitFiles, read_audio
+from mmbench.api.data import Item, Label, SplitFiles, read_audio
 from mmbench_plugins.tasks.common.audiovisual import AudioVisualParams, AudioVisualTask, clip_fields, stft_features
 
 #: the shipped list of the 51 audio classes
@@ -55,6 +55,7 @@ class Ucf101Task(AudioVisualTask):
     name = "ucf101"
     version = "1"
     Params = Ucf101Params
+    params: Ucf101Params
     source = "crcv.ucf.edu/data/UCF101.php (UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip)"
     classes = CLASSES
     audio_shape = (257, 136)
@@ -70,7 +71,7 @@ class Ucf101Task(AudioVisualTask):
         if absent:
             raise self.raw_error(raw, f"lacks the split file(s) {', '.join(f'ucfTrainTestlist/{a}' for a in absent)}")
         SplitFiles.copy({**{name: source / name for name in RELEASE_LISTS}, CLASS_LIST.name: CLASS_LIST},
-                        Path(self.root) / "lists")
+                        self._root / "lists")
 
     def _class_ids(self, files: SplitFiles) -> dict[str, int]:
         """classInd's 1-based id of every class, by lower-case name."""
@@ -85,10 +86,10 @@ class Ucf101Task(AudioVisualTask):
             raise DataError(f"classInd.txt lacks the audio classes {missing}; is it UCF101's?")
         return ids
 
-    def _fold(self, files: SplitFiles, kind: str, fold: int) -> list[tuple[str, int]]:
+    def _fold(self, files: SplitFiles, kind: str, fold: int) -> list[tuple[str, Label]]:
         """(Class/file.avi, label 0-50) of one list, audio classes only."""
         audio = {c.lower(): i for i, c in enumerate(CLASSES)}
-        pairs = []
+        pairs: list[tuple[str, Label]] = []
         for line in files.lines(f"{kind}list0{fold}.txt"):
             path = line.split()[0]
             name = path.split("/")[0].lower()
@@ -96,7 +97,7 @@ class Ucf101Task(AudioVisualTask):
                 pairs.append((path, audio[name]))
         return pairs
 
-    def lists(self) -> dict[str, list[tuple[str, int]]]:
+    def lists(self) -> dict[str, list[tuple[str, Label]]]:
         files = self.split_files()
         self._class_ids(files)
         return {kind: self._fold(files, kind, self.params.fold) for kind in ("train", "test")}

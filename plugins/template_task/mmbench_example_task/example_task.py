@@ -47,6 +47,7 @@ class ExampleTask(PreparedTask):
     name = "example_task"
     version = "1"  # bump it when the splits or the preprocessing change: results then never rank together
     Params = ExampleTaskParams
+    params: ExampleTaskParams
     metrics = ("accuracy", "macro_f1")
     primary_metric = "accuracy"
     classes = CLASSES
