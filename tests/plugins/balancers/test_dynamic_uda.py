@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mmbench.contract.batch import Batch
+from mmbench.contract.batch import Batch, ModelOutput
 from mmbench.contract.task import ModalitySpec
 from mmbench.schema.params import NoParams
 from mmbench.schema.results import EpochRecord, SplitScores
@@ -144,7 +144,7 @@ class _FixedLogits:
     modalities = ("a",)
 
     def __call__(self, batch):
-        return SimpleNamespace(logits=Q_LOGITS if batch["a"] is AUG else P_LOGITS)
+        return ModelOutput(Q_LOGITS if batch["a"] is AUG else P_LOGITS, features={})
 
 
 AUG = torch.ones(2, 1)
@@ -161,7 +161,7 @@ def test_consistency_term_is_the_batch_mean_by_default(params, consistency):
     bal.setup(ctx)
     bal.on_epoch_start(ctx)
     batch = Batch({"a": torch.zeros(2, 1)}, torch.tensor([0, 1]), {"a": AUG})
-    out = SimpleNamespace(logits=P_LOGITS)
+    out = ModelOutput(P_LOGITS, features={})
     supervised = float(torch.nn.functional.cross_entropy(P_LOGITS, batch["label"]))
     assert float(bal.loss(ctx, batch, out)) - supervised == pytest.approx(consistency, rel=1e-5)
 
