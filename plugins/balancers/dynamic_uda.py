@@ -113,6 +113,12 @@ def dynamic_lambda(lam: float, val_losses: list[float], train_metrics: list[floa
     return lam * ratio, case, q_v, q_t, ratio
 
 
+def _or_nan(value: float | None) -> float:
+    """A number of an epoch record, where the engine writes a non-finite one as None: as NaN it takes
+    `dynamic_lambda`'s safeguard."""
+    return math.nan if value is None else value
+
+
 class UDAParams(AnyParams):
     lam: float = Field(1.0, ge=0.0, le=1e4, json_schema_extra={"search": {"log_uniform": [0.1, 10.0]}},
                        description="λ, weight of the consistency loss (notebook: 1.0 on a sum over 4 samples, "
@@ -260,11 +266,6 @@ class DynamicUDA(UDA):
     def coefficients(self) -> dict[str, float]:
         return {**super().coefficients(), "case": float(self.case), "q_v": float(self.q_v),
                 "q_t": float(self.q_t), "ratio": float(self.ratio)}
-
-
-def _or_nan(value: float | None) -> float:
-    """A number of an epoch record, where the engine writes a non-finite one as None (NaN takes the safeguard)."""
-    return math.nan if value is None else value
 
 
 @hookimpl

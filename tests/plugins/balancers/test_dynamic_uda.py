@@ -106,6 +106,18 @@ def test_balancer_reads_validation_loss_and_train_metric_from_history():
     assert coefficients["case"] == CASE_BOTH_UP and coefficients["lambda"] == pytest.approx(1.16922, rel=1e-5)
 
 
+def test_a_non_finite_record_keeps_lambda_and_is_no_improvement():
+    """The engine records a non-finite number as None: λ keeps its base value (the safeguard), and a missing
+    validation score counts against the patience."""
+    bal = DynamicUDA(DynamicUDA.Params(lam=2.0, off_patience=1))
+    ctx = _ctx(_tiny_model(), [_stats(0, 0.4, 0.5), _stats(1, None, 0.6)])
+    bal.setup(ctx)
+    bal.on_epoch_start(ctx)
+    assert bal.lam_i == 2.0 and bal.case == CASE_OTHER
+    bal.on_epoch_end(ctx, _stats(2, 0.5, 0.5, val_metric=None))
+    assert bal.switched_off
+
+
 def _batch(gen):
     x = {m: torch.randn(6, 3, generator=gen) for m in ("a", "b")}
     views = {m: v + torch.randn(6, 3, generator=gen) for m, v in x.items()}
