@@ -60,12 +60,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOutput, Requirements, hookimpl
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochMeans,
+    EpochWindowParams,
+    ModelOutput,
+    Requirements,
+    TrainContext,
+    hookimpl,
+)
 
 #: per-sample probability floor of the official scores
 PROB_FLOOR = 1e-8
@@ -125,17 +135,16 @@ def shapley_outputs(outputs: Mapping[frozenset[str], Tensor], modalities: Sequen
     result = {}
     for m in modalities:
         others = [k for k in modalities if k != m]
-        total = None
+        terms = []
         for size in range(count):
             w = shapley_weight(size, count)
             for subset in itertools.combinations(others, size):
                 s = frozenset(subset)
                 if not s and not exact:
-                    term = w * outputs[frozenset({m})]  # f(∅)'s −1/M share cancels with the +f(∅)/M
+                    terms.append(w * outputs[frozenset({m})])  # f(∅)'s −1/M share cancels with the +f(∅)/M
                 else:
-                    term = w * (outputs[s | {m}] - outputs[s])
-                total = term if total is None else total + term
-        result[m] = total
+                    terms.append(w * (outputs[s | {m}] - outputs[s]))
+        result[m] = sum(terms[1:], start=terms[0])  # the empty coalition comes first: never an empty sum
     return result
 
 
@@ -173,12 +182,12 @@ class _ScaleGrad(torch.autograd.Function):
     """Identity forward; multiplies the incoming gradient by `scale` (the code's backward hook)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor, scale: Tensor) -> Tensor:  # torch types the context as Any
         ctx.save_for_backward(scale)
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (scale,) = ctx.saved_tensors
         return grad * scale.to(grad.dtype), None
 
@@ -195,12 +204,13 @@ def conditional_clip_(params: Sequence[torch.nn.Parameter], watched: Sequence[to
     Returns the trigger as a 0-d bool tensor; never synchronises with the host.
     """
     with_grad = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params if p.grad is not None]
     watched_grads = [p.grad for p in watched if p.grad is not None]
     if not with_grad or not watched_grads:
         return torch.zeros((), dtype=torch.bool)
     peak = torch.stack([g.detach().abs().max().float() for g in watched_grads]).max()
     trigger = peak > threshold
-    total = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+    total = torch.nn.utils.get_total_norm(grads)
     # a zero norm gives coefficient max_norm / 1e-6 clamped to 1: no change when not triggered
     torch.nn.utils.clip_grads_with_norm_(with_grad, max_norm, torch.where(trigger, total, torch.zeros_like(total)))
     return trigger
@@ -214,6 +224,7 @@ class AGM(Balancer):
 
     name = "agm"
     Params = AGMParams
+    params: AGMParams
     requires = Requirements(single_label=True)
     task_defaults = {
         # author-stated in lihongcs/AGM issues: α = 1.5, window = whole run (1500 epochs); clip 10 and τ = 1
@@ -223,12 +234,15 @@ class AGM(Balancer):
         "ave": {"clip": None, "grad_clip_threshold": None},
     }
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         self.modalities = tuple(ctx.model.modalities)
         count = len(self.modalities)
         self.subsets = [frozenset(s) for size in range(0 if self.params.exact_shapley else 1, count)
                         for s in itertools.combinations(self.modalities, size)]
-        fusion_params = [p for p in ctx.model.fusion.parameters() if p.requires_grad]
+        fusion = ctx.model.fusion
+        if fusion is None:
+            raise RuntimeError("agm watches the fusion's weight gradients, and this cell's model has no fusion")
+        fusion_params = [p for p in fusion.parameters() if p.requires_grad]
         self.watched = [p for p in fusion_params if p.dim() >= 2] or fusion_params
         self.all_params = [p for p in ctx.model.parameters() if p.requires_grad]
         self.running = torch.zeros(count, dtype=torch.float64, device=ctx.device)
@@ -238,7 +252,7 @@ class AGM(Balancer):
     def active(self, epoch: int) -> bool:
         return self.params.active(epoch)
 
-    def _subset_outputs(self, ctx, batch: Batch) -> dict[frozenset[str], Tensor]:
+    def _subset_outputs(self, ctx: TrainContext, batch: Batch) -> dict[frozenset[str], Tensor]:
         """`f(S)` for every proper subset S (inputs of the modalities outside S zeroed), in eval mode."""
         model = ctx.model
         was_training = model.training
@@ -247,7 +261,7 @@ class AGM(Balancer):
             outputs = {}
             for s in self.subsets:
                 dropped = set(self.modalities) - set(s)
-                outputs[s] = model(model.without(batch.inputs, dropped)).logits.float()
+                outputs[s] = model(model.without(batch.inputs, dropped)).fused_logits().float()
         finally:
             model.train(was_training)
         return outputs
@@ -260,13 +274,13 @@ class AGM(Balancer):
         self.running = update_running_mean(self.running, scores, n)
         return r, k
 
-    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
+    def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:
         ctx.optimizer.zero_grad(set_to_none=True)
         y = batch.label
         with ctx.autocast():
             out = ctx.model(batch.inputs)
             outputs = self._subset_outputs(ctx, batch)
-            outputs[frozenset(self.modalities)] = out.logits.float()
+            outputs[frozenset(self.modalities)] = out.fused_logits().float()
             unimodal = shapley_outputs(outputs, self.modalities, exact=self.params.exact_shapley)
 
             r, k = self.observe(agm_scores([unimodal[m] for m in self.modalities], y), ctx.step + 1)
@@ -274,7 +288,8 @@ class AGM(Balancer):
                 self.scale = k
             elif self.params.reset_outside_window:
                 self.scale = torch.ones_like(k)
-            fused = sum(scale_grad(unimodal[m], self.scale[i]) for i, m in enumerate(self.modalities))
+            scaled = [scale_grad(unimodal[m], self.scale[i]) for i, m in enumerate(self.modalities)]
+            fused = sum(scaled[1:], start=scaled[0])
             if self.params.exact_shapley:
                 fused = fused + outputs[frozenset()]
             loss = ctx.task_loss(fused, y)
@@ -296,5 +311,5 @@ class AGM(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [AGM]

@@ -56,7 +56,20 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl, unknown_names
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochMeans,
+    EpochRecord,
+    Inputs,
+    ModelOutput,
+    Requirements,
+    Task,
+    TrainContext,
+    hookimpl,
+    unknown_names,
+)
+from mmbench.api import Params as AnyParams  # in a class body, `Params` is the class's own parameter model
 from mmbench.api import metrics as metric_lib
 
 #: λ-schedule cases of the paper's Table 1 (0: warm-up, 4: outside the table, e.g. q^V ≥ 1 with q^T ≤ 1)
@@ -89,7 +102,7 @@ def dynamic_lambda(lam: float, val_losses: list[float], train_metrics: list[floa
         ratio = q_v**n * q_t**k
     except OverflowError:
         ratio = math.inf
-    if not math.isfinite(ratio):  # safeguard: only a non-finite validation loss gets here
+    if not math.isfinite(ratio):  # safeguard: only a non-finite loss or metric gets here
         return lam, CASE_OTHER, 1.0, 1.0, 1.0
     if q_v > 1 and q_t > 1:
         case = CASE_BOTH_UP
@@ -100,7 +113,13 @@ def dynamic_lambda(lam: float, val_losses: list[float], train_metrics: list[floa
     return lam * ratio, case, q_v, q_t, ratio
 
 
-class UDAParams(Params):
+def _or_nan(value: float | None) -> float:
+    """A number of an epoch record, where the engine writes a non-finite one as None: as NaN it takes
+    `dynamic_lambda`'s safeguard."""
+    return math.nan if value is None else value
+
+
+class UDAParams(AnyParams):
     lam: float = Field(1.0, ge=0.0, le=1e4, json_schema_extra={"search": {"log_uniform": [0.1, 10.0]}},
                        description="λ, weight of the consistency loss (notebook: 1.0 on a sum over 4 samples, "
                                    "i.e. 4.0 on the mean)")
@@ -126,6 +145,7 @@ class UDA(Balancer):
 
     name = "uda"
     Params = UDAParams
+    params: UDAParams
     requires = Requirements(augmented_views=True, min_modalities=1)
     # λ = 1: the notebook's value (the paper publishes none), here on the paper's mean (notebook scale: 4)
     task_defaults = {"moviescope": {"lam": 1.0}, "mmimdb": {"lam": 1.0}}
@@ -139,50 +159,52 @@ class UDA(Balancer):
         self.stats = EpochMeans()
 
     @classmethod
-    def check(cls, params: UDAParams, task) -> list[str]:
+    def check(cls, params: AnyParams, task: Task) -> list[str]:
+        if not isinstance(params, UDAParams):
+            raise TypeError(f"{cls.name} checks UDAParams, got {type(params).__name__}")
         return unknown_names("augment", params.augment or (), task.modalities)
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         modalities = ctx.model.modalities
         chosen = self.params.augment if self.params.augment is not None else modalities
         self.modalities = modalities
         self.augmented = tuple(m for m in modalities if m in chosen)
 
-    def current_lambda(self, ctx) -> float:
+    def current_lambda(self, ctx: TrainContext) -> float:
         return self.params.lam
 
-    def on_epoch_start(self, ctx) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
         lam_i = self.current_lambda(ctx)
         self.lam_i = 0.0 if self.switched_off else lam_i
 
-    def augmented_batch(self, batch: Batch) -> dict[str, Tensor]:
+    def augmented_batch(self, batch: Batch) -> dict[str, Inputs]:
         """x̂: the augmented view of the chosen modalities, the clean input of the others."""
         return {m: batch.views[m] if m in self.augmented else batch.inputs[m] for m in self.modalities}
 
-    def consistency(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
-        q_logits = ctx.model(self.augmented_batch(batch)).logits
+    def consistency(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
+        q_logits = ctx.model(self.augmented_batch(batch)).fused_logits()
         if self.params.clean_target == "reuse":
-            p_logits = out.logits.detach()
+            p_logits = out.fused_logits().detach()
         else:
             with torch.no_grad():
-                p_logits = ctx.model(batch.inputs).logits
+                p_logits = ctx.model(batch.inputs).fused_logits()
         kl = consistency_kl(p_logits, q_logits, self.params.divergence)
         return kl.sum() if self.params.reduction == "sum" else kl.mean()
 
-    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
-        supervised = ctx.task_loss(out.logits, batch.label)
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
+        supervised = ctx.task_loss(out.fused_logits(), batch.label)
         if self.lam_i == 0.0:  # a Python float fixed for the epoch: no device sync
             return supervised
         lc = self.consistency(ctx, batch, out)
         self.stats.add("consistency", lc)
         return supervised + self.lam_i * lc
 
-    def on_epoch_end(self, ctx, stats) -> None:
+    def on_epoch_end(self, ctx: TrainContext, stats: EpochRecord) -> None:
         if self.params.off_patience is None or stats.val is None or self.switched_off:
             return
         primary = ctx.task.primary_metric
-        score = stats.val.metrics[primary]
-        if self._best is None or metric_lib.better(primary, score, self._best):
+        score = stats.val.metrics[primary]  # None: not finite, which is no improvement
+        if score is not None and (self._best is None or metric_lib.better(primary, score, self._best)):
             self._best, self._stale = score, 0
         else:
             self._stale += 1
@@ -195,8 +217,10 @@ class UDA(Balancer):
 
 
 class DynamicUDAParams(UDAParams):
-    n: int = Field(4, ge=0, le=64, json_schema_extra={"search": {"int": [1, 8]}}, description="N, exponent of the validation-loss quotient (N ≫ K; unpublished)")
-    k: int = Field(1, ge=0, le=64, json_schema_extra={"search": {"int": [0, 2]}}, description="K, exponent of the training-metric quotient (unpublished)")
+    n: int = Field(4, ge=0, le=64, json_schema_extra={"search": {"int": [1, 8]}},
+                   description="N, exponent of the validation-loss quotient (N ≫ K; unpublished)")
+    k: int = Field(1, ge=0, le=64, json_schema_extra={"search": {"int": [0, 2]}},
+                   description="K, exponent of the training-metric quotient (unpublished)")
     train_metric: str | None = Field(
         None, description="training metric M^T (a metric of the task, higher is better); null: the primary metric")
 
@@ -206,6 +230,7 @@ class DynamicUDA(UDA):
 
     name = "dynamic_uda"
     Params = DynamicUDAParams
+    params: DynamicUDAParams
     requires = Requirements(augmented_views=True, validation_each_epoch=True, min_modalities=1)
     # the notebook tunes on micro-AP (Moviescope tables report AP); MM-IMDb's tables report micro/macro F1
     task_defaults = {"moviescope": {"lam": 1.0, "train_metric": "map_micro"},
@@ -216,7 +241,9 @@ class DynamicUDA(UDA):
         self.case, self.q_v, self.q_t, self.ratio = WARMUP, 1.0, 1.0, 1.0
 
     @classmethod
-    def check(cls, params: DynamicUDAParams, task) -> list[str]:
+    def check(cls, params: AnyParams, task: Task) -> list[str]:
+        if not isinstance(params, DynamicUDAParams):
+            raise TypeError(f"{cls.name} checks DynamicUDAParams, got {type(params).__name__}")
         problems = super().check(params, task)
         if params.train_metric is not None:
             problems += unknown_names("train_metric", [params.train_metric], task.metrics, what="metrics")
@@ -224,14 +251,14 @@ class DynamicUDA(UDA):
                 problems.append(f"train_metric must be higher-is-better; {params.train_metric!r} is not")
         return problems
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
         self.metric = self.params.train_metric or ctx.task.primary_metric
 
-    def current_lambda(self, ctx) -> float:
+    def current_lambda(self, ctx: TrainContext) -> float:
         recent = ctx.history[-2:]
-        val_losses = [e.val.loss for e in recent if e.val is not None]
-        train_metrics = [e.train_metrics[self.metric] for e in recent]
+        val_losses = [_or_nan(e.val.loss) for e in recent if e.val is not None]
+        train_metrics = [_or_nan(e.train_metrics[self.metric]) for e in recent]
         lam_i, self.case, self.q_v, self.q_t, self.ratio = dynamic_lambda(
             self.params.lam, val_losses, train_metrics, self.params.n, self.params.k)
         return lam_i
@@ -242,5 +269,5 @@ class DynamicUDA(UDA):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [UDA, DynamicUDA]

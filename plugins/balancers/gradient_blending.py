@@ -41,14 +41,15 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Sized
 from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from mmbench.api import Balancer, Batch, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, Model, ModelOutput, Params, Requirements, TrainContext, hookimpl
 
 FUSED = "fused"
 
@@ -91,13 +92,17 @@ class GradientBlending(Balancer):
 
     name = "ogr_gb"
     Params = OGRGBParams
+    params: OGRGBParams
     requires = Requirements(unimodal_heads=True)
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         self._configs = (*ctx.model.modalities, FUSED)
         self.weights = {k: 1.0 / len(self._configs) for k in self._configs}
         self._deltas: dict[str, tuple[float, float]] = {}
         dataset = ctx.train_loader.dataset
+        if not isinstance(dataset, Sized):
+            raise TypeError(f"ogr_gb measures L^T on a subset of the training set, so it needs the set's size; "
+                            f"{type(dataset).__name__} has no len()")
         size = len(dataset)
         limit = self.params.train_eval_samples
         if limit is not None and limit < size:
@@ -110,14 +115,14 @@ class GradientBlending(Balancer):
     # -------------------------------------------------------------------------------------- estimation
 
     @staticmethod
-    def config_logits(model, batch: Batch, config: str) -> Tensor:
+    def config_logits(model: Model, batch: Batch, config: str) -> Tensor:
         """Logits of one configuration: a modality's encoder + head, or the fused model."""
         if config == FUSED:
-            return model(batch.inputs).logits
+            return model(batch.inputs).fused_logits()
         return model.heads[config](model.encoders[config](batch.inputs[config]))
 
     @staticmethod
-    def fresh_optimizer(optimizer: torch.optim.Optimizer, original: nn.Module, clone: nn.Module):
+    def fresh_optimizer(optimizer: torch.optim.Optimizer, original: Model, clone: Model) -> torch.optim.Optimizer:
         """A new optimizer of the run's type with its group settings (lr, ...) over the clone, no state."""
         mapping = {id(p): q for p, q in zip(original.parameters(), clone.parameters(), strict=True)}
         groups = []
@@ -130,7 +135,7 @@ class GradientBlending(Balancer):
         return cls(groups, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
 
     @torch.no_grad()
-    def mean_loss(self, ctx, model, loader: DataLoader, config: str) -> float:
+    def mean_loss(self, ctx: TrainContext, model: Model, loader: DataLoader, config: str) -> float:
         model.eval()
         total = torch.zeros((), device=ctx.device)
         count = 0
@@ -143,14 +148,14 @@ class GradientBlending(Balancer):
             count += n
         return float(total) / max(1, count)
 
-    def measure(self, ctx, model, config: str) -> tuple[float, float]:
+    def measure(self, ctx: TrainContext, model: Model, config: str) -> tuple[float, float]:
         return (self.mean_loss(ctx, model, self._train_eval_loader, config),
                 self.mean_loss(ctx, model, ctx.val_loader, config))
 
-    def super_epoch(self, ctx) -> int:
+    def super_epoch(self, ctx: TrainContext) -> int:
         return self.params.super_epoch or max(1, ctx.epochs // 5)
 
-    def estimate(self, ctx) -> None:
+    def estimate(self, ctx: TrainContext) -> None:
         losses: dict[str, Losses] = {}
         for config in self._configs:
             clone = copy.deepcopy(ctx.model)
@@ -172,15 +177,15 @@ class GradientBlending(Balancer):
         if weights is not None:
             self.weights = weights
 
-    def on_epoch_start(self, ctx) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
         if ctx.epoch == 0 or (self.params.mode == "online" and ctx.epoch % self.super_epoch(ctx) == 0):
             self.estimate(ctx)
 
     # -------------------------------------------------------------------------------------- training
 
-    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         y = batch.label
-        total = self.weights[FUSED] * ctx.task_loss(out.logits, y)
+        total = self.weights[FUSED] * ctx.task_loss(out.fused_logits(), y)
         for m, logits in out.unimodal.items():
             total = total + self.weights[m] * ctx.task_loss(logits, y)
         return total
@@ -193,5 +198,5 @@ class GradientBlending(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [GradientBlending]

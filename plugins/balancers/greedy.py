@@ -62,7 +62,18 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Balancer, EpochMeans, Incompatible, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochMeans,
+    EpochRecord,
+    Incompatible,
+    ModelOutput,
+    Params,
+    Requirements,
+    TrainContext,
+    hookimpl,
+)
 from mmbench_plugins.fusions.mmtm import MMTMFusion
 
 TINY = 1e-30
@@ -163,10 +174,11 @@ class Greedy(Balancer):
 
     name = "greedy"
     Params = GreedyParams
+    params: GreedyParams
     requires = Requirements(fusions=frozenset({"mmtm"}), max_modalities=2)
     # the official configs exist for ModelNet40 only (ε 0.01, Q 5, starting epoch 2): the defaults above
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         fusion = ctx.model.fusion
         if not isinstance(fusion, MMTMFusion):
             raise Incompatible(f"greedy needs the mmtm fusion, got {type(fusion).__name__}")
@@ -192,14 +204,15 @@ class Greedy(Balancer):
         self.stats = EpochMeans()
         self._utilisation: dict[str, float] = {}
 
-    def on_epoch_start(self, ctx) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
         self.unlocked = ctx.epoch + 1 >= self.params.starting_epoch
         if self.params.utilisation:
             self.fusion.reset_squeeze_means()
 
-    def loss(self, ctx, batch, out: ModelOutput) -> Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         y = batch.label
-        return sum(ctx.task_loss(logits, y) for logits in self.fusion.branch_logits(out.features).values())
+        losses = [ctx.task_loss(logits, y) for logits in self.fusion.branch_logits(out.features).values()]
+        return sum(losses[1:], start=losses[0])
 
     def _squared_norms(self, params: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
         """(Σ‖∇θ‖², Σ‖θ‖²) over `params` (parameters without a gradient add only to the second)."""
@@ -222,8 +235,12 @@ class Greedy(Balancer):
         return torch.stack([g for g, _ in groups]), torch.stack([w for _, w in groups])
 
     @torch.no_grad()
-    def after_backward(self, ctx, batch, out) -> None:
-        self.stats.add("curation_fraction", self.fusion.curation, labels=self.order)  # this step's mode
+    def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
+        curation = self.fusion.curation
+        if curation is None:
+            raise RuntimeError("greedy sets the mmtm fusion's curation mask in setup and after every step; "
+                               "something cleared it")
+        self.stats.add("curation_fraction", curation, labels=self.order)  # this step's mode
         grad_sq, weight_sq = self.group_norms()
         if self.params.mode == "guided":
             self.state = guided_step(self.state, grad_sq, weight_sq, self.params.epsilon, self.params.window,
@@ -236,7 +253,7 @@ class Greedy(Balancer):
     # ----------------------------------------------------------------------------- reporting
 
     @torch.no_grad()
-    def conditional_utilisation(self, ctx) -> dict[str, float]:
+    def conditional_utilisation(self, ctx: TrainContext) -> dict[str, float]:
         """u(m|other) on validation: the other branch's accuracy gain from m's sample-specific MMTM input."""
         model, fusion = ctx.model, self.fusion
         was_training = model.training
@@ -269,7 +286,7 @@ class Greedy(Balancer):
                 **{f"branch_acc_isolated.{m}": acc[1][i] for i, m in enumerate(self.order)},
                 "d_util": util[self.order[1]] - util[self.order[0]]}
 
-    def on_epoch_end(self, ctx, stats) -> None:
+    def on_epoch_end(self, ctx: TrainContext, stats: EpochRecord) -> None:
         if self.params.utilisation:
             self._utilisation = self.conditional_utilisation(ctx)
 
@@ -289,5 +306,5 @@ class Greedy(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [Greedy]

@@ -13,5 +13,5 @@ class Joint(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [Joint]

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -70,13 +70,16 @@ from mmbench.api import (
     Balancer,
     Batch,
     EpochMeans,
+    EpochRecord,
     ModelOutput,
-    Params,
     Requirements,
+    Task,
+    TrainContext,
     hookimpl,
     late_fusion,
     unknown_names,
 )
+from mmbench.api import Params as AnyParams  # in a class body, `Params` is the class's own parameter model
 from mmbench.api import metrics as metric_lib
 
 SAM_EPS = 1e-12
@@ -90,7 +93,7 @@ def mean_outer(x: Tensor) -> Tensor:
 
 def batch_mean_covariance(inputs: Sequence[Tensor]) -> Tensor:
     """C = Σ_t r_tᵀ r_t over the batches' layer inputs (the paper's uncentred cumulative statistic)."""
-    return sum(mean_outer(x) for x in inputs)
+    return sum((mean_outer(x) for x in inputs[1:]), start=mean_outer(inputs[0]))
 
 
 def flat_projection(cov: Tensor, tau: float) -> tuple[Tensor, Tensor]:
@@ -112,8 +115,7 @@ def sam_perturbation(grads: Sequence[Tensor], rho: float) -> list[Tensor]:
 
 def linear_layers(branch: Sequence[nn.Module]) -> list[nn.Linear]:
     """The Linear layers of a branch (encoder, then head), deepest first (by module registration order)."""
-    layers = [mod for part in branch for mod in part.modules() if isinstance(mod, nn.Linear)]
-    return layers[::-1]
+    return [mod for part in branch for mod in part.modules() if isinstance(mod, nn.Linear)][::-1]
 
 
 def pair_layers(current: Sequence[nn.Module], previous: Sequence[nn.Module],
@@ -147,7 +149,7 @@ def phase_of(epoch: int, phase_epochs: Sequence[int]) -> int:
         phase += 1
 
 
-class MIEParams(Params):
+class MIEParams(AnyParams):
     rho: float = Field(0.05, ge=0.0, le=10.0, json_schema_extra={"search": {"log_uniform": [0.01, 0.5]}},
                        description="SAM radius ρ (paper values stripped; 0.05 = Foret et al.); 0 disables SAM")
     rho_per_modality: dict[str, float] = Field(
@@ -163,9 +165,8 @@ class MIEParams(Params):
     order: tuple[str, ...] | None = Field(
         None, description="modality order of the phases (None: the task's modality order)")
     fusion: Literal["average", "entropy", "entropy_batch"] = Field(
-        "average",
-        description="test-time late fusion: mean of softmax ('average'), or MLA's entropy gating on the logits "
-                    "per sample ('entropy') / per batch as MLA's code ('entropy_batch')")
+        "average", description="test-time late fusion: mean of softmax ('average'), or MLA's entropy gating on "
+                               "the logits per sample ('entropy') / per batch as MLA's code ('entropy_batch')")
     cov_batch_size: int | None = Field(12, ge=1, description="batch size of the covariance pass (paper: 12, 6 "
                                        "on NVGesture); None = the training batch size")
     reload_after: PositiveInt | None = Field(
@@ -179,15 +180,12 @@ class MIE(Balancer):
 
     name = "mie"
     Params = MIEParams
+    params: MIEParams
     requires = Requirements(unimodal_heads=True, equal_feature_dims=True, single_label=True, ignores_fusion=True)
     #: IJCAI25-IGM configs (epoch_list; NVGesture batch 6)
-    task_defaults = {
-        "cremad": {"phase_epochs": (25, 50)},
-        "kinetics_sounds": {"phase_epochs": (25, 50)},
-        "twitter2015": {"phase_epochs": (10, 30)},
-        "sarcasm": {"phase_epochs": (2, 30)},
-        "nvgesture": {"cov_batch_size": 6, "phase_epochs": (50,)},
-    }
+    task_defaults = {"cremad": {"phase_epochs": (25, 50)}, "kinetics_sounds": {"phase_epochs": (25, 50)},
+                     "twitter2015": {"phase_epochs": (10, 30)}, "sarcasm": {"phase_epochs": (2, 30)},
+                     "nvgesture": {"cov_batch_size": 6, "phase_epochs": (50,)}}
 
     def __init__(self, params: MIEParams) -> None:
         super().__init__(params)
@@ -199,39 +197,40 @@ class MIE(Balancer):
         self.spectra: dict[str, dict[str, float]] = {}
 
     @classmethod
-    def check(cls, params: MIEParams, task) -> list[str]:
+    def check(cls, params: AnyParams, task: Task) -> list[str]:
+        if not isinstance(params, MIEParams):
+            raise TypeError(f"{cls.name} checks MIEParams, got {type(params).__name__}")
         problems = unknown_names("rho_per_modality", params.rho_per_modality, task.modalities)
         if params.order is not None and sorted(params.order) != sorted(task.modalities):
             problems.append(f"order {list(params.order)} must list each of the task's modalities "
                             f"({', '.join(task.modalities)}) once")
         return problems
 
-    def setup(self, ctx) -> None:
-        model = ctx.model
-        self.order = tuple(self.params.order or model.modalities)
+    def setup(self, ctx: TrainContext) -> None:
+        self.order = tuple(self.params.order or ctx.model.modalities)
         self.pairs: dict[str, list[tuple[nn.Linear, nn.Linear]]] = {}
         if self.params.gm:  # fail at set-up, not at the first phase switch
             for i, m in enumerate(self.order):
                 prev = self.order[i - 1]
-                self.pairs[m] = pair_layers(self._branch(model, m), self._branch(model, prev), self.params.gm_depth)
+                self.pairs[m] = pair_layers(self._branch(ctx, m), self._branch(ctx, prev), self.params.gm_depth)
         self.stats = EpochMeans()
         self.device = ctx.device
 
     @staticmethod
-    def _branch(model, m: str) -> list[nn.Module]:
-        return [model.encoders[m], model.heads[m]]
+    def _branch(ctx: TrainContext, m: str) -> list[nn.Module]:
+        return [ctx.model.encoders[m], ctx.model.heads[m]]
 
-    def on_epoch_start(self, ctx) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
         phase = phase_of(ctx.epoch, self.params.phase_epochs)
         if phase == self.phase:
             return
-        previous, switch = self.active, self.phase is not None  # at a switch the modality just trained is previous
-        if switch and self._reloads_after(self.phase) and self.best_state is not None:
+        previous = self.active  # None before the first phase, else the modality just trained: a switch
+        if self.phase is not None and self._reloads_after(self.phase) and self.best_state is not None:
             ctx.model.load_state_dict(self.best_state)
-        if switch and self.params.reset_optimizer:
+        if previous is not None and self.params.reset_optimizer:
             ctx.optimizer.state.clear()
         self.phase, self.active = phase, self.order[phase % len(self.order)]
-        if switch and self.params.gm and self.active != previous:
+        if previous is not None and self.params.gm and self.active != previous:
             self.projections = self._projections(ctx, previous, self.pairs[self.active])
 
     def _reloads_after(self, phase: int) -> bool:
@@ -239,10 +238,10 @@ class MIE(Balancer):
         return after is not None and lengths[phase % len(lengths)] >= after
 
     @torch.no_grad()
-    def _projections(self, ctx, previous: str, pairs: list[tuple[nn.Linear, nn.Linear]]) -> list:
+    def _projections(self, ctx: TrainContext, previous: str, pairs: list[tuple[nn.Linear, nn.Linear]]) -> list:
         """GM's P per pair, from one eval-mode pass of the previous branch over the train set (at a switch)."""
         model = ctx.model
-        branch = self._branch(model, previous)
+        branch = self._branch(ctx, previous)
         modes = [part.training for part in branch]
         for part in branch:
             part.eval()
@@ -272,7 +271,7 @@ class MIE(Balancer):
                                           "lambda_min": lam_min}
         return out
 
-    def _cov_loader(self, ctx) -> DataLoader:
+    def _cov_loader(self, ctx: TrainContext) -> DataLoader:
         if self.params.cov_batch_size is None:
             return ctx.train_loader
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)) if ctx.generator is not None else 0
@@ -283,10 +282,12 @@ class MIE(Balancer):
     def _rho(self, m: str) -> float:
         return self.params.rho_per_modality.get(m, self.params.rho)
 
-    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
+    def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:
         """One step of the active modality's phase: ∇L(θ), SAM's gradient at θ + ε, GM, the optimizer step."""
         m = self.active
-        params = [p for part in self._branch(ctx.model, m) for p in part.parameters() if p.requires_grad]
+        if m is None:
+            raise RuntimeError("mie: a training step before on_epoch_start chose the phase's modality")
+        params: list[Tensor] = [p for part in self._branch(ctx, m) for p in part.parameters() if p.requires_grad]
         ctx.optimizer.zero_grad(set_to_none=True)
         loss, logits, z = self._branch_loss(ctx, batch, m)
         loss.backward()
@@ -297,20 +298,20 @@ class MIE(Balancer):
         return loss.detach(), self._training_output(ctx, batch, m, logits, z)
 
     @staticmethod
-    def _branch_loss(ctx, batch: Batch, m: str) -> tuple[Tensor, Tensor, Tensor]:
+    def _branch_loss(ctx: TrainContext, batch: Batch, m: str) -> tuple[Tensor, Tensor, Tensor]:
         """L(θ) of modality m's branch alone, with its logits and features."""
         with ctx.autocast():
             z = ctx.model.encoders[m](batch.inputs[m])
             logits = ctx.model.heads[m](z)
             return ctx.task_loss(logits, batch.label), logits, z
 
-    def _sam_gradient(self, ctx, batch: Batch, m: str, params: list[Tensor], loss: Tensor) -> Tensor:
+    def _sam_gradient(self, ctx: TrainContext, batch: Batch, m: str, params: list[Tensor], loss: Tensor) -> Tensor:
         """SAM's second pass: the gradient at θ + ε replaces ∇L(θ), θ is restored; returns L(θ + ε) − L(θ)."""
         eps = sam_perturbation([p.grad if p.grad is not None else torch.zeros_like(p) for p in params], self._rho(m))
         with torch.no_grad():
             torch._foreach_add_(params, eps)
         ctx.optimizer.zero_grad(set_to_none=True)
-        encoder, head = self._branch(ctx.model, m)
+        encoder, head = self._branch(ctx, m)
         with _frozen_batchnorm(encoder, head), ctx.autocast():
             perturbed = ctx.task_loss(head(encoder(batch.inputs[m])), batch.label)
         perturbed.backward()
@@ -331,13 +332,13 @@ class MIE(Balancer):
         return torch.stack(ratios).mean() if ratios else torch.ones((), device=self.device)
 
     @torch.no_grad()
-    def _training_output(self, ctx, batch: Batch, m: str, logits: Tensor, z: Tensor) -> ModelOutput:
+    def _training_output(self, ctx: TrainContext, batch: Batch, m: str, logits: Tensor, z: Tensor) -> ModelOutput:
         """The late-fused prediction of the step, the idle branches run in eval mode (BatchNorm untouched)."""
         model = ctx.model
         unimodal, features = {m: logits.detach()}, {m: z.detach()}
         for other in model.modalities:
             if other != m:
-                for part in self._branch(model, other):
+                for part in self._branch(ctx, other):
                     part.eval()
                 with ctx.autocast():
                     features[other] = model.encoders[other](batch.inputs[other])
@@ -357,15 +358,15 @@ class MIE(Balancer):
         weights = late_fusion.gate_weights(logits, self.params.fusion)
         return late_fusion.fuse_logits(logits, late_fusion.mask_weights(weights, mask))
 
-    def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
+    def eval_logits(self, ctx: TrainContext, out: ModelOutput) -> Tensor:
         return self._fuse(out, ctx.model.modalities)
 
-    def on_epoch_end(self, ctx, stats) -> None:
+    def on_epoch_end(self, ctx: TrainContext, stats: EpochRecord) -> None:
         if not any(map(self._reloads_after, range(len(self.params.phase_epochs)))) or stats.val is None:
             return
         primary = ctx.task.primary_metric
-        score = stats.val.metrics[primary]
-        if self.best_score is None or metric_lib.better(primary, score, self.best_score):
+        score = stats.val.metrics[primary]  # None: not finite, never the best
+        if score is not None and (self.best_score is None or metric_lib.better(primary, score, self.best_score)):
             self.best_score = score
             self.best_state = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
 
@@ -379,7 +380,7 @@ class MIE(Balancer):
 
 
 @contextlib.contextmanager
-def _frozen_batchnorm(*modules: nn.Module):
+def _frozen_batchnorm(*modules: nn.Module) -> Iterator[None]:
     """BatchNorm layers keep their running statistics (momentum 0) inside the block."""
     norms = [mod for part in modules for mod in part.modules()
              if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats]
@@ -394,5 +395,5 @@ def _frozen_batchnorm(*modules: nn.Module):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [MIE]

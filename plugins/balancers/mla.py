@@ -59,13 +59,24 @@ shared head weight (1 when not projecting), `gate.<m>` mean test-time fusion wei
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl, late_fusion
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochMeans,
+    ModelOutput,
+    Requirements,
+    Task,
+    TrainContext,
+    hookimpl,
+    late_fusion,
+)
+from mmbench.api import Params as AnyParams  # in a class body, `Params` is the class's own parameter model
 
 HEAD = "mla_head"
 #: official fixed fusion weights by number of modalities (`main(av_alpha=0.55)`; a/v/t = 0.35/0.25/0.4)
@@ -98,7 +109,7 @@ def project_gradient(grad: Tensor, P: Tensor, mode: Literal["replace", "additive
 # ------------------------------------------------------------------------------------------ balancer
 
 
-class MLAParams(Params):
+class MLAParams(AnyParams):
     project_gradients: bool = Field(
         True,
         description="project the shared head's weight gradient with the OWM projector (the paper's method); "
@@ -129,8 +140,9 @@ class MLA(Balancer):
 
     name = "mla"
     Params = MLAParams
+    params: MLAParams
     requires = Requirements(equal_feature_dims=True, single_label=True, ignores_fusion=True)
-    task_defaults: dict = {}
+    task_defaults = {}
 
     def __init__(self, params: MLAParams) -> None:
         super().__init__(params)
@@ -148,16 +160,22 @@ class MLA(Balancer):
         return {HEAD: head}
 
     @classmethod
-    def check(cls, params: MLAParams, task) -> list[str]:
+    def check(cls, params: AnyParams, task: Task) -> list[str]:
+        if not isinstance(params, MLAParams):
+            raise TypeError(f"{cls.name} checks MLAParams, got {type(params).__name__}")
         weights, n = params.fixed_weights, len(task.modalities)
         if weights is not None and len(weights) != n:
             return [f"fixed_weights has {len(weights)} entries for the task's {n} modalities "
                     f"({', '.join(task.modalities)})"]
         return []
 
-    def setup(self, ctx) -> None:
-        head = ctx.model.extras[HEAD]
-        self.P = torch.eye(head.in_features, device=ctx.device)
+    @staticmethod
+    def _head(ctx: TrainContext) -> nn.Linear:
+        """The shared head of `extra_modules` (the model's ModuleDict types it as any module)."""
+        return cast(nn.Linear, ctx.model.extras[HEAD])
+
+    def setup(self, ctx: TrainContext) -> None:
+        self.P = torch.eye(self._head(ctx).in_features, device=ctx.device)
         self.modalities = tuple(ctx.model.modalities)
         n = len(self.modalities)
         fixed = self.params.fixed_weights or OFFICIAL_FIXED_WEIGHTS.get(n, (1.0 / n,) * n)
@@ -166,8 +184,8 @@ class MLA(Balancer):
 
     # ------------------------------------------------------------------------------ training step
 
-    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
-        model, head, y = ctx.model, ctx.model.extras[HEAD], batch.label
+    def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:
+        model, head, y = ctx.model, self._head(ctx), batch.label
         ctx.optimizer.zero_grad(set_to_none=True)
         with ctx.autocast():
             features = model.encode(batch.inputs)
@@ -179,9 +197,12 @@ class MLA(Balancer):
             loss.backward()
             kept = torch.ones((), device=ctx.device)
             if self.params.project_gradients and self.updates > 0:
+                grad = head.weight.grad
+                if self.P is None or grad is None:
+                    raise RuntimeError("mla projects the shared head's gradient with the projector made in setup; "
+                                       f"it has {'no projector' if self.P is None else 'no gradient'}")
                 alpha = owm_alpha(ctx.step_in_epoch, ctx.steps_per_epoch, self.params.alpha0)
                 self.P = owm_update(self.P, features[m], alpha)
-                grad = head.weight.grad
                 new = project_gradient(grad, self.P, self.params.projection)
                 kept = torch.linalg.matrix_norm(new) / torch.linalg.matrix_norm(grad).clamp_min(1e-30)
                 head.weight.grad = new
@@ -206,10 +227,10 @@ class MLA(Balancer):
         return late_fusion.gate_weights(logits, self.params.fusion)
 
     @torch.no_grad()
-    def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
+    def eval_logits(self, ctx: TrainContext, out: ModelOutput) -> Tensor:
         """Entropy-gated (or fixed-weight) sum of `head(f_m)`; a dropped modality gets weight 0, so with one
         modality left this is exactly that modality's shared-head logits."""
-        head = ctx.model.extras[HEAD]
+        head = self._head(ctx)
         logits = [head(out.features[m]).float() for m in self.modalities]
         mask = late_fusion.presence(self.modalities, out.dropped, logits[0].device)
         return late_fusion.fuse_logits(logits, late_fusion.mask_weights(self._weights(logits), mask))
@@ -222,5 +243,5 @@ class MLA(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [MLA]

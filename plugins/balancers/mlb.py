@@ -43,7 +43,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mmbench.api import Balancer, Batch, EpochMeans, Fusion, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, Fusion, ModelOutput, Params, Requirements, TrainContext, hookimpl
 
 EPS = 1e-8
 
@@ -96,7 +96,7 @@ def fusion_weight_blocks(fusion: Fusion) -> dict[str, tuple[nn.Parameter, tuple[
             continue
         param = params[id(base)]
         found[m] = (param, tuple(weight.shape), tuple(weight.stride()),
-                    weight.storage_offset() - param.storage_offset())
+                    int(weight.storage_offset() - param.storage_offset()))
     return found
 
 
@@ -127,18 +127,19 @@ class MultiLoss(Balancer):
 
     name = "multi_loss"
     Params = MultiLossParams
+    params: MultiLossParams
     requires = Requirements(unimodal_heads=True)
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: MultiLossParams) -> None:
         super().__init__(params)
         self.stats = EpochMeans()
 
-    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         y = batch.label
         unimodal = {m: ctx.task_loss(logits, y) for m, logits in out.unimodal.items()}
         self.stats.add("loss", torch.stack(list(unimodal.values())), labels=list(unimodal))
         p = self.params
-        return p.fused_weight * ctx.task_loss(out.logits, y) + p.unimodal_weight * sum(unimodal.values())
+        return p.fused_weight * ctx.task_loss(out.fused_logits(), y) + p.unimodal_weight * sum(unimodal.values())
 
     def coefficients(self) -> dict[str, float]:
         return self.stats.read()
@@ -165,6 +166,7 @@ class MLB(MultiLoss):
 
     name = "mlb"
     Params = MLBParams
+    params: MLBParams
     requires = Requirements(unimodal_heads=True, single_label=True)
     task_defaults = {
         "cremad": {"alpha": 0.8},
@@ -172,13 +174,16 @@ class MLB(MultiLoss):
         "ucf101": {"alpha": 1.0},
     }
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         model = ctx.model
         self._modalities = tuple(model.modalities)
         self._params: dict[str, list[nn.Parameter]] = {
             m: [*model.encoders[m].parameters(), *(model.heads[m].parameters() if m in model.heads else ())]
             for m in self._modalities
         }
+        if model.fusion is None:
+            raise RuntimeError("mlb trains the fused logits and scales the fusion's gradients; this cell's model "
+                               "has no fusion")
         self._blocks = fusion_weight_blocks(model.fusion) if self.params.scale_fusion_block else {}
 
     def coefficients_for(self, out: ModelOutput, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -189,7 +194,7 @@ class MLB(MultiLoss):
         return mlb_coefficients(ratios, self.params.alpha, self.params.beta_max), ratios
 
     @torch.no_grad()
-    def after_backward(self, ctx, batch: Batch, out: ModelOutput) -> None:
+    def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
         k, r = self.coefficients_for(out, batch.label)
         self.stats.add("k", k, labels=self._modalities)
         self.stats.add("r", r, labels=self._modalities)
@@ -205,5 +210,5 @@ class MLB(MultiLoss):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [MultiLoss, MLB]

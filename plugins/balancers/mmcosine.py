@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, TrainContext, hookimpl
 
 
 class MMCosineParams(Params):
@@ -61,26 +61,36 @@ def cosine_logits(features: dict[str, Tensor], blocks: dict[str, Tensor], scalin
     return out
 
 
+def summed(parts: dict[str, Tensor]) -> Tensor:
+    """ℓ, the sum of the per-modality logits."""
+    terms = list(parts.values())
+    return sum(terms[1:], start=terms[0])
+
+
 class MMCosine(Balancer):
     """Logits `s · Σ_m cos(z_m, W_m)` in training and evaluation; bias and raw fused output unused."""
 
     name = "mmcosine"
     Params = MMCosineParams
+    params: MMCosineParams
     requires = Requirements(fusions=frozenset({"concat", "sum"}))
     task_defaults = {"cremad": {"scaling": 10.0}}
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         self.modalities = tuple(ctx.model.modalities)
-        self.fusion = ctx.model.fusion
+        fusion = ctx.model.fusion
+        if fusion is None:
+            raise RuntimeError("mmcosine reads the fusion's classifier blocks, and this cell's model has no fusion")
+        self.fusion = fusion
         self.stats = EpochMeans()
 
     def _logits(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         blocks = {m: w for m, (w, _bias) in self.fusion.classifier_blocks().items()}
         return cosine_logits({m: features[m] for m in self.modalities}, blocks, self.params.scaling)
 
-    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         parts = self._logits(out.features)
-        logits = sum(parts.values())
+        logits = summed(parts)
         y = batch.label
         with torch.no_grad():  # mean cosine to the true class(es), for the epoch's coefficients
             target = y.float() if ctx.task.multilabel else F.one_hot(y, logits.shape[-1]).float()
@@ -88,8 +98,8 @@ class MMCosine(Balancer):
             self.stats.add("cos", cos / target.sum().clamp_min(1), labels=self.modalities)
         return ctx.task_loss(logits, y)
 
-    def eval_logits(self, ctx, out: ModelOutput) -> Tensor:
-        return sum(self._logits(out.features).values())
+    def eval_logits(self, ctx: TrainContext, out: ModelOutput) -> Tensor:
+        return summed(self._logits(out.features))
 
     def coefficients(self) -> dict[str, float]:
         result = self.stats.read()
@@ -100,5 +110,5 @@ class MMCosine(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [MMCosine]

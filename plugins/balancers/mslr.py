@@ -36,7 +36,18 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mmbench.api import Balancer, Params, Requirements, hookimpl, unknown_names
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochRecord,
+    ModelOutput,
+    Requirements,
+    Task,
+    TrainContext,
+    hookimpl,
+    unknown_names,
+)
+from mmbench.api import Params as AnyParams  # in a class body, `Params` is the class's own parameter model
 
 
 def mslr_ratio(history: list[float], accuracy: float) -> float:
@@ -45,11 +56,12 @@ def mslr_ratio(history: list[float], accuracy: float) -> float:
     return accuracy / mean if mean > 0 else 1.0
 
 
-class MSLRParams(Params):
+class MSLRParams(AnyParams):
     init_scale: dict[str, float] = Field(
         default_factory=dict,
         description="c_m per modality name (missing modalities: 1.0); CREMA-D reference audio 0.9, visual 1.1")
-    memory: int = Field(5, ge=1, le=100, json_schema_extra={"search": {"int": [1, 10]}}, description="length of the validation-accuracy history H_m")
+    memory: int = Field(5, ge=1, le=100, json_schema_extra={"search": {"int": [1, 10]}},
+                        description="length of the validation-accuracy history H_m")
     compound: bool = Field(False, description="multiply the scale by q every `update_every` epochs (the 'dynamic' "
                                               "form) instead of using c_m·q_m with q recomputed each epoch (AGM's)")
     update_every: int = Field(1, ge=1, le=100, description="epochs between ratio updates (the 'dynamic' form uses 5)")
@@ -63,37 +75,42 @@ class MSLR(Balancer):
 
     name = "mslr"
     Params = MSLRParams
+    params: MSLRParams
     requires = Requirements(fusions=frozenset({"sum"}), fusion_contributions=True, validation_each_epoch=True,
                             single_label=True)
     task_defaults = {"cremad": {"init_scale": {"audio": 0.9, "visual": 1.1}}}
 
     @classmethod
-    def check(cls, params: MSLRParams, task) -> list[str]:
+    def check(cls, params: AnyParams, task: Task) -> list[str]:
+        if not isinstance(params, MSLRParams):
+            raise TypeError(f"{cls.name} checks MSLRParams, got {type(params).__name__}")
         return unknown_names("init_scale", params.init_scale, task.modalities)
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         model = ctx.model
         self._modalities = tuple(model.modalities)
+        if model.fusion is None:
+            raise RuntimeError("mslr scales the fusion's per-modality blocks, and this cell's model has no fusion")
         blocks = model.fusion.classifier_blocks()
         self._params: dict[str, list[nn.Parameter]] = {}
         for m in self._modalities:
             branch = [t for t in blocks[m] if isinstance(t, nn.Parameter)]
             self._params[m] = [*model.encoders[m].parameters(), *branch]
-        self._history = {m: deque(maxlen=self.params.memory) for m in self._modalities}
+        self._history: dict[str, deque[float]] = {m: deque(maxlen=self.params.memory) for m in self._modalities}
         self._base = {m: float(self.params.init_scale.get(m, 1.0)) for m in self._modalities}
         self._ratio = {m: 1.0 for m in self._modalities}
         self._scale = dict(self._base)
         self._accuracy: dict[str, float] = {}
 
     @torch.no_grad()
-    def after_backward(self, ctx, batch, out) -> None:
+    def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
         for m in self._modalities:
             grads = [p.grad for p in self._params[m] if p.grad is not None]
             if grads:
                 torch._foreach_mul_(grads, self._scale[m])
 
     @torch.no_grad()
-    def branch_accuracy(self, ctx) -> dict[str, float]:
+    def branch_accuracy(self, ctx: TrainContext) -> dict[str, float]:
         """Accuracy of each additive branch `W_m z_m + b_m` on the validation set."""
         model = ctx.model
         was_training = model.training
@@ -110,11 +127,22 @@ class MSLR(Balancer):
         model.train(was_training)
         return {m: float(h) / max(1, count) for m, h in hits.items()}
 
-    def on_epoch_end(self, ctx, stats) -> None:
+    def engine_accuracy(self, stats: EpochRecord) -> dict[str, float]:
+        """Each modality's unimodal validation accuracy, as the engine recorded it."""
+        accuracy = {}
+        for m in self._modalities:
+            value = stats.val.unimodal[m]["accuracy"] if stats.val is not None else None
+            if value is None:
+                raise RuntimeError(f"mslr (accuracy_from 'engine') reads each modality's validation accuracy; the "
+                                   f"epoch's record has none for {m!r}")
+            accuracy[m] = value
+        return accuracy
+
+    def on_epoch_end(self, ctx: TrainContext, stats: EpochRecord) -> None:
         if self.params.accuracy_from == "branch":
             accuracy = self.branch_accuracy(ctx)
         else:
-            accuracy = {m: stats.val.unimodal[m]["accuracy"] for m in self._modalities}
+            accuracy = self.engine_accuracy(stats)
         self._accuracy = accuracy
         update = (ctx.epoch + 1) % self.params.update_every == 0
         for m in self._modalities:
@@ -138,5 +166,5 @@ class MSLR(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [MSLR]

@@ -49,7 +49,16 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOutput, Requirements, hookimpl
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochMeans,
+    EpochWindowParams,
+    ModelOutput,
+    Requirements,
+    TrainContext,
+    hookimpl,
+)
 
 #: added to the GE noise std (official code)
 GE_STD_EPS = 1e-8
@@ -117,12 +126,13 @@ class OGM(Balancer):
 
     name = "ogm"
     Params = OGMParams
+    params: OGMParams
     requires = Requirements(fusion_contributions=True, single_label=True)
     task_defaults = {"cremad": {"alpha": 0.8}}
     #: OGM-GE adds noise; set by the subclass
     noise: bool = False
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         modalities = ctx.model.modalities
         self.modalities = tuple(modalities)
         self.selected: dict[str, list[torch.nn.Parameter]] = {}
@@ -145,7 +155,7 @@ class OGM(Balancer):
         return self.params.active(epoch)
 
     @torch.no_grad()
-    def after_backward(self, ctx, batch: Batch, out: ModelOutput) -> None:
+    def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
         contributions = {m: out.contributions[m] for m in self.modalities}
         _, ratios, coeffs = ogm_coefficients(contributions, batch.label, self.params.alpha, self.params.formula)
         active = self.active(ctx.epoch)
@@ -179,5 +189,5 @@ class OGMGE(OGM):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [OGM, OGMGE]

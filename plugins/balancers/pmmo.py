@@ -75,6 +75,7 @@ Decisions and differences from the official code (`train_test.py`, `models/pyro_
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Literal
 
 import pyro
@@ -88,7 +89,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Params, Requirements, TrainContext, hookimpl
 
 EXTRAS_KEY = "pm_mo_posterior"
 
@@ -171,18 +172,20 @@ class PMMO(Balancer):
 
     name = "pm_mo"
     Params = PMMOParams
+    params: PMMOParams
     requires = Requirements(fusions=frozenset({"gmu"}), max_modalities=2)
     # the paper's best system (Table 1, PM+MO λKL + L2; §4.1) with the code's initial_values.json, on MM-IMDb's
     # processed features (multimodal_imdb.hdf5, the task `mmimdb_features`); the matching gmu settings: its docstring
     task_defaults = {"mmimdb_features": {"elbo": "trace", "kl_scale": 0.2, "regularizer": "l2", "reg_param": 0.1,
                                          "svi_lr": 0.005, "classifier_clip_norm": 20.0}}
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         fusion = ctx.model.fusion
-        if not (hasattr(fusion, "unit") and hasattr(fusion, "classifier")):
+        unit, classifier = getattr(fusion, "unit", None), getattr(fusion, "classifier", None)
+        if not (isinstance(unit, nn.Module) and isinstance(classifier, nn.Module)):
             raise TypeError(f"pm_mo needs the gmu fusion (a unit and a classifier), got {type(fusion).__name__}")
         p = self.params
-        self.unit, self.classifier = fusion.unit, fusion.classifier
+        self.unit, self.classifier = unit, classifier
         self.multilabel = bool(ctx.task.multilabel)
         self.random = _random_parameters(self.unit)
         if p.likelihood == "code" and not self.multilabel and ctx.task.num_classes > self.random[0][1].shape[0]:
@@ -206,7 +209,10 @@ class PMMO(Balancer):
         self.svi_optimizer = ClippedAdam([*self.point, *self.scales], lr=p.svi_lr,
                                          clip_norm=p.svi_clip)
         self.kl = p.kl_scale
-        self.n_train = len(ctx.train_loader.dataset)
+        dataset = ctx.train_loader.dataset
+        if not isinstance(dataset, Sized):
+            raise TypeError(f"pm_mo scales the KL by the training set's size; {type(dataset).__name__} has no len()")
+        self.n_train = len(dataset)
         self._sample: dict[str, Tensor] = {}
         self._nll = torch.zeros((), device=ctx.device)
         self.stats = EpochMeans()
@@ -252,17 +258,19 @@ class PMMO(Balancer):
             if self.params.elbo == "trace":
                 guide_trace = poutine.trace(self.guide).get_trace(features, y)
                 model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(features, y)
-                return guide_trace.log_prob_sum() - model_trace.log_prob_sum()
+                loss = guide_trace.log_prob_sum() - model_trace.log_prob_sum()
+                if not isinstance(loss, Tensor):  # Pyro's sum over no sample site is the float 0
+                    raise RuntimeError("pm_mo's ELBO traces hold no sample site")
+                return loss
             _, surrogate = TraceGraph_ELBO()._loss_and_surrogate_loss(self.model, self.guide, (features, y), {})
             return surrogate
 
     def penalty(self) -> Tensor:
         """`reg_param · Σ p²` (or `Σ |p|`) over A's point parameters (ℓ, and the unit's BatchNorm)."""
-        if self.params.regularizer == "l2":
-            return self.params.reg_param * sum(w.pow(2).sum() for w in self.point)
-        if self.params.regularizer == "l1":
-            return self.params.reg_param * sum(w.abs().sum() for w in self.point)
-        return torch.zeros((), device=self.point[0].device)
+        if self.params.regularizer == "none":
+            return torch.zeros((), device=self.point[0].device)
+        terms = [w.pow(2).sum() if self.params.regularizer == "l2" else w.abs().sum() for w in self.point]
+        return self.params.reg_param * sum(terms[1:], start=terms[0])
 
     def svi_step(self, features: dict[str, Tensor], y: Tensor) -> tuple[Tensor, Tensor]:
         """One SVI update of A (penalty included in the gradient); returns the detached −ELBO and penalty."""
@@ -276,7 +284,7 @@ class PMMO(Balancer):
 
     # ------------------------------------------------------------------------------ engine hooks
 
-    def on_epoch_start(self, ctx) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
         anneal, base = self.params.kl_anneal_epochs, self.params.kl_scale
         self.kl = base if anneal == 0 else min(1.0, base + (1.0 - base) * ctx.epoch / anneal)
 
@@ -289,7 +297,7 @@ class PMMO(Balancer):
             fixed.update({name: w.detach() for name, w in self._sample.items()})
         return functional_call(self.unit, fixed, (features,))[0]
 
-    def train_step(self, ctx, batch: Batch) -> tuple[Tensor, ModelOutput]:
+    def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:
         y = batch.label
         with ctx.autocast():
             features = ctx.model.encode(batch.inputs)
@@ -320,5 +328,5 @@ class PMMO(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [PMMO]

@@ -57,7 +57,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batch, EpochMeans, EpochWindowParams, ModelOutput, Requirements, hookimpl
+from mmbench.api import (
+    Balancer,
+    Batch,
+    EpochMeans,
+    EpochWindowParams,
+    ModelOutput,
+    Requirements,
+    TrainContext,
+    hookimpl,
+)
 from mmbench_plugins.balancers.ogm import ge_noise_std
 
 #: η of BalanceBenchmark's three-modality gradient rule (its PMR default)
@@ -161,6 +170,7 @@ class PMR(Balancer):
 
     name = "pmr"
     Params = PMRParams
+    params: PMRParams
     requires = Requirements(single_label=True)
     task_defaults = {
         # bash.sh (CREMA-D concat / AVE concat runs): α 2.0, μ 0.0, window 0–70 of 130 epochs
@@ -168,7 +178,7 @@ class PMR(Balancer):
         "ave": {"alpha": 2.0, "momentum": 0.0, "modulation_ends": 70},
     }
 
-    def setup(self, ctx) -> None:
+    def setup(self, ctx: TrainContext) -> None:
         self.modalities = tuple(ctx.model.modalities)
         self.num_classes = ctx.task.num_classes
         self.prototypes: dict[str, Tensor] = {}
@@ -185,7 +195,7 @@ class PMR(Balancer):
         return self.params.active(epoch)
 
     @torch.no_grad()
-    def compute_prototypes(self, ctx) -> None:
+    def compute_prototypes(self, ctx: TrainContext) -> None:
         """Fresh class means of eval-mode features over a fraction of the loader, mixed with the old ones."""
         loader = ctx.train_loader if self.params.prototype_split == "train" else ctx.val_loader
         batches = max(1, math.floor(len(loader) * self.params.prototype_fraction))
@@ -213,14 +223,14 @@ class PMR(Balancer):
                                                    mix, fallback=overall)
         self.empty_classes = int((counts == 0).sum())  # once per epoch, not per step
 
-    def on_epoch_start(self, ctx) -> None:
+    def on_epoch_start(self, ctx: TrainContext) -> None:
         self.compute_prototypes(ctx)
 
-    def loss(self, ctx, batch: Batch, out: ModelOutput) -> Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         y = batch.label
         features = {m: out.features[m] for m in self.modalities}
         _, ratios, betas, pce = pmr_terms(features, self.prototypes, y, self.params.alpha)
-        loss = ctx.task_loss(out.logits, y)
+        loss = ctx.task_loss(out.fused_logits(), y)
         active = self.active(ctx.epoch)
         if active:
             loss = loss + (betas * pce).sum()
@@ -231,7 +241,7 @@ class PMR(Balancer):
         return loss
 
     @torch.no_grad()
-    def after_backward(self, ctx, batch: Batch, out: ModelOutput) -> None:
+    def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
         """Three or more modalities, in the window: `g ← k_m·g − N(0, σ²)` on every encoder weight."""
         if not (self.gradient_rule and self.active(ctx.epoch)):
             return
@@ -251,5 +261,5 @@ class PMR(Balancer):
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [PMR]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmbench.api import Balancer, ModelOutput, Requirements, hookimpl
+from mmbench.api import Balancer, Batch, ModelOutput, Requirements, TrainContext, hookimpl
 
 
 class Unimodal(Balancer):
@@ -20,14 +20,17 @@ class Unimodal(Balancer):
     is_reference = True
     requires = Requirements(unimodal_heads=True, min_modalities=1)
 
-    def loss(self, ctx, batch, out: ModelOutput) -> torch.Tensor:
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> torch.Tensor:
         """The fusion is fitted on detached copies of what it read (pooled features, or token sequences for a
         fusion over tokens), so no gradient of the fused loss reaches an encoder."""
         y = batch.label
-        fused = ctx.model.fusion({m: z.detach() for m, z in out.fusion_inputs.items()}).logits
+        fusion = ctx.model.fusion
+        if fusion is None:
+            raise RuntimeError("unimodal fits the fusion on detached features, and this cell's model has no fusion")
+        fused = fusion({m: z.detach() for m, z in out.fusion_inputs.items()}).logits
         return ctx.task_loss(fused, y) + sum(ctx.task_loss(logits, y) for logits in out.unimodal.values())
 
 
 @hookimpl
-def mmbench_balancers():
+def mmbench_balancers() -> list[type[Balancer]]:
     return [Unimodal]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mmbench.contract.batch import Batch
+from mmbench.contract.batch import Batch, ModelOutput
 from mmbench.contract.task import ModalitySpec
 from mmbench.schema.params import NoParams
 from mmbench.schema.results import EpochRecord, SplitScores
@@ -106,6 +106,18 @@ def test_balancer_reads_validation_loss_and_train_metric_from_history():
     assert coefficients["case"] == CASE_BOTH_UP and coefficients["lambda"] == pytest.approx(1.16922, rel=1e-5)
 
 
+def test_a_non_finite_record_keeps_lambda_and_is_no_improvement():
+    """The engine records a non-finite number as None: λ keeps its base value (the safeguard), and a missing
+    validation score counts against the patience."""
+    bal = DynamicUDA(DynamicUDA.Params(lam=2.0, off_patience=1))
+    ctx = _ctx(_tiny_model(), [_stats(0, 0.4, 0.5), _stats(1, None, 0.6)])
+    bal.setup(ctx)
+    bal.on_epoch_start(ctx)
+    assert bal.lam_i == 2.0 and bal.case == CASE_OTHER
+    bal.on_epoch_end(ctx, _stats(2, 0.5, 0.5, val_metric=None))
+    assert bal.switched_off
+
+
 def _batch(gen):
     x = {m: torch.randn(6, 3, generator=gen) for m in ("a", "b")}
     views = {m: v + torch.randn(6, 3, generator=gen) for m, v in x.items()}
@@ -144,7 +156,7 @@ class _FixedLogits:
     modalities = ("a",)
 
     def __call__(self, batch):
-        return SimpleNamespace(logits=Q_LOGITS if batch["a"] is AUG else P_LOGITS)
+        return ModelOutput(Q_LOGITS if batch["a"] is AUG else P_LOGITS, features={})
 
 
 AUG = torch.ones(2, 1)
@@ -161,7 +173,7 @@ def test_consistency_term_is_the_batch_mean_by_default(params, consistency):
     bal.setup(ctx)
     bal.on_epoch_start(ctx)
     batch = Batch({"a": torch.zeros(2, 1)}, torch.tensor([0, 1]), {"a": AUG})
-    out = SimpleNamespace(logits=P_LOGITS)
+    out = ModelOutput(P_LOGITS, features={})
     supervised = float(torch.nn.functional.cross_entropy(P_LOGITS, batch["label"]))
     assert float(bal.loss(ctx, batch, out)) - supervised == pytest.approx(consistency, rel=1e-5)
 

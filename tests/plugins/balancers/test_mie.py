@@ -313,6 +313,12 @@ def test_best_state_is_kept_only_when_a_reload_can_happen():
         assert (balancer.best_state is not None) == kept
 
 
+def test_a_non_finite_score_is_never_the_best():
+    balancer, ctx, _ = _context({"rho": 0.0, "reload_after": 1})
+    balancer.on_epoch_end(ctx, SimpleNamespace(val=SimpleNamespace(metrics={"accuracy": None})))
+    assert balancer.best_state is None and balancer.best_score is None
+
+
 THREE = {"modalities": [{"name": "a", "dim": 8, "signal": 4.0}, {"name": "b", "dim": 12, "signal": 2.0},
                         {"name": "c", "dim": 6, "signal": 1.0, "code": "sign"}]}
 

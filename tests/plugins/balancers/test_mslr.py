@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mmbench.schema.params import NoParams
 from mmbench.testing import tiny_components, tiny_context, train_tiny
 from mmbench_plugins.balancers.mslr import MSLR, mslr_ratio
 
@@ -50,6 +51,18 @@ def test_ratio_waits_for_full_history_then_is_recomputed_not_compounded():
     _feed(balancer, ctx, [(0.60, 0.39)])
     expected = 0.9 * 0.60 / (sum([0.52, 0.55, 0.56, 0.58, 0.60]) / 5)
     assert balancer.coefficients()["scale.fast"] == pytest.approx(expected, rel=RTOL)
+
+
+def test_a_missing_engine_accuracy_is_named():
+    balancer, ctx, _ = _context({"accuracy_from": "engine"})
+    with pytest.raises(RuntimeError, match="none for 'slow'"):
+        _feed(balancer, ctx, [(0.5, None)])
+
+
+def test_check_names_parameters_of_another_balancer():
+    balancer, ctx, _ = _context({})
+    with pytest.raises(TypeError, match="mslr checks MSLRParams, got NoParams"):
+        MSLR.check(NoParams(), ctx.task)
 
 
 def test_compound_variant_multiplies_the_scale_every_update_epochs():
