@@ -7,7 +7,7 @@ when you write an executor. The core's inner modules may move; these names stay.
 
 from mmbench.contract.balancer import Balancer, Requirements
 from mmbench.contract.batch import Batch, Inputs, ModelOutput
-from mmbench.contract.context import TrainContext
+from mmbench.contract.context import Batches, TrainContext
 from mmbench.contract.encoder import Encoder
 from mmbench.contract.errors import DataError, Incompatible, unknown_names
 from mmbench.contract.fusion import Fusion, FusionOutput
@@ -23,7 +23,7 @@ from mmbench.training import late_fusion, metrics
 from mmbench.training.accumulate import EpochMeans
 
 __all__ = [
-    "MODALITY_KINDS", "Balancer", "Batch", "DataError", "Encoder", "EpochData", "EpochMeans", "EpochRecord",
+    "MODALITY_KINDS", "Balancer", "Batch", "Batches", "DataError", "Encoder", "EpochData", "EpochMeans", "EpochRecord",
     "EpochWindowParams",
     "Fusion", "FusionOutput", "Incompatible", "Inputs", "ModalitySpec", "Model", "ModelOutput", "NoParams",
     "Params", "Requirements", "SplitScores", "Stage", "Task", "TensorDictDataset", "TrainContext", "hookimpl",

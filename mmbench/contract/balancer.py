@@ -55,7 +55,7 @@ class Balancer:
 
     Beyond one step, through the context: `ctx.add_module` (a module added in the middle of training, e.g. a new
     classifier branch), `ctx.initial_state` (with `Requirements.initial_weights`), `ctx.snapshot()` (the
-    parameters at a moment, e.g. an epoch's start), `ctx.reset_optimizer_state`, `ctx.ordered_loader` (a
+    parameters at a moment, e.g. an epoch's start), `ctx.reset_optimizer_state`, `ctx.split_batches` (a
     pass over a split in its own order, e.g. to value each sample).
     """
 

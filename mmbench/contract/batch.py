@@ -20,7 +20,7 @@ class Batch(Mapping):
     `inputs` holds each modality's inputs, `label` the targets, and `views` the task's augmented views of the
     inputs, only for balancers that require them (`Requirements.augmented_views`). `meta` holds per-sample
     tensors `(B, ...)` about where the samples come from: `index` (their position in the split) in a training
-    epoch that a balancer composed (`Balancer.epoch_data`) and in `TrainContext.ordered_loader`, and `tag`, the
+    epoch that a balancer composed (`Balancer.epoch_data`) and in `TrainContext.split_batches`, and `tag`, the
     tag the balancer gave each sample. A batch also reads as the mapping `{modality: inputs, ..., "label": label}`
     that datasets yield, so `batch["label"]` and `ctx.model(batch)` work as well as `batch.label` and
     `ctx.model(batch.inputs)`.

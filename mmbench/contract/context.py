@@ -51,9 +51,13 @@ class TrainContext:
     stage: Stage = TRAIN
     #: the model's parameters before training, by name (with `Requirements.initial_weights`; else empty)
     initial_state: dict[str, Tensor] = field(default_factory=dict)
-    #: a split ("train", "val") in its own order, its batches on the device with `meta["index"]`, without the
-    #: epoch's composition or augmented views (e.g. to value each sample, or to read its features)
-    ordered_loader: Callable[[str], Batches] = field(default=lambda split: [])
+    #: a pass of the balancer's own over a split: `split_batches("train")` reads it in its own order,
+    #: `split_batches("train", indices=[...], batch_size=n)` the listed positions in that order (a subset, a
+    #: shuffle), batches on the device with `meta["index"]`, without the epoch's composition or augmented views;
+    #: each split as it is read in training or evaluation (the training split with its random transforms)
+    split_batches: Callable[..., Batches] = field(default=lambda split, indices=None, batch_size=None: [])
+    #: how many samples the training split holds
+    train_size: int = 0
 
     @property
     def steps_per_epoch(self) -> int:

@@ -166,10 +166,6 @@ class Prefetcher:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getattr__(self, name: str) -> Any:
-        """The loader's own attributes (`dataset`, `batch_size`, `num_workers`, `collate_fn`)."""
-        return getattr(self.loader, name)
-
     def __iter__(self) -> Iterator[Batch]:
         if self.device.type != "cuda":
             for raw in self.loader:
@@ -208,22 +204,18 @@ def train_loader(samples: TrainSamples, batch_size: int, generator: torch.Genera
     return DataLoader(samples, batch_size=batch_size, sampler=Shuffle(samples, generator), **common)
 
 
-class Ordered(Dataset):
-    """A split in its own order, each sample with its position (`Batch.meta["index"]`)."""
+class Listed(Dataset):
+    """Listed positions of a split, in the listed order, each sample with its position (`Batch.meta["index"]`)."""
 
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
+    def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
+        self.base, self.indices = base, indices
 
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> Sampled:
+    def __getitem__(self, position: int) -> Sampled:
+        index = self.indices[position]
         return Sampled(self.base[index], {}, {"index": torch.tensor(index)})
-
-
-def ordered_loader(split: Dataset, batch_size: int, options: Mapping[str, Any]) -> DataLoader:
-    """A split in its own order, for a balancer's pass over it (`TrainContext.ordered_loader`)."""
-    return DataLoader(Ordered(split), batch_size=batch_size, shuffle=False, collate_fn=collate, **options)
 
 
 class CellData:
@@ -253,9 +245,14 @@ class CellData:
                             **self.options)
         return self._finished(loader)
 
-    def ordered(self, split: str) -> Prefetcher:
-        """A split in its own order, each sample with its position (`TrainContext.ordered_loader`)."""
-        return self._finished(ordered_loader(self.splits[split], self.eval_batch_size, self.options))
+    def split_batches(self, split: str, indices: Sequence[int] | None = None,
+                      batch_size: int | None = None) -> Prefetcher:
+        """A balancer's own pass over a split (`TrainContext.split_batches`)."""
+        base = self.splits[split]
+        listed = Listed(base, range(len(base)) if indices is None else indices)  # type: ignore[arg-type]
+        loader = DataLoader(listed, batch_size=batch_size or self.eval_batch_size, shuffle=False, collate_fn=collate,
+                            **self.options)
+        return self._finished(loader, training=split == "train")
 
-    def _finished(self, loader: DataLoader) -> Prefetcher:
-        return Prefetcher(loader, self.device, lambda batch: self.task.on_device(batch, False))
+    def _finished(self, loader: DataLoader, training: bool = False) -> Prefetcher:
+        return Prefetcher(loader, self.device, lambda batch: self.task.on_device(batch, training))

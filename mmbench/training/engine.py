@@ -220,7 +220,7 @@ def train(
         train_loader=data.epoch(0, None), val_loader=val, task_loss=task_loss_fn(task.multilabel),
         evaluate=lambda batches: evaluate(model, ctx, balancer, batches),
         autocast_dtype=torch.bfloat16 if (device.type == "cuda" and recipe.bf16) else None,
-        generator=generator, ordered_loader=data.ordered,
+        generator=generator, split_batches=data.split_batches, train_size=len(splits["train"]),  # type: ignore[arg-type]
         initial_state={n: p.detach().clone() for n, p in model.named_parameters()} if requires.initial_weights
         else {},
     )

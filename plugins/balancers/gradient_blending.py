@@ -41,15 +41,23 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sized
 from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
 
-from mmbench.api import Balancer, Batch, Model, ModelOutput, Params, Requirements, TrainContext, hookimpl
+from mmbench.api import (
+    Balancer,
+    Batch,
+    Batches,
+    Model,
+    ModelOutput,
+    Params,
+    Requirements,
+    TrainContext,
+    hookimpl,
+)
 
 FUSED = "fused"
 
@@ -99,18 +107,11 @@ class GradientBlending(Balancer):
         self._configs = (*ctx.model.modalities, FUSED)
         self.weights = {k: 1.0 / len(self._configs) for k in self._configs}
         self._deltas: dict[str, tuple[float, float]] = {}
-        dataset = ctx.train_loader.dataset
-        if not isinstance(dataset, Sized):
-            raise TypeError(f"ogr_gb measures L^T on a subset of the training set, so it needs the set's size; "
-                            f"{type(dataset).__name__} has no len()")
-        size = len(dataset)
-        limit = self.params.train_eval_samples
+        size, limit = ctx.train_size, self.params.train_eval_samples
+        indices = None
         if limit is not None and limit < size:
             indices = torch.randperm(size, generator=torch.Generator().manual_seed(0))[:limit].tolist()
-            dataset = Subset(dataset, indices)
-        self._train_eval_loader = DataLoader(dataset, batch_size=ctx.val_loader.batch_size, shuffle=False,
-                                             num_workers=ctx.train_loader.num_workers,
-                                             collate_fn=ctx.train_loader.collate_fn)
+        self._train_eval: Batches = ctx.split_batches("train", indices=indices)
 
     # -------------------------------------------------------------------------------------- estimation
 
@@ -135,12 +136,11 @@ class GradientBlending(Balancer):
         return cls(groups, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
 
     @torch.no_grad()
-    def mean_loss(self, ctx: TrainContext, model: Model, loader: DataLoader, config: str) -> float:
+    def mean_loss(self, ctx: TrainContext, model: Model, loader: Batches, config: str) -> float:
         model.eval()
         total = torch.zeros((), device=ctx.device)
         count = 0
-        for raw in loader:
-            batch = raw.to(ctx.device)
+        for batch in loader:  # on the device already
             with ctx.autocast():
                 logits = self.config_logits(model, batch, config)
             n = len(batch.label)
@@ -149,7 +149,7 @@ class GradientBlending(Balancer):
         return float(total) / max(1, count)
 
     def measure(self, ctx: TrainContext, model: Model, config: str) -> tuple[float, float]:
-        return (self.mean_loss(ctx, model, self._train_eval_loader, config),
+        return (self.mean_loss(ctx, model, self._train_eval, config),
                 self.mean_loss(ctx, model, ctx.val_loader, config))
 
     def super_epoch(self, ctx: TrainContext) -> int:
@@ -163,8 +163,7 @@ class GradientBlending(Balancer):
             before = self.measure(ctx, clone, config)
             for _ in range(self.super_epoch(ctx)):
                 clone.train()
-                for raw in ctx.train_loader:
-                    batch = raw.to(ctx.device)
+                for batch in ctx.train_loader:  # on the device already
                     optimizer.zero_grad(set_to_none=True)
                     with ctx.autocast():
                         loss = ctx.task_loss(self.config_logits(clone, batch, config), batch.label)

@@ -262,8 +262,7 @@ class Greedy(Balancer):
         count = 0
         curation, fusion.curation = fusion.curation, None  # both passes without re-balancing
         try:
-            for raw in ctx.val_loader:
-                batch = raw.to(ctx.device)
+            for batch in ctx.val_loader:  # on the device already
                 y = batch.label
                 for row, isolate in enumerate((False, True)):
                     fusion.isolate = isolate

@@ -64,11 +64,11 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from mmbench.api import (
     Balancer,
     Batch,
+    Batches,
     EpochMeans,
     EpochRecord,
     ModelOutput,
@@ -253,7 +253,7 @@ class MIE(Balancer):
         handles = [prev.register_forward_pre_hook(accumulate) for _, prev in pairs]
         try:
             for batch in self._cov_loader(ctx):
-                x = batch.inputs[previous].to(ctx.device, non_blocking=True)
+                x = batch.inputs[previous]  # already on the device
                 with ctx.autocast():
                     model.heads[previous](model.encoders[previous](x))
         finally:
@@ -271,13 +271,12 @@ class MIE(Balancer):
                                           "lambda_min": lam_min}
         return out
 
-    def _cov_loader(self, ctx: TrainContext) -> DataLoader:
+    def _cov_loader(self, ctx: TrainContext) -> Batches:
         if self.params.cov_batch_size is None:
             return ctx.train_loader
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator)) if ctx.generator is not None else 0
-        return DataLoader(ctx.train_loader.dataset, batch_size=self.params.cov_batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed), num_workers=ctx.train_loader.num_workers,
-                          collate_fn=ctx.train_loader.collate_fn)
+        order = torch.randperm(ctx.train_size, generator=torch.Generator().manual_seed(seed)).tolist()
+        return ctx.split_batches("train", indices=order, batch_size=self.params.cov_batch_size)
 
     def _rho(self, m: str) -> float:
         return self.params.rho_per_modality.get(m, self.params.rho)

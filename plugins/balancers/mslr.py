@@ -117,8 +117,7 @@ class MSLR(Balancer):
         model.eval()
         hits = {m: torch.zeros((), device=ctx.device) for m in self._modalities}
         count = 0
-        for raw in ctx.val_loader:
-            batch = raw.to(ctx.device)
+        for batch in ctx.val_loader:  # on the device already
             with ctx.autocast():
                 out = model(batch.inputs)
             for m in self._modalities:

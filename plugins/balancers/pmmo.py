@@ -75,7 +75,6 @@ Decisions and differences from the official code (`train_test.py`, `models/pyro_
 
 from __future__ import annotations
 
-from collections.abc import Sized
 from typing import Literal
 
 import pyro
@@ -209,10 +208,7 @@ class PMMO(Balancer):
         self.svi_optimizer = ClippedAdam([*self.point, *self.scales], lr=p.svi_lr,
                                          clip_norm=p.svi_clip)
         self.kl = p.kl_scale
-        dataset = ctx.train_loader.dataset
-        if not isinstance(dataset, Sized):
-            raise TypeError(f"pm_mo scales the KL by the training set's size; {type(dataset).__name__} has no len()")
-        self.n_train = len(dataset)
+        self.n_train = ctx.train_size
         self._sample: dict[str, Tensor] = {}
         self._nll = torch.zeros((), device=ctx.device)
         self.stats = EpochMeans()

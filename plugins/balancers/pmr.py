@@ -205,8 +205,7 @@ class PMR(Balancer):
         sums: dict[str, Tensor] = {}
         counts = torch.zeros(self.num_classes, device=ctx.device)
         try:
-            for _, raw in zip(range(batches), loader):
-                batch = raw.to(ctx.device)
+            for _, batch in zip(range(batches), loader):  # on the device already
                 with ctx.autocast():
                     z = model.encode(batch.inputs)
                 for m in self.modalities:

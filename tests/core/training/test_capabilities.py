@@ -162,7 +162,7 @@ class Ordered(Balancer):
     positions: list[int] = []
 
     def setup(self, ctx):
-        for batch in ctx.ordered_loader("train"):
+        for batch in ctx.split_batches("train"):
             self.positions += batch.meta["index"].tolist()
 
 

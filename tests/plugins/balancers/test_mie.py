@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from mmbench.contract.context import TrainContext
 from mmbench.schema.recipe import OptimizerConfig
@@ -85,9 +85,15 @@ def _context(params: dict, epoch: int = 0):
     optimizer = build_optimizer(OptimizerConfig(name="sgd", lr=0.1, momentum=0.0), model.parameter_groups())
     train = components.task.splits()["train"]
     loader = DataLoader(train, batch_size=32, collate_fn=collate)
+
+    def split_batches(split, indices=None, batch_size=None):
+        return DataLoader(Subset(train, list(range(len(train))) if indices is None else indices),
+                          batch_size=batch_size or 32, collate_fn=collate)
+
     ctx = TrainContext(model=model, optimizer=optimizer, task=components.task, device=torch.device("cpu"),
                        epochs=4, train_loader=loader, val_loader=loader, task_loss=F.cross_entropy,
-                       evaluate=None, generator=torch.Generator().manual_seed(0))
+                       evaluate=None, generator=torch.Generator().manual_seed(0), split_batches=split_batches,
+                       train_size=len(train))
     balancer.setup(ctx)
     for ctx.epoch in range(epoch + 1):
         balancer.on_epoch_start(ctx)
@@ -117,8 +123,8 @@ def test_gm_gradient_lies_in_the_flat_subspace_of_the_previous_modality():
     # the P built at the switch is exactly flat_projection of fast's head-input covariance
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=torch.Generator().manual_seed(0)))
     with torch.no_grad():  # the same batches of 12 as the balancer's covariance pass
-        loader = DataLoader(ctx.train_loader.dataset, batch_size=12, shuffle=True,
-                            generator=torch.Generator().manual_seed(seed), collate_fn=collate)
+        order = torch.randperm(ctx.train_size, generator=torch.Generator().manual_seed(seed)).tolist()
+        loader = DataLoader(Subset(ctx.train_loader.dataset, order), batch_size=12, collate_fn=collate)
         feats = [model.encoders["fast"](b["fast"]) for b in loader]
     (layer, p_used), = balancer.projections
     assert layer is model.heads["slow"]

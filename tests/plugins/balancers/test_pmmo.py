@@ -60,7 +60,7 @@ def _cell(multilabel=False, gmu=None, **params):
     model = MultimodalModel(encoders, fusion, 3)
     task = SimpleNamespace(multilabel=multilabel, num_classes=3)
     ctx = SimpleNamespace(model=model, task=task, device=torch.device("cpu"), epoch=0,
-                          train_loader=SimpleNamespace(dataset=range(N_TRAIN)),
+                          train_size=N_TRAIN,
                           optimizer=build_optimizer(OptimizerConfig(name="adam", lr=0.01), model.parameter_groups()),
                           task_loss=task_loss_fn(multilabel), autocast=contextlib.nullcontext)
     bal = PMMO(PMMO.Params(**params))
