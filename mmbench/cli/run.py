@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from mmbench.cli.boards import warn_anomalies
-from mmbench.cli.errors import exit_on_error
+from mmbench.cli.errors import UNUSABLE, exit_on_error
 from mmbench.cli.options import DATA_ROOT, FAKE_DATA, PLUGINS_DIR, key_values, load_registry, use_plugin_dirs
 from mmbench.running import worker_server
 
@@ -83,10 +83,19 @@ def validate(matrix: Path = typer.Argument(..., help="grid YAML file"), data_roo
     registry = load_registry(plugins_dir)
     from mmbench.running import grid as grid_lib
     from mmbench.running.cells import expand  # torch is imported only by commands that need the plugins' models
+    from mmbench.running.preflight import data_problems
 
     with exit_on_error("data problem"):
         grid = grid_lib.load(matrix, registry)
         cells = expand(grid, registry, data_root, fake_data)
+        unusable = [] if fake_data else data_problems(grid, registry, data_root)
+    for found in unusable:
+        typer.echo(f"{found.task}: the prepared root {found.root} cannot be trained on:", err=True)
+        for problem in found.problems:
+            typer.echo(f"  - {problem}", err=True)
+    if unusable:
+        typer.echo(f"{matrix}: not runnable on this data (`mmbench data check` says the same per task)", err=True)
+        raise typer.Exit(UNUSABLE)
     skipped = {c.entry_id: c for c in cells if c.skip_reason}
     if grid.search is not None:  # each configuration: its trials, then the chosen one on every seed
         seeds, trials = (1, 1) if fake_data else (len(grid.seeds), grid.search.trials)

@@ -1,7 +1,8 @@
 """`PreparedTask`'s lifecycle on a toy dataset of the shape a third party writes (a CSV of ids, splits and labels; a
 PNG and a WAV per sample): every defect reported under the file at fault and named on the console, splits recorded
 from the release, an empty validation hold-out and a class missing from a split reported by `check` (and `mmbench
-data check` exits 1), the same reasons when training would read the split."""
+data check` exits 1, `mmbench validate` of a grid on it exits 2), the same reasons when training would read the
+split."""
 
 from __future__ import annotations
 
@@ -149,6 +150,14 @@ def test_an_empty_hold_out_and_a_missing_class_are_problems_check_names_and_trai
                         "copy with at least two training samples of some class"]
     result = runner.invoke(app, ["data", "check", "pairs", "--root", str(tmp_path / "root")])
     assert result.exit_code == 1 and "the val split is empty" in result.output
+    grid = tmp_path / "pairs.yaml"
+    grid.write_text(f"name: pairs\ntasks: [{{name: pairs, root: {tmp_path / 'root'}}}]\n"
+                    "encoders: [{image: resnet50, audio: conformer}]\nfusions: [concat]\nbalancers: [joint]\n"
+                    "train: {epochs: 1, batch_size: 2}\nseeds: [0]\n")
+    result = runner.invoke(app, ["validate", str(grid)])  # before any cell would meet it
+    assert result.exit_code == 2, result.output
+    assert f"pairs: the prepared root {tmp_path / 'root'} cannot be trained on:\n  - the val split is empty" \
+        in result.output and "not runnable on this data" in result.output
     with pytest.raises(DataError, match="holds no sample of the val split: it is held out of train .*at least two"):
         task.splits()
     more = write_pairs(tmp_path / "raw2", [(f"t{i}", "train", "low") for i in range(4)] + [("e0", "test", "low"),
