@@ -258,14 +258,14 @@ def train(
             lr=ctx.optimizer.param_groups[0]["lr"],
             stage=ctx.stage.name if ctx.stage.name != "train" else None,
         )
+        if ctx.stage.selectable:  # the weights just validated: what on_epoch_end changes belongs to the next epoch
+            selected.offer(model, task.primary_metric, scores.metrics[task.primary_metric], ctx.epoch)
         if scheduler is not None:
             scheduler.step()
         with timer("balancer"):
             balancer.on_epoch_end(ctx, stats)
             stats.coefficients = finite(balancer.coefficients())
         ctx.history.append(stats)
-        if ctx.stage.selectable:
-            selected.offer(model, task.primary_metric, scores.metrics[task.primary_metric], ctx.epoch)
         if on_epoch_end is not None:
             on_epoch_end(stats)
     train_seconds = time.perf_counter() - started

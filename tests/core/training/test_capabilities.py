@@ -155,6 +155,8 @@ def test_the_initial_state_is_kept_for_a_balancer_that_asks_and_optimizer_state_
     outcome = train_tiny(Reinitialising, epochs=2, optimizer="sgd", lr=0.5)
     assert outcome.status == "ok"
     assert [h.train_loss for h in outcome.history][0] == pytest.approx(outcome.history[1].train_loss, rel=0.2)
+    # the selected model is the one validated, not the one the epoch's end put back to the start
+    assert outcome.val.metrics == outcome.history[outcome.best_epoch].val.metrics
 
 
 class Ordered(Balancer):
