@@ -69,6 +69,7 @@ from mmbench.api import (
     hookimpl,
     unknown_names,
 )
+from mmbench.api import Params as AnyParams  # in a class body, `Params` is the class's own parameter model
 from mmbench_plugins.balancers.confidence import true_class_score_sums
 
 
@@ -109,7 +110,7 @@ class InfoReg(Balancer):
     requires = Requirements(fusion_contributions=True, single_label=True)
 
     @classmethod
-    def check(cls, params: Params, task: Task) -> list[str]:
+    def check(cls, params: AnyParams, task: Task) -> list[str]:
         if not isinstance(params, InfoRegParams):
             raise TypeError(f"{cls.name} checks InfoRegParams, got {type(params).__name__}")
         problems = unknown_names("beta_per_modality", params.beta_per_modality, task.modalities)
@@ -150,11 +151,10 @@ class InfoReg(Balancer):
         self.stats.add("beta", strengths, labels=self.modalities)
         traces = []
         for i, m in enumerate(self.modalities):
-            params = [p for p in self.encoder_params[m] if p.grad is not None]
             for p, ref in zip(self.encoder_params[m], self.references.get(m, ())):
                 if p.grad is not None:
                     p.grad.add_((p - ref) * strengths[i].to(p.grad.dtype))
-            weights = [p.grad for p in params if p.dim() >= 2]
+            weights = [p.grad for p in self.encoder_params[m] if p.grad is not None and p.dim() >= 2]
             traces.append(sum((g.float().pow(2).mean() for g in weights), torch.zeros((), device=ctx.device)))
         self.epoch_trace += torch.stack(traces)
 
