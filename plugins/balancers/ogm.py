@@ -36,6 +36,14 @@ Differences from the official code (GeWu-Lab/OGM-GE_CVPR2022 @ 343dc1d95c9b, `ma
 `formula="tanh_relu_rho_minus_one"` reproduces the pre-May-2022 code: `k_m = 1 − tanh(α·relu(ρ_m − 1))`
 for every modality (continuous at ρ = 1).
 
+The journal version (Wei, Hu, Du, Wen, "On-the-fly Modulation for Balanced Multimodal Learning", T-PAMI 2024;
+GeWu-Lab/BML_TPAMI2024 @ 4b3aa4fd8418, `code/main.py::train`) computes the same coefficient: the dominant
+modality gets `1 − tanh(α·relu(ρ))` with `ρ > 1`, i.e. `1 − tanh(α·ρ)`, the other 1 — the default `tanh_rho`,
+so no separate formula is needed. Its script differs only in the recipe: α 0.8, no modulation in the warm-up
+epochs 0–5 and none after epoch 60, conv kernels only, and its default `--modulation OGM_GE` adds the noise:
+`ogm_ge` with `alpha: 0.8, modulation_starts: 6, modulation_ends: 60, modulate: conv`. Its feature-dropping
+counterpart is `opm`.
+
 Coefficients reported per epoch: `k.<m>` the mean coefficient applied over the epoch's steps (1 outside the
 window) and `rho.<m>` the mean ratio (always computed).
 """
