@@ -1,0 +1,146 @@
+"""`cggm`: Classifier-Guided Gradient Modulation (Guo, Jin, Chen, Zhao, "Classifier-guided Gradient Modulation for
+Enhanced Multimodal Learning", NeurIPS 2024; official code zrguo/CGGM @ 21e428cb7e66, `src/foodtrain.py`
+`train_model`, `src/eval_metrics.py::cal_cos`, `models/msamodel.py::ClassifierGuided`, defaults in
+`run/food_run.py`).
+
+An auxiliary classifier per modality reads that modality's features, detached, and is trained alongside the
+model with an optimizer of its own (AdamW, lr 5e-4, weight decay 3e-3). Its batch accuracy tells how fast each
+modality is improving, and CGGM acts twice on every step, after the plain backward pass:
+
+* magnitude: `d_m = acc_m(t) − acc_m(t−1)`, `B_m = (Σ_k d_k − d_m)/(Σ_k d_k)` (`Σ d` + 1e-8, as released), and
+  every gradient of encoder m is multiplied by `ρ·B_m` (ρ = 1.3) — the modality improving fastest is slowed;
+* direction: `L_gm = (Σ_m |B_m| − Σ_m B_m·cos_m)/M`, added with weight λ (0.05, Food-101) to the *next*
+  step's loss. `cos_m` is the cosine between the auxiliary classifier's output weight and the fusion's output
+  weight, taken on the parameter tensors (the released code passes the parameters themselves to `cal_cos`,
+  not their `.grad`), so L_gm pulls the fusion's weights toward the direction of the classifiers whose
+  modality improves slowest. A cosine of `.grad` tensors would carry no gradient at all (they are not part of
+  the graph), so the released form is the one that acts, and it is the one followed.
+
+Mapping onto this suite's model, and why:
+
+* The auxiliary classifiers read each encoder's pooled feature `(B, D_m)` (released: small transformers over
+  the encoders' token sequences): `Linear(D_m, D_m) → ReLU → Linear(D_m, C)`, the released classifier's head
+  (`proj1 → ReLU → out_layer`) without the transformer. They are `model.extras["cggm_classifiers"]`, stepped
+  by the balancer's own optimizer (`separately_optimized`), after the encoders' gradients are scaled.
+* `cos_m` compares the classifier's output weight `(C, D_m)` with modality m's block of the fusion's final
+  linear layer `(C, D_m)` (`Fusion.classifier_blocks`). The released fusion's output layer reads the fused
+  representation, whose width equals the classifiers' (`proj_dim`), and is compared whole with each classifier;
+  here each classifier is compared with the part of the fusion's weight that reads its own modality, so the
+  fusion must expose per-modality blocks (concat, sum, late_linear).
+* `clip_grad_norm` (0.8, `run/food_run.py --clip`): the released training clips the model's gradient norm at
+  every step, and CGGM depends on it: when the accuracy changes cancel (`Σ d = 0`, e.g. one modality gains a
+  sample and the other loses one), `B_m` is of order 1e6 and so is the scaled gradient. The clip is applied
+  after the modulation, over every parameter the engine's optimizer steps; null leaves the step unclipped.
+* Accuracies, B_m and L_gm stay tensors on the device (released: Python floats), and the classifiers' AdamW is
+  the fused implementation (its step count stays a tensor), so no step waits on the host.
+
+Coefficients per epoch (means over steps): `coeff.<m>` (B_m), `acc.<m>` (auxiliary classifier batch accuracy),
+`cos.<m>`, `l_gm`.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Requirements, TrainContext, hookimpl
+from mmbench.api import Params as AnyParams  # in a class body, `Params` is the class's own parameter model
+
+CLASSIFIERS = "cggm_classifiers"
+#: added to Σ d before dividing (released code)
+DIFF_EPS = 1e-8
+
+
+def modulation_coefficients(accuracy: Tensor, previous: Tensor) -> Tensor:
+    """`B_m = (Σ d − d_m)/(Σ d + 1e-8)` with `d = accuracy − previous`, `(M,)`."""
+    diff = accuracy - previous
+    total = diff.sum() + DIFF_EPS
+    return (total - diff) / total
+
+
+def direction_loss(coeffs: Tensor, cosines: Tensor) -> Tensor:
+    """`L_gm = (Σ|B_m| − Σ B_m·cos_m)/M`; differentiable in the cosines, B treated as constants."""
+    coeffs = coeffs.detach()
+    return (coeffs.abs().sum() - (coeffs * cosines).sum()) / coeffs.numel()
+
+
+def weight_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine between two weight tensors, flattened; on copies, so later in-place updates leave the graph valid."""
+    return nn.functional.cosine_similarity(a.clone().flatten(), b.clone().flatten(), dim=0)
+
+
+class CGGMParams(AnyParams):
+    rho: float = Field(1.3, gt=0.0, le=10.0, json_schema_extra={"search": {"uniform": [0.5, 2.0]}},
+                       description="ρ, scale of the encoders' gradient multipliers ρ·B_m (official 1.3)")
+    lam: float = Field(0.05, ge=0.0, le=10.0, json_schema_extra={"search": {"log_uniform": [0.01, 1.0]}},
+                       description="λ, weight of the direction term L_gm (official 0.05 on Food-101, 0.2 on MOSI)")
+    cls_lr: float = Field(5e-4, gt=0.0, le=1.0, description="learning rate of the auxiliary classifiers' AdamW")
+    cls_weight_decay: float = Field(3e-3, ge=0.0, le=1.0, description="their AdamW weight decay (official 3e-3)")
+    clip_grad_norm: float | None = Field(
+        0.8, gt=0.0, description="clip the model's gradient norm after the modulation (official --clip 0.8); "
+                                 "null: no clipping")
+
+
+class CGGM(Balancer):
+    """Scale each encoder's gradient by how slowly its auxiliary classifier improves; align the fusion to them."""
+
+    name = "cggm"
+    Params = CGGMParams
+    params: CGGMParams
+    requires = Requirements(single_label=True, fusions=frozenset({"concat", "sum", "late_linear"}))
+    separately_optimized = frozenset({CLASSIFIERS})
+
+    def extra_modules(self, feature_dims: dict[str, int], num_classes: int) -> dict[str, nn.Module]:
+        return {CLASSIFIERS: nn.ModuleDict({
+            m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, num_classes)) for m, d in feature_dims.items()
+        })}
+
+    def setup(self, ctx: TrainContext) -> None:
+        self.modalities = tuple(ctx.model.modalities)
+        self.classifiers = ctx.model.extras[CLASSIFIERS]
+        self.cls_optimizer = torch.optim.AdamW(self.classifiers.parameters(), lr=self.params.cls_lr,
+                                               weight_decay=self.params.cls_weight_decay, fused=True)
+        groups = ctx.model.parameter_groups()
+        self.model_params = [p for name, ps in groups.items() if name != f"extra.{CLASSIFIERS}" for p in ps]
+        self.previous = torch.zeros(len(self.modalities), device=ctx.device)
+        self.pending: Tensor | None = None  # L_gm of the previous step
+        self.stats = EpochMeans()
+
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
+        loss = ctx.task_loss(out.fused_logits(), batch.label)
+        return loss if self.pending is None else loss + self.params.lam * self.pending
+
+    def after_backward(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> None:
+        y = batch.label
+        self.cls_optimizer.zero_grad(set_to_none=True)
+        with ctx.autocast():
+            logits = [self.classifiers[m](out.features[m].detach()) for m in self.modalities]
+            cls_loss = sum(ctx.task_loss(o, y) for o in logits)
+        cls_loss.backward()
+        accuracy = torch.stack([(o.detach().argmax(-1) == y).float().mean() for o in logits])
+        coeffs = modulation_coefficients(accuracy, self.previous)
+        self.previous = accuracy
+        blocks = ctx.model.fusion.classifier_blocks() if ctx.model.fusion is not None else {}
+        cosines = torch.stack([weight_cosine(self.classifiers[m][-1].weight, blocks[m][0]) for m in self.modalities])
+        self.pending = direction_loss(coeffs, cosines)
+        with torch.no_grad():
+            for i, m in enumerate(self.modalities):
+                for p in ctx.model.encoders[m].parameters():
+                    if p.grad is not None:
+                        p.grad.mul_((self.params.rho * coeffs[i]).to(p.grad.dtype))
+        self.cls_optimizer.step()
+        if self.params.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model_params, self.params.clip_grad_norm)
+        self.stats.add("coeff", coeffs, labels=self.modalities)
+        self.stats.add("acc", accuracy, labels=self.modalities)
+        self.stats.add("cos", cosines.detach(), labels=self.modalities)
+        self.stats.add("l_gm", self.pending.detach())
+
+    def coefficients(self) -> dict[str, float]:
+        return self.stats.read()
+
+
+@hookimpl
+def mmbench_balancers() -> list[type[Balancer]]:
+    return [CGGM]
