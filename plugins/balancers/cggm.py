@@ -40,6 +40,8 @@ Coefficients per epoch (means over steps): `coeff.<m>` (B_m), `acc.<m>` (auxilia
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -98,7 +100,7 @@ class CGGM(Balancer):
 
     def setup(self, ctx: TrainContext) -> None:
         self.modalities = tuple(ctx.model.modalities)
-        self.classifiers = ctx.model.extras[CLASSIFIERS]
+        self.classifiers = cast(nn.ModuleDict, ctx.model.extras[CLASSIFIERS])
         self.cls_optimizer = torch.optim.AdamW(self.classifiers.parameters(), lr=self.params.cls_lr,
                                                weight_decay=self.params.cls_weight_decay, fused=True)
         groups = ctx.model.parameter_groups()
@@ -116,13 +118,13 @@ class CGGM(Balancer):
         self.cls_optimizer.zero_grad(set_to_none=True)
         with ctx.autocast():
             logits = [self.classifiers[m](out.features[m].detach()) for m in self.modalities]
-            cls_loss = sum(ctx.task_loss(o, y) for o in logits)
+            cls_loss = torch.stack([ctx.task_loss(o, y) for o in logits]).sum()
         cls_loss.backward()
         accuracy = torch.stack([(o.detach().argmax(-1) == y).float().mean() for o in logits])
         coeffs = modulation_coefficients(accuracy, self.previous)
         self.previous = accuracy
         blocks = ctx.model.fusion.classifier_blocks() if ctx.model.fusion is not None else {}
-        cosines = torch.stack([weight_cosine(self.classifiers[m][-1].weight, blocks[m][0]) for m in self.modalities])
+        cosines = torch.stack([weight_cosine(self._out_layer(m).weight, blocks[m][0]) for m in self.modalities])
         self.pending = direction_loss(coeffs, cosines)
         with torch.no_grad():
             for i, m in enumerate(self.modalities):
@@ -136,6 +138,10 @@ class CGGM(Balancer):
         self.stats.add("acc", accuracy, labels=self.modalities)
         self.stats.add("cos", cosines.detach(), labels=self.modalities)
         self.stats.add("l_gm", self.pending.detach())
+
+    def _out_layer(self, m: str) -> nn.Linear:
+        """The output layer of modality m's auxiliary classifier (the one compared with the fusion's weights)."""
+        return cast(nn.Linear, cast(nn.Sequential, self.classifiers[m])[-1])
 
     def coefficients(self) -> dict[str, float]:
         return self.stats.read()

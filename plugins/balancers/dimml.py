@@ -187,8 +187,9 @@ class DIMML(Balancer):
         self.stats.add("ce", own, labels=self.modalities)
         self.stats.add("shared_ce", common, labels=self.modalities)
         if self.dims is not None:
-            contrast = sum(contrast_loss(out.features[k][:, dims], out.features[m][:, dims], self.params.temperature)
-                           for m, dims in self.dims.items() for k in self.modalities if k != m)
+            contrast = torch.stack([
+                contrast_loss(out.features[k][:, dims], out.features[m][:, dims], self.params.temperature)
+                for m, dims in self.dims.items() for k in self.modalities if k != m]).sum()
             self.stats.add("contrast", contrast)
             loss = loss + contrast
         return loss
