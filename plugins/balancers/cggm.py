@@ -27,10 +27,17 @@ Mapping onto this suite's model, and why:
   representation, whose width equals the classifiers' (`proj_dim`), and is compared whole with each classifier;
   here each classifier is compared with the part of the fusion's weight that reads its own modality, so the
   fusion must expose per-modality blocks (concat, sum, late_linear).
-* `clip_grad_norm` (0.8, `run/food_run.py --clip`): the released training clips the model's gradient norm at
-  every step, and CGGM depends on it: when the accuracy changes cancel (`Σ d = 0`, e.g. one modality gains a
-  sample and the other loses one), `B_m` is of order 1e6 and so is the scaled gradient. The clip is applied
-  after the modulation, over every parameter the engine's optimizer steps; null leaves the step unclipped.
+* B_m is clamped into [0, 1] (`clamp: true`, default). As released, `Σ d` is often exactly 0: batch accuracies
+  are multiples of 1/B, so one modality gaining a sample while another loses one cancels, and B_m is then
+  of order ±1e6 (±d/1e-8). The released training survives this only through its gradient clip
+  (`run/food_run.py --clip 0.8`) and L_gm then dominates the loss. On the synthetic grid the per-epoch means
+  of B were between ±5e4 and ±3e5 from the second epoch on, the slow modality's classifier stayed at chance,
+  and the model ended 6 points below joint training (docs/methods/detached-and-auxiliary.md). Clamped, a
+  cancelling step gives the modality that improved B = 0 and the one that fell back B = 1 — the method's
+  intent (slow the modality improving fastest) — and B is unchanged whenever all d ≥ 0 (B_m = 1 − d_m/Σd).
+  `clamp: false` reproduces the released coefficients; `clip_grad_norm: 0.8` the released clip (over every
+  parameter the engine's optimizer steps, after the modulation; default null: the clip is the released
+  recipe's, applied to its baseline too, and this suite's joint training has none).
 * Accuracies, B_m and L_gm stay tensors on the device (released: Python floats), and the classifiers' AdamW is
   the fused implementation (its step count stays a tensor), so no step waits on the host.
 
@@ -54,11 +61,12 @@ CLASSIFIERS = "cggm_classifiers"
 DIFF_EPS = 1e-8
 
 
-def modulation_coefficients(accuracy: Tensor, previous: Tensor) -> Tensor:
-    """`B_m = (Σ d − d_m)/(Σ d + 1e-8)` with `d = accuracy − previous`, `(M,)`."""
+def modulation_coefficients(accuracy: Tensor, previous: Tensor, clamp: bool = True) -> Tensor:
+    """`B_m = (Σ d − d_m)/(Σ d + 1e-8)` with `d = accuracy − previous`, `(M,)`, clamped into [0, 1] with `clamp`."""
     diff = accuracy - previous
     total = diff.sum() + DIFF_EPS
-    return (total - diff) / total
+    coeffs = (total - diff) / total
+    return coeffs.clamp(0.0, 1.0) if clamp else coeffs
 
 
 def direction_loss(coeffs: Tensor, cosines: Tensor) -> Tensor:
@@ -79,9 +87,11 @@ class CGGMParams(AnyParams):
                        description="λ, weight of the direction term L_gm (official 0.05 on Food-101, 0.2 on MOSI)")
     cls_lr: float = Field(5e-4, gt=0.0, le=1.0, description="learning rate of the auxiliary classifiers' AdamW")
     cls_weight_decay: float = Field(3e-3, ge=0.0, le=1.0, description="their AdamW weight decay (official 3e-3)")
+    clamp: bool = Field(True, description="clamp B_m into [0, 1] (false: the released coefficients, ±1e6 when "
+                                          "the accuracy changes cancel)")
     clip_grad_norm: float | None = Field(
-        0.8, gt=0.0, description="clip the model's gradient norm after the modulation (official --clip 0.8); "
-                                 "null: no clipping")
+        None, gt=0.0, description="clip the model's gradient norm after the modulation (the released recipe: 0.8); "
+                                  "null: no clipping")
 
 
 class CGGM(Balancer):
@@ -121,7 +131,7 @@ class CGGM(Balancer):
             cls_loss = torch.stack([ctx.task_loss(o, y) for o in logits]).sum()
         cls_loss.backward()
         accuracy = torch.stack([(o.detach().argmax(-1) == y).float().mean() for o in logits])
-        coeffs = modulation_coefficients(accuracy, self.previous)
+        coeffs = modulation_coefficients(accuracy, self.previous, self.params.clamp)
         self.previous = accuracy
         blocks = ctx.model.fusion.classifier_blocks() if ctx.model.fusion is not None else {}
         cosines = torch.stack([weight_cosine(self._out_layer(m).weight, blocks[m][0]) for m in self.modalities])

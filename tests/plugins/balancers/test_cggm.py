@@ -28,9 +28,14 @@ def test_worked_vector_coefficients():
     torch.testing.assert_close(1.3 * coeffs, torch.tensor([0.975, 0.325]))
 
 
-def test_cancelling_accuracy_changes_blow_the_coefficients_up_as_released():
-    coeffs = modulation_coefficients(torch.tensor([0.5, 0.25]), torch.tensor([0.25, 0.5]))  # Σd = 0 exactly
-    assert coeffs.abs().min() > 1e6
+def test_cancelling_accuracy_changes_blow_up_as_released_and_clamp_to_the_intent():
+    acc, prev = torch.tensor([0.5, 0.25]), torch.tensor([0.25, 0.5])  # Σd = 0 exactly
+    assert modulation_coefficients(acc, prev, clamp=False).abs().min() > 1e6
+    # clamped: the modality that improved stops (0), the one that fell back keeps its gradient (1)
+    torch.testing.assert_close(modulation_coefficients(acc, prev), torch.tensor([0.0, 1.0]))
+    # both improving: B = 1 − d/Σd lies in [0, 1] already, the clamp changes nothing
+    torch.testing.assert_close(modulation_coefficients(torch.tensor([0.6, 0.5]), torch.tensor([0.5, 0.2])),
+                               modulation_coefficients(torch.tensor([0.6, 0.5]), torch.tensor([0.5, 0.2]), False))
 
 
 def test_direction_loss_vector():
