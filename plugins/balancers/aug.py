@@ -53,6 +53,7 @@ Coefficients per epoch: `ratio` (s_1/s_2) with two modalities, else `ratio.<m>` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -176,7 +177,8 @@ class AUG(Balancer):
 
     def setup(self, ctx: TrainContext) -> None:
         self.modalities = tuple(ctx.model.modalities)
-        self.dims = {m: ctx.model.extras[embed_name(m)][0].in_features for m in self.modalities}
+        self.dims = {m: cast(nn.Linear, cast(nn.Sequential, ctx.model.extras[embed_name(m)])[0]).in_features
+                     for m in self.modalities}
         weights = self.params.merge_weights or {m: 1.0 for m in self.modalities}
         total = sum(weights.values())
         self.weights = [weights[m] / total for m in self.modalities]

@@ -76,7 +76,7 @@ def subsets(m: int) -> list[frozenset[int]]:
 def shapley_values(correct: dict[frozenset[int], Tensor], m: int) -> Tensor:
     """(M, N) Shapley values with `v(S) = |S|·correct[S]` (`correct[S]`: (N,) 0/1 for the subset kept), v(∅) = 0."""
     n = next(iter(correct.values())).shape[0]
-    value = {frozenset(): torch.zeros(n, device=next(iter(correct.values())).device)}
+    value: dict[frozenset[int], Tensor] = {frozenset(): torch.zeros(n, device=next(iter(correct.values())).device)}
     value.update({s: len(s) * c.float() for s, c in correct.items()})
     phi = []
     for i in range(m):
