@@ -56,7 +56,7 @@ from mmbench.api import (
     TrainContext,
     hookimpl,
 )
-from mmbench_plugins.balancers.kept import fuse_kept, keep_masks
+from mmbench_plugins.balancers.kept import TaggedBalancer
 
 #: the official clip of the probabilities before the logarithm
 PROB_FLOOR = 1e-9
@@ -83,7 +83,7 @@ class RemixParams(Params):
                                                          "warm-up (official γ1 = γ2 = 1)")
 
 
-class Remix(Balancer):
+class Remix(TaggedBalancer):
     """Data Remixing: each sample trained on its least confident modality alone, in unimodal batches."""
 
     name = "remix"
@@ -121,34 +121,17 @@ class Remix(Balancer):
             return None
         return EpochData(indices=range(len(self.assignment)), tags=self.assignment, group_by_tag=True)
 
-    def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:
-        if "tag" not in batch.meta:
-            return super().train_step(ctx, batch)
-        ctx.optimizer.zero_grad(set_to_none=True)
-        with ctx.autocast():
-            features = ctx.model.encode(batch.inputs)
-            kept, fused = fuse_kept(ctx.model, features, keep_masks(batch.meta["tag"], self.modalities))
-            unimodal = {m: ctx.model.heads[m](features[m]) for m in self.modalities}
-            out = ModelOutput(fused.logits, kept, fused.contributions, unimodal, fusion_inputs=kept)
-            loss = self.remix_loss(ctx, batch, out, batch.meta["tag"])
-        loss.backward()
-        ctx.optimizer.step()
-        return loss.detach(), out
-
-    def remix_loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput, tags: Tensor) -> Tensor:
-        """CE(z) + γ·CE of each sample's trained modality's head (one modality per batch, so the batch mean)."""
+    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
+        """Warm-up: CE(z) + α·Σ_m CE(h_m); a remixed batch: CE(z) + γ·CE of its modality's head."""
         y = batch.label
         per_modality = torch.stack([torch.nn.functional.cross_entropy(out.unimodal[m].float(), y, reduction="none")
                                     for m in self.modalities])  # (M, B)
         self.stats.add("ce", per_modality.mean(1), labels=self.modalities)
-        trained = per_modality.gather(0, tags.view(1, -1)).squeeze(0)
-        return ctx.task_loss(out.fused_logits(), y) + self.params.remix_weight * trained.mean()
-
-    def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
-        """Warm-up: CE(z) + α·Σ_m CE(h_m)."""
-        heads = torch.stack([ctx.task_loss(out.unimodal[m], batch.label) for m in self.modalities])
-        self.stats.add("ce", heads, labels=self.modalities)
-        return ctx.task_loss(out.fused_logits(), batch.label) + self.params.warmup_weight * heads.sum()
+        fused = ctx.task_loss(out.fused_logits(), y)
+        if "tag" not in batch.meta:
+            return fused + self.params.warmup_weight * per_modality.mean(1).sum()
+        trained = per_modality.gather(0, batch.meta["tag"].view(1, -1)).squeeze(0)  # one modality per batch
+        return fused + self.params.remix_weight * trained.mean()
 
     def coefficients(self) -> dict[str, float]:
         n = len(self.modalities)

@@ -54,15 +54,13 @@ from torch import Tensor
 
 from mmbench.api import (
     Balancer,
-    Batch,
     EpochData,
-    ModelOutput,
     Params,
     Requirements,
     TrainContext,
     hookimpl,
 )
-from mmbench_plugins.balancers.kept import ALL, fuse_kept, keep_masks, only
+from mmbench_plugins.balancers.kept import ALL, TaggedBalancer, fuse_kept, only
 
 #: offset so the balancer's stream differs from the data-order stream seeded with the same run seed
 _SEED_OFFSET = 0x53D1
@@ -111,7 +109,7 @@ class SMVParams(Params):
                                                   "BalanceBenchmark 0.5)")
 
 
-class SMV(Balancer):
+class SMV(TaggedBalancer):
     """Shapley valuation of each modality per sample; low-contribution samples get unimodal copies."""
 
     name = "smv"
@@ -164,19 +162,6 @@ class SMV(Balancer):
 
     def epoch_data(self, ctx: TrainContext) -> EpochData | None:
         return self.plan
-
-    def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:
-        if "tag" not in batch.meta:
-            return super().train_step(ctx, batch)
-        ctx.optimizer.zero_grad(set_to_none=True)
-        with ctx.autocast():
-            features = ctx.model.encode(batch.inputs)
-            kept, fused = fuse_kept(ctx.model, features, keep_masks(batch.meta["tag"], self.modalities))
-            out = ModelOutput(fused.logits, kept, fused.contributions, fusion_inputs=kept)
-            loss = ctx.task_loss(fused.logits, batch.label)
-        loss.backward()
-        ctx.optimizer.step()
-        return loss.detach(), out
 
     def coefficients(self) -> dict[str, float]:
         coeffs = {f"phi.{m}": v for m, v in zip(self.modalities, self.mean_phi, strict=True)}
