@@ -181,7 +181,7 @@ class AUG(Balancer):
                      for m in self.modalities}
         weights = self.params.merge_weights or {m: 1.0 for m in self.modalities}
         total = sum(weights.values())
-        self.weights = [weights[m] / total for m in self.modalities]
+        self.weights = torch.tensor([[weights[m] / total] for m in self.modalities], device=ctx.device)  # (M, 1)
         self.scores: list[Tensor] = []
         self.counts = {m: 1 for m in self.modalities}
         self.ratios: dict[str, float] = {}
@@ -248,9 +248,8 @@ class AUG(Balancer):
     def eval_logits(self, ctx: TrainContext, out: ModelOutput) -> Tensor:
         logits = [out.unimodal[m] if m in out.unimodal else torch.stack(
             self.branch_logits(ctx, m, out.features[m])).sum(0) for m in self.modalities]
-        weights = torch.tensor(self.weights, device=logits[0].device).view(-1, 1)
         mask = late_fusion.presence(self.modalities, out.dropped, logits[0].device)
-        return late_fusion.fuse_logits(logits, late_fusion.mask_weights(weights, mask))
+        return late_fusion.fuse_logits(logits, late_fusion.mask_weights(self.weights, mask))
 
     def coefficients(self) -> dict[str, float]:
         coeffs = dict(self.ratios)
