@@ -19,6 +19,8 @@ Adaptive classifier assignment (ACA, L205–228): over each epoch's training ste
 after epoch 0 and every `check_every` epochs (official: a tenth of the run), with two modalities and
 ρ = s_1/s_2: ρ > σ + τ adds a branch to the second modality, ρ < σ − τ to the first. With three or more
 (NVGesture, `train_NVGesture.py` @ 966dbf5), a branch is added to every m with s_m / Σ_{k≠m} s_k < σ_multi.
+A branch assigned after epoch e joins when epoch e + 1 starts, so the model validated (and maybe selected) at
+epoch e is the one that was trained, as the official code saves it before adding the branch (L216–228).
 
 Prediction: `Σ_m w_m S^m` (`merge_weights`; official `merge_alpha` 0.4 on audio, 0.6 on video); a dropped modality
 gets weight 0 and the others are renormalised.
@@ -47,7 +49,8 @@ Requirements: single-label targets (softmax residual targets); the cell's fusion
 any number of modalities (two: the CREMA-D rule; three or more: the NVGesture rule).
 
 Coefficients per epoch: `ratio` (s_1/s_2) with two modalities, else `ratio.<m>` (s_m/Σ_{k≠m} s_k), `branches.<m>`
-(branches of m, base included, after the epoch's assignment), `loss.<m>` (mean per-modality loss).
+(branches of m, base included,
+with those assigned after the epoch, which join when the next one starts), `loss.<m>` (mean per-modality loss).
 """
 
 from __future__ import annotations
@@ -184,6 +187,7 @@ class AUG(Balancer):
         self.weights = torch.tensor([[weights[m] / total] for m in self.modalities], device=ctx.device)  # (M, 1)
         self.scores: list[Tensor] = []
         self.counts = {m: 1 for m in self.modalities}
+        self.pending: list[str] = []  # modalities that get a branch when the next epoch starts
         self.ratios: dict[str, float] = {}
         self.stats = EpochMeans()
 
@@ -229,9 +233,16 @@ class AUG(Balancer):
                            for m, s in zip(self.modalities, scores, strict=True)}
         every = self.params.check_every or check_interval(ctx.epochs)
         if ctx.epoch == 0 or (ctx.epoch + 1) % every == 0:
-            for i in aca_targets(scores, self.params.sigma, self.params.tau, self.params.sigma_multi):
-                self.grow(ctx, self.modalities[i])
-        self.counts = {m: len(self.branches(ctx, m)) for m in self.modalities}
+            self.pending = [self.modalities[i] for i in
+                            aca_targets(scores, self.params.sigma, self.params.tau, self.params.sigma_multi)]
+        self.counts = {m: len(self.branches(ctx, m)) + self.pending.count(m) for m in self.modalities}
+
+    def on_epoch_start(self, ctx: TrainContext) -> None:
+        """The branches assigned after the last epoch join now: that epoch's model, the one validated and maybe
+        selected, is kept without them (the official code saves it before `add_layer`)."""
+        for m in self.pending:
+            self.grow(ctx, m)
+        self.pending = []
 
     def grow(self, ctx: TrainContext, m: str) -> None:
         """A new branch for m, at the shared layer's current learning rate (or frozen, as released)."""
