@@ -1,6 +1,6 @@
 """`aug`: sustained boosting with adaptive classifier assignment (Jiang, Huang, Yang, "Rethinking Multimodal Learning
 from the Perspective of Mitigating Classification Ability Disproportion", NeurIPS 2025; official code
-njustkmg/NeurIPS25-AUG @ 841d079eff52, `train_CREMAD.py`, `model/AudioVideo.py`; the earlier tree @ 966dbf5
+njustkmg/NeurIPS25-AUG @ 841d079eff52, `train_CREMAD.py`, `model/AudioVideo.py`; the earlier tree @ 966dbf514c84
 also has `train_KS.py` and `train_NVGesture.py`).
 
 Where it acts: the whole training step and the model, which grows. Each modality m classifies with a stack of
@@ -18,14 +18,14 @@ does, `CE(a_t, y) − λ·CE(a_t, y⊙p_{t−1})` (L57, L70; paper Eqs. 2–5).
 Adaptive classifier assignment (ACA, L205–228): over each epoch's training steps s_m = Σ_i softmax(S^m)[i, y_i];
 after epoch 0 and every `check_every` epochs (official: a tenth of the run), with two modalities and
 ρ = s_1/s_2: ρ > σ + τ adds a branch to the second modality, ρ < σ − τ to the first. With three or more
-(NVGesture, `train_NVGesture.py` @ 966dbf5), a branch is added to every m with s_m / Σ_{k≠m} s_k < σ_multi.
+(NVGesture, `train_NVGesture.py` @ 966dbf514c84), a branch is added to every m with s_m / Σ_{k≠m} s_k < σ_multi.
 A branch assigned after epoch e joins when epoch e + 1 starts, so the model validated (and maybe selected) at
 epoch e is the one that was trained, as the official code saves it before adding the branch (L216–228).
 
 Prediction: `Σ_m w_m S^m` (`merge_weights`; official `merge_alpha` 0.4 on audio, 0.6 on video); a dropped modality
 gets weight 0 and the others are renormalised.
 
-Defaults: λ 0.5 (hard-coded L57/L70 @ 841d079; 0.2 in train_KS.py and train_NVGesture.py @ 966dbf5:
+Defaults: λ 0.5 (hard-coded L57/L70 @ 841d079eff52; 0.2 in train_KS.py and train_NVGesture.py @ 966dbf514c84:
 `task_defaults`), σ 1.0 (`--lam`, L165), τ 0.01 (L222–228), σ_multi 0.4 (NVGesture), width 256, merge weights
 uniform unless given (CREMA-D and Kinetics-Sounds: 0.4 audio / 0.6 visual, `--merge_alpha`). `check_every`
 per task from the paper's t_N: CREMA-D 20, Kinetics-Sounds / NVGesture 10, Twitter2015 5, Sarcasm 1. Every
