@@ -154,11 +154,13 @@ class Selection:
             self.state, self.extras = copy.deepcopy(model.state_dict()), frozenset(model.extras)
 
     def restore(self, model: MultimodalModel) -> None:
-        """Load the selected state; extra modules added after the selected epoch leave the model."""
+        """Load the selected state; extra modules added after the selected epoch leave the model. Without a
+        selected state (no epoch could be selected) the model stays as training left it, extras included."""
+        if self.state is None:
+            return
         for name in set(model.extras) - self.extras:
             del model.extras[name]
-        if self.state is not None:
-            model.load_state_dict(self.state)
+        model.load_state_dict(self.state)
 
 
 class Stages:

@@ -61,6 +61,26 @@ def test_a_frozen_group_does_not_move_during_its_stage():
     assert Probe.moved == [False, True]  # the slow encoder is frozen, the fast one learns
 
 
+class NeverSelectable(Balancer):
+    """Every epoch is a stage that is not selected, and the method has an extra module of its own."""
+
+    name = "never_selectable"
+
+    def extra_modules(self, feature_dims, num_classes):
+        return {"aux": nn.Linear(sum(feature_dims.values()), num_classes)}
+
+    def stage(self, ctx):
+        return Stage("teacher", selectable=False)
+
+    def eval_logits(self, ctx, out):  # predicts with its extra module, so that module must still be there
+        return ctx.model.extras["aux"](torch.cat([out.features[m] for m in ctx.model.modalities], dim=1))
+
+
+def test_a_run_without_a_selectable_epoch_keeps_the_model_as_training_left_it_extras_included():
+    outcome = train_tiny(NeverSelectable, epochs=2)
+    assert outcome.status == "ok" and outcome.best_epoch == 1 and outcome.test is not None
+
+
 class Composing(Balancer):
     """Each epoch reads samples 0..9 three times, tagged by copy, one tag per batch."""
 
