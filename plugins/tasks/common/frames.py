@@ -10,6 +10,7 @@ normalises whole batches there (`resized_crops`, `normalise`), on the CPU too wh
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -99,8 +100,10 @@ def normalise(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return out.div_(255.0).sub_(mean).div_(std)
 
 
+@functools.lru_cache(maxsize=64)
 def channel_stats(values: tuple[float, float, float], device: torch.device, dims: int) -> Tensor:
-    """Per-channel statistics shaped to broadcast over a batch whose channel axis is 1 and that has `dims` axes."""
+    """Per-channel statistics shaped to broadcast over a batch whose channel axis is 1 and that has `dims` axes;
+    made once per device (a copy from the host at every batch would wait for the device's stream)."""
     return torch.tensor(values, device=device).view(1, 3, *([1] * (dims - 2)))
 
 

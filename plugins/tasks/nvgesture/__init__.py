@@ -73,7 +73,7 @@ from mmbench.api.data import (
     optical_flow,
     read_clip,
 )
-from mmbench_plugins.tasks.common.frames import IMAGENET_MEAN, IMAGENET_STD, Reseeded, finished
+from mmbench_plugins.tasks.common.frames import IMAGENET_MEAN, IMAGENET_STD, Reseeded, channel_stats, finished
 
 CLASSES = 25
 #: frames of a sensor window the reader keeps (its buffer holds 80)
@@ -205,7 +205,7 @@ def finish_gestures(batch: Batch, flow_bound: float | None) -> Batch:
     """Loaded clips `(B, T, C, c, c)` -> `(B, C, T, c, c)` floats: RGB scaled to [0, 1] and ImageNet-normalised,
     depth scaled to [0, 1], flow divided by `flow_bound` and clipped to [-1, 1] (pixels without a bound): the
     per-sample transform's operations, so its values bit for bit on the CPU."""
-    mean, std = (torch.tensor(v, device=batch.label.device).view(3, 1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    mean, std = (channel_stats(v, batch.label.device, 5)[0] for v in (IMAGENET_MEAN, IMAGENET_STD))  # (3, 1, 1, 1)
 
     def rgb(x: torch.Tensor) -> torch.Tensor:
         return (x.transpose(1, 2).float() / 255.0 - mean) / std
