@@ -242,10 +242,8 @@ class AudioVisualTask(PreparedTask):
 
     def fake_sample(self, generator: torch.Generator) -> dict[str, Any]:
         """Generated audio of the prepared shape and a training clip of random frames, as the loader hands it over."""
-        if self.reads_waveform:
-            audio = wave.fake_waveform(self.waveform_length, generator)
-        else:
-            audio = torch.randn((1, *self.audio_shape), generator=generator)
+        audio: Any = wave.fake_waveform(self.waveform_length, generator) if self.reads_waveform \
+            else torch.randn((1, *self.audio_shape), generator=generator)
         frames = torch.randint(0, 256, (self.params.frames, 3, CROP, CROP), dtype=torch.uint8, generator=generator)
         return {"audio": audio, "visual": training_clip(frames, (CROP, CROP), generator),
                 "label": torch.randint(0, self.num_classes, (), generator=generator)}

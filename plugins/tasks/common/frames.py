@@ -53,10 +53,10 @@ def crop_box(width: int, height: int, generator: torch.Generator, scale: tuple[f
     `RandomResizedCrop.get_params` draws it from the global generator, draw for draw, from `generator`: ten tries
     of a random area share and log-uniform aspect ratio, else the largest centred box within the ratio range."""
     area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
+    low, high = torch.log(torch.tensor(ratio)).tolist()  # in float32, as torchvision takes them
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        aspect = torch.exp(torch.empty(1).uniform_(low, high, generator=generator)).item()
         w = round(math.sqrt(target_area * aspect))
         h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:

@@ -61,6 +61,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from mmbench.api import Batch, ModalitySpec, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
 from mmbench.api.data import (
     FLOW_METHODS,
     HoldoutParams,
@@ -255,9 +256,10 @@ class NVGestureTask(PreparedTask):
         return sample | {"label": torch.randint(0, CLASSES, (), generator=generator)}
 
     @classmethod
-    def fake_params(cls, params: NVGestureParams) -> NVGestureParams:
+    def fake_params(cls, params: AnyParams) -> AnyParams:
         """Smoke runs read 8-frame 16 x 16 clips: at the grid's 64 x 224 x 224, three I3D branches take minutes and
         about 12 GB a cell on a CPU. The modalities, their loading and normalisation stay the same."""
+        assert isinstance(params, NVGestureParams)
         return params.model_copy(update={"clip_frames": min(params.clip_frames, 8), "crop": min(params.crop, 16)})
 
     def preprocessing(self) -> dict[str, Any]:
