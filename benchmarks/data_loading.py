@@ -6,7 +6,8 @@ this measures loading, not `prepare`), then times, in interleaved rounds:
 
 - the training pipeline as the engine runs it (`mmbench.training.batches.CellData`: the split through the
   engine's sampler, DataLoader and collate with 0, 1 and 2 loader processes, each batch finished by the task's
-  `on_device` on the device: crops, resizing, flips, float conversion, normalisation), in clips/s;
+  `on_device` on the device: crops, resizing, flips, float conversion, normalisation), in clips/s, and the
+  loader's part alone (what the loader processes hand over, before `on_device`);
 - reading the same stored bytes alone in one process (each training sample's spectrogram and the frames it is
   given, or NVGesture's windows and crops, copied out of the memory-mapped arrays; no transform, no collate),
 
@@ -124,21 +125,28 @@ def read_rate(task, train) -> float:
     return len(train.rows) / (time.perf_counter() - started)
 
 
-def pipeline_rate(task, splits, workers: int, batches: int, batch_size: int, device: torch.device) -> float:
-    """Training samples/s through the engine's loader and the task's `on_device`, after one warm-up batch (worker
-    start-up, first pages); an epoch that ends early is followed by the next, as in training."""
+def pipeline_rate(task, splits, workers: int, batches: int, batch_size: int, device: torch.device,
+                  finish: bool = True) -> float:
+    """Training samples/s through the engine's loader and the task's `on_device` (without it: the loader's part
+    alone, what the loader processes hand over), after one warm-up batch (worker start-up, first pages); an epoch
+    that ends early is followed by the next, as in training."""
     options = {"num_workers": workers, "pin_memory": device.type == "cuda"}
     data = CellData(task, splits, batch_size, batch_size, torch.Generator().manual_seed(0), seed=0, device=device,
                     views=False, options=options)
+
+    def epoch_batches(epoch: int):
+        prefetcher = data.epoch(epoch, None)
+        return iter(prefetcher if finish else prefetcher.loader)
+
     epoch = 0
-    batches_of = iter(data.epoch(epoch, None))
+    batches_of = epoch_batches(epoch)
     next(batches_of)
     seen, started = 0, time.perf_counter()
     for _ in range(batches):
         batch = next(batches_of, None)
         if batch is None:
             epoch += 1
-            batches_of = iter(data.epoch(epoch, None))
+            batches_of = epoch_batches(epoch)
             batch = next(batches_of)
         seen += len(batch.label)
     if device.type == "cuda":
@@ -184,19 +192,21 @@ def main() -> None:
             for name, (_, task, splits, batch_size) in cases.items():
                 rates.setdefault((name, "read"), []).append(read_rate(task, splits["train"]))
                 for workers in args.workers:
-                    rate = pipeline_rate(task, splits, workers, args.batches, batch_size, device)
-                    rates.setdefault((name, str(workers)), []).append(rate)
+                    for finish in (False, True):
+                        rate = pipeline_rate(task, splits, workers, args.batches, batch_size, device, finish)
+                        rates.setdefault((name, f"{workers} {finish}"), []).append(rate)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         for name, (what, *_) in cases.items():
             read = rates[(name, "read")]
             print(f"{what}: reading the stored bytes alone {statistics.median(read):,.0f} clips/s "
                   f"(rounds: {', '.join(f'{r:,.0f}' for r in read)})")
             for workers in args.workers:
-                piped = rates[(name, str(workers))]
-                ratios = [r / p for r, p in zip(read, piped, strict=True)]
-                print(f"  pipeline, {workers} loader processes: {statistics.median(piped):,.0f} clips/s "
-                      f"(rounds: {', '.join(f'{p:,.0f}' for p in piped)}); reading alone / pipeline: median "
-                      f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+                for finish, what_part in ((False, "loader alone"), (True, "loader + on_device")):
+                    piped = rates[(name, f"{workers} {finish}")]
+                    ratios = [r / p for r, p in zip(read, piped, strict=True)]
+                    print(f"  {what_part}, {workers} loader processes: {statistics.median(piped):,.0f} clips/s "
+                          f"(rounds: {', '.join(f'{p:,.0f}' for p in piped)}); reading alone / this: median "
+                          f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":
