@@ -185,8 +185,9 @@ def check_task(task: type[Task], params: Mapping[str, Any] | None = None, raw: P
       (`partial` as `mmbench data prepare --partial`), `check()` finds nothing wrong, and the fingerprint is the
       same from a fresh instance and from a second prepare over two worker processes (`prepare_twice`: it also
       proves the processor picklable);
-    - `train`, `val` and `test` hold samples; a training sample and `fake_sample` give each modality the
-      declared shape (a mapping input: each of its tensors) and a label of the task's form;
+    - `train`, `val` and `test` hold samples; a training sample and `fake_sample`, each collated alone and finished
+      by `on_device` as the engine does, give each modality the declared shape (a mapping input: each of its
+      tensors) and a label of the task's form;
     - one training step (an epoch of one batch of 2 samples) runs through the engine with `joint` and `concat`, each
       modality read by `encoders[m]` (or `encoders["*"]`): an encoder name, taken in its small `fake_params`
       configuration, or `(name, params)` as given; by default the first installed encoder (by name) that accepts
@@ -221,8 +222,8 @@ def check_task(task: type[Task], params: Mapping[str, Any] | None = None, raw: P
     assert set(splits) == {"train", "val", "test"}, f"{task.name}.splits() gives {sorted(splits)}"
     sizes = {s: len(d) for s, d in splits.items()}  # type: ignore[arg-type]  # a map-style Dataset has a length
     assert all(sizes.values()), sizes
-    _assert_sample(instance, splits["train"][0], "a training sample")
-    _assert_sample(instance, instance.fake_sample(torch.Generator().manual_seed(0)), "fake_sample")
+    _assert_sample(instance, _finished(instance, splits["train"][0]), "a training sample")
+    _assert_sample(instance, _finished(instance, instance.fake_sample(torch.Generator().manual_seed(0))), "fake_sample")
     for split in ("val", "test"):
         sample = splits[split][0]
         assert set(sample) == set(instance.modalities) | {"label"}, f"a {split} sample has {sorted(sample)}"
@@ -265,6 +266,17 @@ def _one_batch(task: Task) -> Task:
 
     cut = {"splits": splits}
     return type(f"OneBatch{type(task).__name__}", (type(task),), cut)(task.params, root=task.root)
+
+
+def _finished(task: Task, sample: Mapping[str, Any]) -> dict[str, Any]:
+    """A training sample as the model reads it: collated alone and finished by the task on the CPU
+    (`Task.on_device`), as the engine finishes every batch."""
+    batch = task.on_device(collate([sample]), True)
+
+    def first(value: Any) -> Any:
+        return {k: first(v) for k, v in value.items()} if isinstance(value, Mapping) else value[0]
+
+    return {**first(batch.inputs), "label": batch.label[0]}
 
 
 def _assert_sample(task: Task, sample: Mapping[str, Any], what: str) -> None:

@@ -78,7 +78,7 @@ class AveTask(AudioVisualTask):
     """AVE (28 audio-visual events), audio spectrogram + video frames of the event window; official splits."""
 
     name = "ave"
-    version = "1"
+    version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
     Params = AveParams
     params: AveParams
     source = "github.com/YapengTian/AVE-ECCV18 (the AVE_Dataset archive it links: AVE/*.mp4, Annotations.txt)"

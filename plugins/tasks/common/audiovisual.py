@@ -17,6 +17,16 @@ then ImageNet normalisation. The crop box is drawn in the *source* video's geome
 stored square frame, so the crops cover the same regions as the official crops of the full-size frame; only
 the resolution they are cut from differs.
 
+Where that work happens (`frames.py`): the loader gathers the stored uint8 frames and draws the choices (which
+frames, each frame's box and flip) from the sample's own generator, seeded by the cell's seed, the epoch and the
+sample's index; `on_device` crops, resizes, flips and normalises the whole batch on the cell's device
+(`finish_clips`). Evaluation inputs are what they were, bit for bit on the CPU. Training inputs are not: the
+draws come from other generators than torch's global one (version 2 of each task; version 1 drew them per
+worker process), and the crop is resized by bilinear sampling in float (the stored frames are 224 x 224, so a box
+never exceeds the output and torchvision's antialiasing was the same bilinear filter) where torchvision resized
+the uint8 crop and rounded it: the pixels differ by at most one grey level inside the box and blend in the
+pixels just outside it along its edge.
+
 A dataset subclasses `AudioVisualTask` (a `PreparedTask`): its raw layout, its `items` (what to prepare, from
 the shipped lists), its picklable `process`, and `lists()` (each split's ids and labels).
 """
@@ -24,7 +34,6 @@ the shipped lists), its picklable `process`, and `lists()` (each split's ids and
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -34,7 +43,7 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import ModalitySpec
+from mmbench.api import Batch, ModalitySpec
 from mmbench.api.data import (
     HoldoutParams,
     Item,
@@ -47,9 +56,17 @@ from mmbench.api.data import (
     resample,
 )
 from mmbench_plugins.tasks.common import waveform as wave
+from mmbench_plugins.tasks.common.frames import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Reseeded,
+    channel_stats,
+    crop_box,
+    finished,
+    normalise,
+    resized_crops,
+)
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
 CROP = 224
 #: the largest share of the frequency or time axis one augmentation mask covers
 MASK_SHARE = 0.15
@@ -65,47 +82,50 @@ class AudioVisualParams(HoldoutParams):
 # ------------------------------------------------------------------------------------------- frames
 
 
-def crop_box(width: int, height: int, scale: tuple[float, float] = (0.08, 1.0),
-             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[float, float, float, float]:
-    """A random-resized-crop box (top, left, height, width) in a width x height image, drawn as torchvision's
-    `RandomResizedCrop` draws it: ten tries of a random area share and log-uniform aspect ratio, else the
-    largest centred box within the ratio range. Uses torch's global generator (seeded per worker)."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * torch.empty(1).uniform_(*scale).item()
-        aspect = math.exp(torch.empty(1).uniform_(*log_ratio).item())
-        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            top = torch.randint(0, height - h + 1, (1,)).item()
-            left = torch.randint(0, width - w + 1, (1,)).item()
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        w, h = round(height * ratio[1]), height
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-def train_transform(frame: torch.Tensor, source: tuple[int, int]) -> torch.Tensor:
-    """A stored uint8 frame (3, S, S) -> a random resized crop of it (3, 224, 224), flipped half the time."""
-    from torchvision.transforms.v2 import functional as TF
-
-    size = frame.shape[-1]
-    top, left, h, w = crop_box(*source)
+def training_clip(frames: torch.Tensor, source: tuple[int, int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A training clip as the loader hands it over: the stored uint8 frames `(T, 3, S, S)`, each frame's
+    `RandomResizedCrop` box drawn in the source video's `(width, height)` and mapped onto the stored frame
+    (`boxes`, `(T, 4)`: top, left, height, width), and each frame's coin for a horizontal flip (`flip`, `(T,)`)."""
+    size = frames.shape[-1]
     sx, sy = size / source[0], size / source[1]
-    box = [round(top * sy), round(left * sx), max(1, round(h * sy)), max(1, round(w * sx))]
-    out = TF.resized_crop(frame, *box, size=[CROP, CROP], antialias=True)
-    return TF.horizontal_flip(out) if torch.rand(1).item() < 0.5 else out
+    boxes, flips = [], []
+    for _ in range(len(frames)):
+        top, left, h, w = crop_box(*source, generator)
+        boxes.append((round(top * sy), round(left * sx), max(1, round(h * sy)), max(1, round(w * sx))))
+        flips.append(bool(torch.rand(1, generator=generator) < 0.5))
+    return {"frames": frames, "boxes": torch.tensor(boxes, dtype=torch.float32), "flip": torch.tensor(flips)}
 
 
-def pick_frames(available: int, wanted: int, random: bool) -> np.ndarray:
-    """Indices of the frames to use: a sorted random pick or the first ones, cycling when too few."""
+def finish_clips(visual: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A batch of loaded clips -> `(B, 3, T, 224, 224)`, ImageNet-normalised: a training clip's frames cut to their
+    boxes, resized and flipped (and scaled by an augmented view's `brightness`, clipped to the pixel range),
+    an evaluation clip's frames resized to 224 x 224 as OGM-GE's `Resize((224, 224))`, when stored at another
+    size. Evaluation computes what the per-sample transform computed, bit for bit on the CPU."""
+    frames = visual["frames"]
+    b, t = frames.shape[:2]
+    flat = frames.flatten(0, 1)
+    if "boxes" in visual:
+        pixels = resized_crops(flat, visual["boxes"].flatten(0, 1), visual["flip"].flatten(0, 1), CROP)
+        if "brightness" in visual:
+            factor = visual["brightness"].to(pixels.dtype).repeat_interleave(t).view(-1, 1, 1, 1)
+            pixels = pixels.mul_(factor).clamp_(0.0, 255.0)
+    elif flat.shape[-1] != CROP:
+        from torchvision.transforms.v2 import functional as TF
+
+        pixels = TF.resize(flat, [CROP, CROP], antialias=True)
+    else:
+        pixels = flat
+    mean, std = (channel_stats(v, frames.device, 4) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return normalise(pixels, mean, std).view(b, t, 3, CROP, CROP).transpose(1, 2)
+
+
+def pick_frames(available: int, wanted: int, generator: torch.Generator | None) -> np.ndarray:
+    """Indices of the frames to use: a sorted random pick (with a generator) or the first ones, cycling when too
+    few."""
     if available >= wanted:
-        return np.sort(torch.randperm(available)[:wanted].numpy()) if random else np.arange(wanted)
+        if generator is None:
+            return np.arange(wanted)
+        return np.sort(torch.randperm(available, generator=generator)[:wanted].numpy())
     return np.resize(np.arange(available), wanted)
 
 
@@ -127,9 +147,11 @@ def spectrogram_input(arrays: PreparedArrays, row: int) -> torch.Tensor:
     return torch.from_numpy(np.array(arrays.get("audio", row)))[None]
 
 
-class ClipDataset(Dataset):
-    """Samples `{"audio": (1, F, T) or the waveform input, "visual": (3, T, 224, 224), "label": ()}` of some
-    prepared rows; `audio_input(row)` makes the audio input."""
+class ClipDataset(Reseeded, Dataset):
+    """Samples `{"audio": (1, F, T) or the waveform input, "visual": the clip as loaded, "label": ()}` of some
+    prepared rows; `audio_input(row)` makes the audio input. A training clip is `training_clip`'s mapping, its
+    choices drawn from the sample's generator (`Reseeded`); an evaluation clip is `{"frames": (T, 3, S, S)}`, the
+    first frames. `finish_clips` makes either the model's input on the device."""
 
     def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[Label], frames: int, train: bool,
                  random_pick: bool, audio_input: Callable[[int], Any]) -> None:
@@ -140,21 +162,19 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
-        audio = self.audio_input(row)
         stored = self.arrays.get("frames", row)
-        chosen = pick_frames(len(stored), self.frames, self.train and self.random_pick)
+        generator = self.generator(index) if self.train else None
+        chosen = pick_frames(len(stored), self.frames, generator if self.random_pick else None)
         clip = torch.from_numpy(np.ascontiguousarray(stored[chosen]))
-        if self.train:
+        if generator is None:
+            visual: dict[str, torch.Tensor] = {"frames": clip}
+        else:
             width, height = (int(v) for v in self.arrays.get("source_size", row))
-            clip = torch.stack([train_transform(frame, (width, height)) for frame in clip])
-        elif clip.shape[-1] != CROP:
-            from torchvision.transforms.v2 import functional as TF
-
-            clip = TF.resize(clip, [CROP, CROP], antialias=True)
-        visual = (clip.permute(1, 0, 2, 3).float() / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        return {"audio": audio, "visual": visual, "label": torch.tensor(self.labels[index], dtype=torch.long)}
+            visual = training_clip(clip, (width, height), generator)
+        return {"audio": self.audio_input(row), "visual": visual,
+                "label": torch.tensor(self.labels[index], dtype=torch.long)}
 
 
 # --------------------------------------------------------------------------------------------- task
@@ -196,11 +216,16 @@ class AudioVisualTask(PreparedTask):
             else ModalitySpec("audio", "spectrogram", (1, *self.audio_shape))
         return {"audio": audio, "visual": ModalitySpec("visual", "frames", (3, self.params.frames, CROP, CROP))}
 
-    def augment(self, modality: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def on_device(self, batch: Batch, training: bool) -> Batch:
+        """The loaded clips cropped, resized, flipped and normalised, a batch at a time (`finish_clips`)."""
+        return finished(batch, {"visual": finish_clips})
+
+    def augment(self, modality: str, x: Any, generator: torch.Generator) -> Any:
         """A label-preserving view for consistency balancers (UDA): the spectrogram with one frequency band
         and one time span (each up to `MASK_SHARE` of its axis) set to the spectrogram's mean (SpecAugment's
-        masks; on a waveform, one span of samples set to 0), or the clip mirrored with probability 1/2 and its
-        brightness scaled by U(0.8, 1.2)."""
+        masks; on a waveform, one span of samples set to 0), or the training clip mirrored with probability 1/2
+        (its frames' flips toggled) and its brightness scaled by U(0.8, 1.2), clipped to the pixel range (applied
+        on the device by `finish_clips`)."""
         if modality == "audio" and isinstance(x, Mapping):
             return wave.mask_span(x, MASK_SHARE, generator)
         if modality == "audio":
@@ -211,17 +236,17 @@ class AudioVisualTask(PreparedTask):
                 start = int(torch.randint(0, size - width + 1, (1,), generator=generator))
                 out.narrow(axis, start, width).fill_(x.mean())
             return out
-        pixels = x * IMAGENET_STD + IMAGENET_MEAN
-        if torch.rand((), generator=generator) < 0.5:
-            pixels = pixels.flip(-1)
-        pixels = (pixels * (0.8 + 0.4 * torch.rand((), generator=generator))).clamp(0.0, 1.0)
-        return (pixels - IMAGENET_MEAN) / IMAGENET_STD
+        mirror = bool(torch.rand((), generator=generator) < 0.5)
+        brightness = 0.8 + 0.4 * torch.rand((), generator=generator)
+        return {**x, "flip": x["flip"] ^ mirror, "brightness": brightness}
 
     def fake_sample(self, generator: torch.Generator) -> dict[str, Any]:
-        sample = super().fake_sample(generator)
-        if self.reads_waveform:
-            sample["audio"] = wave.fake_waveform(self.waveform_length, generator)
-        return sample
+        """Generated audio of the prepared shape and a training clip of random frames, as the loader hands it over."""
+        audio: Any = wave.fake_waveform(self.waveform_length, generator) if self.reads_waveform \
+            else torch.randn((1, *self.audio_shape), generator=generator)
+        frames = torch.randint(0, 256, (self.params.frames, 3, CROP, CROP), dtype=torch.uint8, generator=generator)
+        return {"audio": audio, "visual": training_clip(frames, (CROP, CROP), generator),
+                "label": torch.randint(0, self.num_classes, (), generator=generator)}
 
     # --------------------------------------------------------------------- the PreparedTask hooks
 

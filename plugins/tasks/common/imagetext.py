@@ -14,6 +14,10 @@ Prepared fields per sample: `image` (3, 224, 224) uint8 (the protocol's resize, 
 `input_ids` and `token_type_ids` (ragged: the sample's word pieces with `[CLS]`/`[SEP]`), and `target` (the
 multi-hot label vector) for multi-label tasks. Labels are in `samples.json`, each split's samples in
 `splits.json` (the release's annotation files say which split a sample is in).
+The loader hands each image over as stored, uint8; `on_device` scales and normalises a batch at a time on the
+cell's device, with the operations the loader ran per image before, and RandAugment works on the uint8 image it
+used to recover from the normalised one: the same inputs and views, bit for bit on the CPU (the tasks' versions
+stay).
 
 A dataset subclasses `ImageTextTask` (a `PreparedTask`): its raw layout and `records(raw)`, each split's samples
 as `Record`s (an annotation line that cannot be read becomes a record with its `error`, listed in prepare's
@@ -35,7 +39,7 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import DataError, ModalitySpec, Params
+from mmbench.api import Batch, DataError, ModalitySpec, Params
 from mmbench.api.data import (
     Item,
     Label,
@@ -47,6 +51,7 @@ from mmbench.api.data import (
     sha256,
 )
 from mmbench_plugins.encoders.weights import weights_identity
+from mmbench_plugins.tasks.common.frames import channel_stats, finished, normalise
 from mmbench_plugins.tasks.common.word_vectors import neighbour_table
 
 SIZE = 224
@@ -129,26 +134,27 @@ def process_sample(item: Item, resize: Literal["square", "shorter_side"]) -> dic
 
 
 class ImageTextDataset(Dataset):
-    """Samples `{"text": {...}, "image": (3, 224, 224), "label": ...}` of some prepared rows."""
+    """Samples `{"text": {...}, "image": (3, 224, 224) uint8 as stored, "label": ...}` of some prepared rows; the
+    task's `on_device` normalises the images a batch at a time."""
 
-    def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list, max_length: int, mean: torch.Tensor,
-                 std: torch.Tensor, multilabel: bool) -> None:
+    def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list, max_length: int,
+                 multilabel: bool) -> None:
         self.arrays, self.rows, self.labels, self.max_length = arrays, rows, labels, max_length
-        self.mean, self.std, self.multilabel = mean, std, multilabel
+        self.multilabel = multilabel
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
-        image = torch.from_numpy(np.array(self.arrays.get("image", row))).float() / 255.0
+        image = torch.from_numpy(np.array(self.arrays.get("image", row)))
         if self.multilabel:
             label = torch.from_numpy(np.array(self.arrays.get("target", row))).float()
         else:
             label = torch.tensor(self.labels[index], dtype=torch.long)
         return {"text": pad_text(self.arrays.get("input_ids", row), self.arrays.get("token_type_ids", row),
                                  self.max_length),
-                "image": (image - self.mean) / self.std, "label": label}
+                "image": image, "label": label}
 
 
 def pad_text(ids: np.ndarray, types: np.ndarray, length: int) -> dict[str, torch.Tensor]:
@@ -250,9 +256,16 @@ class ImageTextTask(PreparedTask):
             if too_long else []
 
     def datasets(self, arrays: PreparedArrays, parts: dict[str, tuple[list[int], list[Label]]]) -> dict[str, Dataset]:
-        mean, std = (torch.tensor(v).view(3, 1, 1) for v in (self.mean, self.std))
-        return {split: ImageTextDataset(arrays, rows, labels, self.params.max_length, mean, std, self.multilabel)
+        return {split: ImageTextDataset(arrays, rows, labels, self.params.max_length, self.multilabel)
                 for split, (rows, labels) in parts.items()}
+
+    def on_device(self, batch: Batch, training: bool) -> Batch:
+        """The uint8 images (and augmented views) scaled to [0, 1] and normalised with the protocol's statistics, a
+        batch at a time: the operations the loader ran per image before, so the same values, bit for bit on the
+        CPU."""
+        device = batch.label.device
+        mean, std = (channel_stats(v, device, 4) for v in (self.mean, self.std))
+        return finished(batch, {"image": lambda image: normalise(image, mean, std)})
 
     # ----------------------------------------------------------------------------- the records
 
@@ -297,13 +310,13 @@ class ImageTextTask(PreparedTask):
     # ----------------------------------------------------------------------------- generated data
 
     def fake_sample(self, generator: torch.Generator) -> dict[str, Any]:
-        """A text of random word pieces between [CLS] (101) and [SEP] (102), BERT's ids, and a random image."""
+        """A text of random word pieces between [CLS] (101) and [SEP] (102), BERT's ids, and a random uint8 image."""
         length = self.params.max_length
         n = int(torch.randint(3, length + 1, (1,), generator=generator))
         ids = torch.randint(1000, 2000, (n,), generator=generator)
         ids[0], ids[-1] = 101, 102
         sample = {"text": pad_text(ids.numpy(), np.zeros(n, dtype=np.int64), length),
-                  "image": torch.randn(3, SIZE, SIZE, generator=generator)}
+                  "image": torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8, generator=generator)}
         if self.multilabel:
             sample["label"] = torch.randint(0, 2, (self.num_classes,), generator=generator).float()
         else:
@@ -317,7 +330,7 @@ class ImageTextTask(PreparedTask):
         the image through torchvision's RandAugment (2 operations, magnitude 9)."""
         if modality == "text":
             return replace_tokens(x, generator, self.neighbours)
-        return rand_augment(x, generator, torch.tensor(self.mean).view(3, 1, 1), torch.tensor(self.std).view(3, 1, 1))
+        return rand_augment(x, generator)
 
     @functools.cached_property
     def neighbours(self) -> np.ndarray | None:
@@ -346,14 +359,11 @@ def replace_tokens(text: Mapping[str, torch.Tensor], generator: torch.Generator,
     return {**text, "input_ids": ids}
 
 
-def rand_augment(image: torch.Tensor, generator: torch.Generator, mean: torch.Tensor,
-                 std: torch.Tensor) -> torch.Tensor:
-    """torchvision RandAugment (num_ops 2, magnitude 9) on the de-normalised uint8 image, normalised again."""
+def rand_augment(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """torchvision RandAugment (num_ops 2, magnitude 9) on the uint8 image (normalised on the device with the rest)."""
     from torchvision.transforms import v2
 
-    pixels = ((image * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        out = v2.RandAugment(num_ops=2, magnitude=9)(pixels)
-    return (out.float() / 255.0 - mean) / std
+        return v2.RandAugment(num_ops=2, magnitude=9)(image)

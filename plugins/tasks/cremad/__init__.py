@@ -71,7 +71,7 @@ class CremadTask(AudioVisualTask):
     """CREMA-D (6 emotions), audio spectrogram + face video frames; OGM-GE split or MLB's actor folds."""
 
     name = "cremad"
-    version = "1"
+    version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
     Params = CremadParams
     params: CremadParams
     source = "github.com/CheyneyComputerScience/CREMA-D (AudioWAV/ and VideoFlash/, via Git LFS)"

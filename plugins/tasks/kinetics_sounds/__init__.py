@@ -73,7 +73,7 @@ class KineticsSoundsTask(AudioVisualTask):
     """Kinetics-Sounds (31 classes), log-mel filterbank + video frames; OGM-GE's train/test lists."""
 
     name = "kinetics_sounds"
-    version = "1"
+    version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
     Params = KineticsSoundsParams
     source = ("Kinetics-400 videos (github.com/cvdfoundation/kinetics-dataset), the clips of OGM-GE's "
               "data/KineticSound lists")

@@ -35,6 +35,11 @@ in 0..S − crop) shared by the three modalities; evaluation takes all 80 frames
 scaled to [0, 1] and normalised with the ImageNet statistics, depth only scaled to [0, 1], flow divided by
 `flow_bound` and clipped to [−1, 1] (the Kinetics-I3D convention; null keeps pixels). No flip (the reader's
 flag is 0). The declared shapes carry the training length; evaluation clips have 80 frames.
+The loader only cuts the stored uint8 (flow: float16) window and crop, drawn from the sample's own generator
+(seeded by the cell's seed, the epoch and the sample's index; version 1 drew them from each loader process's
+generator); the conversion and normalisation run a batch at a time on the cell's device (`on_device`), with the
+same operations as before, so evaluation inputs are unchanged, bit for bit on the CPU. Smoke runs
+(`--fake-data`) read 8-frame 16 x 16 clips (`fake_params`).
 
 Where this differs from the reader, and why: frames are RGB (OpenCV hands the reader BGR, which it normalises
 with the RGB statistics), resized with Pillow's bilinear filter (PyAV decoding, no OpenCV video I/O); the flow
@@ -55,7 +60,8 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from mmbench.api import ModalitySpec, hookimpl
+from mmbench.api import Batch, ModalitySpec, hookimpl
+from mmbench.api import Params as AnyParams  # `Params` is each class's own attribute
 from mmbench.api.data import (
     FLOW_METHODS,
     HoldoutParams,
@@ -68,6 +74,7 @@ from mmbench.api.data import (
     optical_flow,
     read_clip,
 )
+from mmbench_plugins.tasks.common.frames import IMAGENET_MEAN, IMAGENET_STD, Reseeded, channel_stats, finished
 
 CLASSES = 25
 #: frames of a sensor window the reader keeps (its buffer holds 80)
@@ -77,8 +84,6 @@ LISTS = {"train": "nvgesture_train_correct_cvpr2016_v2.lst", "test": "nvgesture_
 RENAMED = {"train": "nvgesture_train_correct_v2.lst", "test": "nvgesture_test_correct_v2.lst"}
 SENSORS = {"color": "rgb", "depth": "depth"}
 FIELDS = {"rgb": 3, "depth": 1, "flow": 2}
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
 LAYOUT = ("  <raw>/nvgesture_train_correct_cvpr2016_v2.lst, nvgesture_test_correct_cvpr2016_v2.lst\n"
           "  <raw>/Video_data/class_XX/subjectS_rR/sk_color.avi, sk_depth.avi   e.g. class_01/subject3_r0\n"
           "  <raw>/Video_data/flow_data/{train,test}/<k>.npy   (only with flow: precomputed)")
@@ -166,8 +171,10 @@ def process_recording(item: Item, size: int, flow: str) -> dict[str, np.ndarray]
 # ----------------------------------------------------------------------------------------------- read
 
 
-class GestureClips(Dataset):
-    """Samples `{"rgb": (3, T, c, c), "depth": (1, T, c, c), "flow": (2, T, c, c), "label": ()}`."""
+class GestureClips(Reseeded, Dataset):
+    """Samples `{"rgb": (T, 3, c, c) uint8, "depth": (T, 1, c, c) uint8, "flow": (T, 2, c, c) float16, "label": ()}`:
+    each modality's stored window and crop as loaded (a training clip's window and crop drawn from the sample's
+    generator, `Reseeded`); `finish_gestures` makes them the model's inputs on the device."""
 
     def __init__(self, arrays: PreparedArrays, rows: list[int], labels: list[Label], params: NVGestureParams,
                  train: bool) -> None:
@@ -179,8 +186,9 @@ class GestureClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         p, row = self.params, self.rows[index]
         if self.train:
-            start = int(torch.randint(0, WINDOW - p.clip_frames + 1, ()))
-            top, left = (int(v) for v in torch.randint(0, p.size - p.crop + 1, (2,)))
+            generator = self.generator(index)
+            start = int(torch.randint(0, WINDOW - p.clip_frames + 1, (), generator=generator))
+            top, left = (int(v) for v in torch.randint(0, p.size - p.crop + 1, (2,), generator=generator))
             frames = slice(start, start + p.clip_frames)
         else:
             top = left = (p.size - p.crop) // 2
@@ -188,13 +196,30 @@ class GestureClips(Dataset):
 
         def cut(field: str) -> torch.Tensor:
             window = self.arrays.get(field, row)[frames, :, top:top + p.crop, left:left + p.crop]
-            return torch.from_numpy(np.ascontiguousarray(window)).permute(1, 0, 2, 3).float()
+            return torch.from_numpy(np.ascontiguousarray(window))
 
-        flow = cut("flow")
-        if p.flow_bound is not None:
-            flow = (flow / p.flow_bound).clamp(-1.0, 1.0)
-        return {"rgb": (cut("rgb") / 255.0 - IMAGENET_MEAN) / IMAGENET_STD, "depth": cut("depth") / 255.0,
-                "flow": flow, "label": torch.tensor(self.labels[index], dtype=torch.long)}
+        sample = {m: cut(m) for m in FIELDS}
+        return sample | {"label": torch.tensor(self.labels[index], dtype=torch.long)}
+
+
+def finish_gestures(batch: Batch, flow_bound: float | None) -> Batch:
+    """Loaded clips `(B, T, C, c, c)` -> `(B, C, T, c, c)` floats: RGB scaled to [0, 1] and ImageNet-normalised,
+    depth scaled to [0, 1], flow divided by `flow_bound` and clipped to [-1, 1] (pixels without a bound): the
+    per-sample transform's operations, so its values bit for bit on the CPU."""
+    mean, std = (channel_stats(v, batch.label.device, 5)[0] for v in (IMAGENET_MEAN, IMAGENET_STD))  # (3, 1, 1, 1)
+
+    # one float copy per modality, then in place: a batch of 64-frame clips is hundreds of MB a copy
+    def rgb(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).float().div_(255.0).sub_(mean).div_(std)
+
+    def depth(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).float().div_(255.0)
+
+    def flow(x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2).float()
+        return x if flow_bound is None else x.div_(flow_bound).clamp_(-1.0, 1.0)
+
+    return finished(batch, {"rgb": rgb, "depth": depth, "flow": flow})
 
 
 # ----------------------------------------------------------------------------------------------- task
@@ -204,7 +229,7 @@ class NVGestureTask(PreparedTask):
     """NVGesture, RGB + depth + optical flow, 25 classes (MIE's three-modality protocol)."""
 
     name = "nvgesture"
-    version = "1"
+    version = "2"  # 2: training windows and crops drawn per sample (`Reseeded`), not from the worker's generator
     Params = NVGestureParams
     params: NVGestureParams
     metrics = ("accuracy", "macro_f1")
@@ -218,6 +243,25 @@ class NVGestureTask(PreparedTask):
     def modalities(self) -> dict[str, ModalitySpec]:
         shape = (self.params.clip_frames, self.params.crop, self.params.crop)
         return {m: ModalitySpec(m, "frames" if m == "rgb" else m, (c, *shape)) for m, c in FIELDS.items()}
+
+    def on_device(self, batch: Batch, training: bool) -> Batch:
+        """The loaded clips converted and normalised, a batch at a time (`finish_gestures`)."""
+        return finish_gestures(batch, self.params.flow_bound)
+
+    def fake_sample(self, generator: torch.Generator) -> dict[str, Any]:
+        """A generated training clip as the loader hands it over: random uint8 RGB and depth, float16 flow."""
+        t, c = self.params.clip_frames, self.params.crop
+        sample: dict[str, Any] = {m: torch.randint(0, 256, (t, channels, c, c), dtype=torch.uint8, generator=generator)
+                                  for m, channels in FIELDS.items() if m != "flow"}
+        sample["flow"] = (4.0 * torch.randn((t, FIELDS["flow"], c, c), generator=generator)).half()
+        return sample | {"label": torch.randint(0, CLASSES, (), generator=generator)}
+
+    @classmethod
+    def fake_params(cls, params: AnyParams) -> AnyParams:
+        """Smoke runs read 8-frame 16 x 16 clips: at the grid's 64 x 224 x 224, three I3D branches take minutes and
+        about 12 GB a cell on a CPU. The modalities, their loading and normalisation stay the same."""
+        assert isinstance(params, NVGestureParams)
+        return params.model_copy(update={"clip_frames": min(params.clip_frames, 8), "crop": min(params.crop, 16)})
 
     def preprocessing(self) -> dict[str, Any]:
         """What the prepared arrays depend on; enters the fingerprint."""

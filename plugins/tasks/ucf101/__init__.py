@@ -53,7 +53,7 @@ class Ucf101Task(AudioVisualTask):
     """UCF101's 51 audio classes, audio spectrogram + video frames; official folds 1-3 (MLB's protocol)."""
 
     name = "ucf101"
-    version = "1"
+    version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
     Params = Ucf101Params
     params: Ucf101Params
     source = "crcv.ucf.edu/data/UCF101.php (UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip)"

@@ -56,7 +56,7 @@ def test_ave_prepares_event_windows_with_pmr_s_spectrogram(root):
     splits = task.splits()
     assert {s: len(d) for s, d in splits.items()} == {"train": 2, "val": 2, "test": 2}
     sample = splits["train"][0]
-    assert sample["audio"].shape == (1, 257, 1004) and sample["visual"].shape == (3, 4, 224, 224)
+    assert sample["audio"].shape == (1, 257, 1004) and sample["visual"]["frames"].shape == (4, 3, 224, 224)
     ids = json.loads((root / "samples.json").read_text())["ids"]
     offsets = np.load(root / "arrays" / "frames.offsets.npy")
     for row, key in enumerate(ids):

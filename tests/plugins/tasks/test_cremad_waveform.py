@@ -89,7 +89,7 @@ def test_the_waveform_is_standardised_by_the_training_split_alone_padded_and_mas
         k = ALL.index(ids[dataset.rows[0]])
         peak = float(audio["input_values"][:real].abs().max())
         assert peak == pytest.approx(amplitude(k) / std, rel=2e-3)
-        assert sample["visual"].shape == (3, 1, 224, 224)
+        assert sample["visual"]["frames"].shape == (1, 3, 224, 224)  # as loaded: (T, 3, S, S)
 
 
 def test_each_representation_has_its_own_fingerprint(prepared):

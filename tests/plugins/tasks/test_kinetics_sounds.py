@@ -43,7 +43,7 @@ def test_kinetics_sounds_lists_and_the_ogm_ge_filterbank(root):
     assert {s: len(d) for s, d in splits.items()} == {"train": 2, "val": 2, "test": 2}
     assert sorted(splits["val"].labels) == [4, 27] and sorted(splits["test"].labels) == [4, 27]
     sample = splits["test"][0]
-    assert sample["audio"].shape == (1, 1024, 128) and sample["visual"].shape == (3, 3, 224, 224)
+    assert sample["audio"].shape == (1, 1024, 128) and sample["visual"]["frames"].shape == (3, 3, 224, 224)
     audio = np.load(root / "arrays" / "audio.npy")
     # 4 s at 16 kHz, 25 ms windows every 10 ms: 1 + (64000 - 400) // 160 = 398 frames (a few more where the AAC
     # encoder pads the clip), then zero rows, normalised

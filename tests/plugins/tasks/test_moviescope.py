@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from mmbench.training.batches import collate
 from mmbench_plugins.tasks.moviescope import MoviescopeTask
 from tests.fixtures.cells import TEXT_TRAIN, run_cells
 from tests.fixtures.moviescope import write_moviescope
@@ -49,7 +50,7 @@ def test_moviescope_reads_the_jsonl_leniently_and_reports_bad_lines(moviescope):
     assert harold["label"].tolist() == [0, 0, 0, 1] + [0] * 9 and splits["val"][1]["label"].sum() == 3
     assert ids_of(splits["test"][3]) == tokenize(tokenizer, "", 32)  # an empty synopsis is [CLS] [SEP]
     image = splits["train"][0]["image"]
-    assert image.shape == (3, 224, 224)
+    assert image.shape == (3, 224, 224) and image.dtype == torch.uint8
 
 
 def test_one_epoch_of_mmbv_with_joint_and_dynamic_uda(moviescope, tmp_path):
@@ -61,11 +62,33 @@ def test_one_epoch_of_mmbv_with_joint_and_dynamic_uda(moviescope, tmp_path):
         assert set(cell["test"]["missing_modality"]) == {"text", "image"}
 
 
-def test_image_view_is_rand_augment_of_the_image(moviescope):
+def old_rand_augment(image: torch.Tensor, generator: torch.Generator, mean: torch.Tensor,
+                     std: torch.Tensor) -> torch.Tensor:
+    """The view before the work moved to the device: RandAugment of the normalised image, recovered as uint8."""
+    from torchvision.transforms import v2
+
+    pixels = ((image * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = v2.RandAugment(num_ops=2, magnitude=9)(pixels)
+    return (out.float() / 255.0 - mean) / std
+
+
+def test_image_view_is_rand_augment_of_the_image_as_before(moviescope):
     _, root, tokenizer = moviescope
     task = MoviescopeTask(MoviescopeTask.Params(tokenizer=str(tokenizer), max_length=32), root=root)
-    image = task.splits()["train"][0]["image"]
+    sample = task.splits()["train"][0]
+    image = sample["image"]
     views = [task.augment("image", image, torch.Generator().manual_seed(seed)) for seed in range(4)]
-    assert all(v.shape == image.shape for v in views)
-    assert sum(not torch.allclose(v, image, atol=1e-2) for v in views) >= 3
+    assert all(v.shape == image.shape and v.dtype == torch.uint8 for v in views)
+    assert sum(not torch.equal(v, image) for v in views) >= 3
     assert torch.equal(views[0], task.augment("image", image, torch.Generator().manual_seed(0)))
+    batch = collate([sample] * 4)
+    batch.views = {"image": torch.stack(views)}
+    finished = task.on_device(batch, training=True)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (task.mean, task.std))
+    normalised = finished.inputs["image"][0]
+    for seed in range(4):
+        expected = old_rand_augment(normalised, torch.Generator().manual_seed(seed), mean, std)
+        assert torch.equal(finished.views["image"][seed], expected)

@@ -19,8 +19,8 @@ from mmbench.contract.errors import DataError
 from mmbench.data.media import optical_flow
 from mmbench.data.store import PreparedArrays
 from mmbench.testing import check_task
+from mmbench.training.batches import collate
 from mmbench_plugins.tasks.nvgesture import NVGestureParams, NVGestureTask, parse_list
-from tests import ROOT
 from tests.fixtures.nvgesture import (
     LIST_NAMES,
     REAL_TRAIN_LINES,
@@ -105,14 +105,37 @@ def test_the_fixture_s_box_moves_right_so_the_flow_does(root):
     assert moving.any() and flow[:, 0][moving].mean() > 0.3 and abs(flow[:, 1][moving].mean()) < 0.3
 
 
+def finished(nv: NVGestureTask, samples: list[dict], training: bool) -> dict[str, torch.Tensor]:
+    """Samples as the model reads them: collated and finished on the CPU, as the engine does."""
+    return nv.on_device(collate(samples), training).inputs
+
+
+def old_sample(arrays: PreparedArrays, row: int, params: NVGestureParams, frames: slice, top: int,
+               left: int) -> dict[str, torch.Tensor]:
+    """The previous `GestureClips.__getitem__` for a window and crop, kept as the reference."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1, 1)
+
+    def cut(field: str) -> torch.Tensor:
+        window = arrays.get(field, row)[frames, :, top:top + params.crop, left:left + params.crop]
+        return torch.from_numpy(np.ascontiguousarray(window)).permute(1, 0, 2, 3).float()
+
+    flow = cut("flow")
+    if params.flow_bound is not None:
+        flow = (flow / params.flow_bound).clamp(-1.0, 1.0)
+    return {"rgb": (cut("rgb") / 255.0 - mean) / std, "depth": cut("depth") / 255.0, "flow": flow}
+
+
 def test_training_clips_share_one_window_and_crop_and_evaluation_takes_the_centre(root):
     nv = task(root)
     splits = nv.splits()
     assert {s: len(d) for s, d in splits.items()} == {"train": 25, "val": 25, "test": 25}  # one per class held out
     arrays = PreparedArrays(root / "arrays")
     row = splits["train"].rows[0]
-    torch.manual_seed(3)
-    sample = splits["train"][0]
+    loaded = splits["train"][0]
+    assert loaded["rgb"].shape == (8, 3, 16, 16) and loaded["rgb"].dtype == torch.uint8
+    assert loaded["flow"].dtype == torch.float16
+    sample = {m: x[0] for m, x in finished(nv, [loaded], training=True).items()}
     assert sample["rgb"].shape == (3, 8, 16, 16) and sample["flow"].shape == (2, 8, 16, 16)
     depth = arrays.fields["depth"][row].astype(np.float32) / 255.0  # (80, 1, 32, 32)
     matches = [(t, y, x) for t in range(73) for y in range(17) for x in range(17)
@@ -125,10 +148,45 @@ def test_training_clips_share_one_window_and_crop_and_evaluation_takes_the_centr
     np.testing.assert_allclose(sample["rgb"].numpy(), expected, rtol=1e-5, atol=1e-5)
     flow = arrays.fields["flow"][row, t:t + 8, :, y:y + 16, x:x + 16].astype(np.float32).transpose(1, 0, 2, 3)
     np.testing.assert_allclose(sample["flow"].numpy(), np.clip(flow / 20.0, -1, 1), rtol=1e-5, atol=1e-6)
-    test = splits["test"][0]
+    test = finished(nv, [splits["test"][0]], training=False)
     stored = arrays.fields["depth"][splits["test"].rows[0], :, 0, 8:24, 8:24].astype(np.float32) / 255.0
-    assert test["depth"].shape == (1, 80, 16, 16)
-    np.testing.assert_allclose(test["depth"][0].numpy(), stored, rtol=1e-6)
+    assert test["depth"].shape == (1, 1, 80, 16, 16)
+    np.testing.assert_allclose(test["depth"][0, 0].numpy(), stored, rtol=1e-6)
+
+
+def test_evaluation_clips_are_the_per_sample_transform_s_bit_for_bit(root):
+    for params in ({}, {"flow_bound": None}):
+        nv = task(root, **params)
+        test = nv.splits()["test"]
+        batch = finished(nv, [test[i] for i in range(3)], training=False)
+        arrays = PreparedArrays(root / "arrays")
+        old = [old_sample(arrays, test.rows[i], nv.params, slice(0, 80), 8, 8) for i in range(3)]
+        for m in ("rgb", "depth", "flow"):
+            assert torch.equal(batch[m], torch.stack([o[m] for o in old])), m
+
+
+def test_a_training_clip_s_window_follows_the_seed_and_the_epoch(root):
+    train = task(root).splits()["train"]
+
+    def drawn() -> list[torch.Tensor]:
+        return [train[i]["depth"] for i in range(5)]
+
+    train.reseed(0, 0)
+    first = drawn()
+    assert all(torch.equal(a, b) for a, b in zip(first, drawn(), strict=True))
+    train.reseed(0, 1)
+    assert any(not torch.equal(a, b) for a, b in zip(first, drawn(), strict=True))
+
+
+def test_smoke_runs_read_small_clips_of_the_declared_shapes():
+    light = NVGestureTask.fake_params(NVGestureParams())
+    assert (light.clip_frames, light.crop) == (8, 16) and NVGestureTask.fake_params(light) == light
+    nv = NVGestureTask(light)
+    generator = torch.Generator().manual_seed(0)
+    batch = finished(nv, [nv.fake_sample(generator) for _ in range(2)], training=True)
+    assert {m: tuple(x.shape[1:]) for m, x in batch.items()} == {m: s.shape for m, s in nv.modalities.items()}
+    assert all(x.dtype == torch.float32 and torch.isfinite(x).all() for x in batch.values())
+    assert batch["flow"].abs().max() <= 1.0
 
 
 def test_other_preprocessing_parameters_need_another_prepare(root):
@@ -229,27 +287,6 @@ def test_a_one_epoch_three_modality_cell_with_i3d(root, tmp_path):
     test = cell["test"]
     assert set(test["metrics"]) == {"accuracy", "macro_f1"}
     assert set(test["unimodal"]) == set(test["missing_modality"]) == {"rgb", "depth", "flow"}
-
-
-@pytest.mark.slow
-def test_the_shipped_grid_runs_on_fake_data_at_a_small_clip_size(tmp_path, monkeypatch):
-    """grids/nvgesture.yaml as shipped (encoders, fusion, balancers, recipe, published numbers) under `--fake-data`,
-    with the task's clips cut to 8 frames of 16 x 16: at the real 64 x 224 x 224 one CPU cell takes minutes and
-    12 GB (measured: 251 s), so tests/core/running/test_fake_data.py leaves this grid to this test."""
-    import yaml
-
-    monkeypatch.setenv("MMBENCH_DATA", str(tmp_path / "no-data-here"))
-    grid = yaml.safe_load((ROOT / "grids" / "nvgesture.yaml").read_text())
-    grid["tasks"][0]["params"].update(crop=16, clip_frames=8)
-    path = tmp_path / "nvgesture.yaml"
-    path.write_text(yaml.safe_dump(grid))
-    result = runner.invoke(app, ["run", "--matrix", str(path), "--fake-data", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
-    cells = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells").glob("*.json")]
-    assert sorted(c["balancer"]["name"] for c in cells) == sorted(b if isinstance(b, str) else b["name"]
-                                                                 for b in grid["balancers"])
-    assert {c["status"] for c in cells} == {"ok"}, [(c["balancer"]["name"], c.get("reason")) for c in cells]
-    assert all(set(c["test"]["missing_modality"]) == {"rgb", "depth", "flow"} for c in cells)
 
 
 @pytest.mark.parametrize("param, message", [("flow", "expected KEY=VALUE"), ("flow=tvl1", "'farneback', 'dis' or "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from mmbench.contract.errors import DataError
 from mmbench.data import prepare as prepare_lib
 from mmbench.data.prepared import read_manifest
 from mmbench.testing import check_task
+from mmbench.training.batches import collate
 from mmbench_plugins.tasks.twitter2015 import Twitter2015Task
 from tests.fixtures.cells import TEXT_TRAIN, run_cells
 from tests.fixtures.text import fixture_texts, write_tokenizer
@@ -86,13 +88,19 @@ def test_text_is_the_tweet_with_its_target_filled_in_then_the_target(prepared, t
 
 
 def test_images_are_resized_and_normalised_with_the_protocol_statistics(prepared, raw, tokenizer):
-    image = task(prepared, tokenizer).splits()["train"][4]["image"]  # row 5: 871618.jpg
+    t = task(prepared, tokenizer)
+    train = t.splits()["train"]
+    stored = train[4]["image"]  # row 5: 871618.jpg, as stored
+    assert stored.shape == (3, 224, 224) and stored.dtype == torch.uint8
+    image = t.on_device(collate([train[i] for i in range(5)]), training=True).inputs["image"][4]
     expected = np.asarray(Image.open(raw / "twitter2015_images" / "871618.jpg").convert("RGB")
                           .resize((224, 224), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1) / 255.0
     mean = np.array([0.42455, 0.44051, 0.47076], np.float32)[:, None, None]
     std = np.array([0.24485, 0.24617, 0.25451], np.float32)[:, None, None]
-    assert image.shape == (3, 224, 224)
     np.testing.assert_allclose(image.numpy(), (expected - mean) / std, atol=1e-5)
+    # the loader's per-image normalisation before the work moved to the device, bit for bit
+    before = (stored.float() / 255.0 - torch.tensor(mean)) / torch.tensor(std)
+    assert torch.equal(image, before)
 
 
 def test_check_passes_and_the_tokenizer_enters_the_fingerprint(prepared, raw, tokenizer, tmp_path):

@@ -47,7 +47,7 @@ def test_ucf101_keeps_the_audio_classes_of_the_fold(root):
     assert sorted(classes[y] for y in splits["test"].labels) == sorted(UCF_USED)
     assert "HandstandPushups/v_HandStandPushups_g01_c01.avi" in test_clips
     sample = splits["train"][0]
-    assert sample["audio"].shape == (1, 257, 136) and sample["visual"].shape == (3, 4, 224, 224)
+    assert sample["audio"].shape == (1, 257, 136) and sample["visual"]["frames"].shape == (4, 3, 224, 224)
     fold2 = make(root, fold=2).splits()
     assert sorted(ids[r] for r in fold2["test"].rows) == sorted(ucf_clip(c, 8, 1) for c in UCF_USED)
 
