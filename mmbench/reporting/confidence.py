@@ -56,7 +56,7 @@ def per_seed(entry: Entry, metric: str) -> dict[int, float]:
     return {seed: v for seed, v in zip(entry.seeds, stat.per_seed) if v is not None}
 
 
-def _setting(entry: Entry) -> tuple:
+def setting(entry: Entry) -> tuple:
     """What a method shares with the baseline it is compared with: its encoders and fusion."""
     return tuple(sorted((m, c.name) for m, c in entry.encoders.items())), entry.fusion.name if entry.fusion else None
 
@@ -107,9 +107,9 @@ def rank_stability(entries: list[Entry], metric: str, lower_is_better: bool) -> 
 def annotate(board: Leaderboard) -> None:
     """Set every entry's comparison with the baseline (same encoders and fusion) and the board's rank stability."""
     primary = board.primary_metric
-    baselines = {_setting(e): per_seed(e, primary) for e in board.entries if e.balancer.name == board.baseline}
+    baselines = {setting(e): per_seed(e, primary) for e in board.entries if e.balancer.name == board.baseline}
     for e in board.entries:
-        base = baselines.get(_setting(e))
+        base = baselines.get(setting(e))
         if e.balancer.name != board.baseline and base and board.baseline is not None:
             e.vs_baseline = paired(per_seed(e, primary), base, board.baseline)
     methods = [e for e in board.entries if not e.reference]
