@@ -121,7 +121,7 @@ def noise_mark(entry: Entry) -> str:
     return " ≈" if entry.vs_baseline is not None and entry.vs_baseline.within_noise else ""
 
 
-def _verdict(c: Comparison, lower_is_better: bool) -> str:
+def verdict(c: Comparison, lower_is_better: bool) -> str:
     if c.within_noise is None:
         return "one seed: no interval"
     if c.within_noise:
@@ -158,7 +158,7 @@ def markdown_section(board: Leaderboard, label: Callable[[Entry], list[str]]) ->
                          seed_ranks])
             continue
         interval = "–" if c.low is None or c.high is None else f"[{c.low * 100:+.2f}, {c.high * 100:+.2f}]"
-        rows.append([*label(e), f"{c.delta * 100:+.2f}", interval, str(len(c.seeds)), _verdict(c, lower),
+        rows.append([*label(e), f"{c.delta * 100:+.2f}", interval, str(len(c.seeds)), verdict(c, lower),
                      seed_ranks])
     lines += ["", tabulate(rows, headers=["balancer", "encoders", "fusion", f"Δ vs {board.baseline}", "95 % interval",
                                           "seeds", "verdict", "rank on each seed"],
