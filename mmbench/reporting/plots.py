@@ -128,28 +128,35 @@ def _modalities(board: Leaderboard, path: Path) -> None:
     for entry in [*ranked(board), *(e for e in finished(board) if e.reference)]:
         panels[_fusion_name(entry)].append(entry)
     bars = ["multimodal", *board.modalities]
-    row = 0.12 * len(bars) + 0.15  # inches per entry
     columns = min(2, len(panels))
     rows = -(-len(panels) // columns)
     tallest = max(len(entries) for entries in panels.values())
-    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 0.9 + rows * (0.7 + row * tallest)), dpi=DPI,
-                             squeeze=False)
-    height = 0.8 / len(bars)
+    # inches: each panel's size; room for the entries' labels left of a panel, for the title and legend above
+    # the panels, the axis label below, and between rows of panels
+    panel = (4.5, (0.12 * len(bars) + 0.15) * tallest)
+    label, top, bottom, gap = 2.0, 1.0, 0.6, 0.8
+    width, height = columns * (label + panel[0]) + 0.3, top + bottom + rows * panel[1] + (rows - 1) * gap
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), dpi=DPI, squeeze=False)
+    fig.subplots_adjust(left=label / width, right=1 - 0.3 / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=label / panel[0], hspace=gap / panel[1])
+    bar = 0.8 / len(bars)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (fusion, entries) in zip(axes.flat, panels.items()):
-        for i, bar in enumerate(bars):
-            values = [(e.metrics if bar == "multimodal" else e.unimodal.get(bar, {})).get(primary) for e in entries]
-            ax.barh([y + i * height for y in range(len(entries))],
-                    [v.mean * 100 if v and v.mean else 0 for v in values], height, label=bar)
-        ax.set_yticks([y + 0.4 - height / 2 for y in range(len(entries))])
+        for i, name in enumerate(bars):
+            values = [(e.metrics if name == "multimodal" else e.unimodal.get(name, {})).get(primary) for e in entries]
+            ax.barh([y + i * bar for y in range(len(entries))],
+                    [v.mean * 100 if v and v.mean else 0 for v in values], bar, label=name)
+        ax.set_yticks([y + 0.4 - bar / 2 for y in range(len(entries))])
         ax.set_yticklabels([_entry_label(e) for e in entries])
         ax.set_ylim(tallest - 0.5, -0.5)  # the board's order, top to bottom; every panel on one scale
         ax.set_xlim(0, 100)
         ax.set(xlabel=f"{primary} (%)", title=f"fusion: {fusion}")
         ax.grid(axis="x", alpha=0.3)
-    axes.flat[0].legend(loc="lower left", bbox_to_anchor=(0.0, 1.06), ncols=len(bars), frameon=False)
-    fig.suptitle(f"{board.benchmark}: each modality alone and together, methods in rank order", fontsize="large")
+    fig.suptitle(f"{board.benchmark}: each modality alone and together, methods in rank order", fontsize="large",
+                 y=1 - 0.1 / height, va="top")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 1 - 0.4 / height),
+               ncols=len(bars), frameon=False)
     fig.savefig(path, bbox_inches="tight")  # the canvas grows to the labels and the legend
     plt.close(fig)
 
