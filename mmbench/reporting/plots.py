@@ -173,31 +173,55 @@ def gain(board: Leaderboard, entry: Entry) -> tuple[float, float, float] | None:
     return c.delta * 100, low * 100, high * 100
 
 
+def _place_labels(ax, points: list[tuple[str, float, float, str]], step: float = 11.0) -> None:
+    """Name each point beside it, moving a name down (in steps of a text line, in pixels, with a line back to its
+    point) while it would overlap one already placed, so clustered points stay readable."""
+    placed: list[tuple[float, float]] = []
+    for text, x, y, colour in sorted(points, key=lambda p: (-p[2], p[1])):
+        px, py = ax.transData.transform((x, y))
+        offset = 3.0
+        while any(abs(px - qx) < 7 * len(text) and abs(py + offset - qy) < step for qx, qy in placed):
+            offset -= step
+        placed.append((px, py + offset))
+        moved = {"arrowprops": {"arrowstyle": "-", "color": colour, "linewidth": 0.5}} if offset < 0 else {}
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4 + 12 * (offset < 0), offset),
+                    fontsize="small", color=colour, **moved)
+
+
 def _gain_scatter(board: Leaderboard, path: Path, x_of: Callable[[Entry], float | None], xlabel: str,
                   title: str, log: bool = False) -> bool:
-    """Each method's gain over the baseline (with its seed interval) against `x_of(entry)`, one colour per
-    fusion, each point named. False (nothing drawn) when no method has both numbers."""
+    """Each method's gain over the baseline (with its seed interval, clipped to the axes: with few seeds it can
+    be far wider than the gains) against `x_of(entry)`, one colour per fusion, each point named. False (nothing
+    drawn) when no method has both numbers."""
+    from matplotlib.ticker import FuncFormatter
+
     points = [(e, x, g) for e in ranked(board) if (x := x_of(e)) is not None and (g := gain(board, e)) is not None]
     if not points:
         return False
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 6.5), dpi=DPI)
     fusions = sorted({_fusion_name(e) for e, _, _ in points})
+    names = []
     for i, fusion in enumerate(fusions):
         mine = [(e, x, g) for e, x, g in points if _fusion_name(e) == fusion]
         xs, ys = [x for _, x, _ in mine], [g[0] for _, _, g in mine]
         errors = [[g[0] - g[1] for _, _, g in mine], [g[2] - g[0] for _, _, g in mine]]
         ax.errorbar(xs, ys, yerr=errors, fmt="o", color=f"C{i}", ecolor=f"C{i}", alpha=0.8, capsize=2, label=fusion)
-        for e, x, g in mine:
-            ax.annotate(e.balancer.label(), (x, g[0]), textcoords="offset points", xytext=(4, 3), fontsize="small",
-                        color=f"C{i}")
+        names += [(e.balancer.label(), x, g[0], f"C{i}") for e, x, g in mine]
+    gains = [g[0] for _, _, g in points]
+    pad = 0.15 * (max(gains) - min(gains)) + 1.0
+    ax.set_ylim(min(gains) - pad, max(gains) + pad)
     ax.axhline(0.0, color="grey", linewidth=0.8)
     if log:
         ax.set_xscale("log")
+        ratio = FuncFormatter(lambda value, _: f"{value:g}×")
+        ax.xaxis.set_major_formatter(ratio)
+        ax.xaxis.set_minor_formatter(ratio)
     ax.set(xlabel=xlabel, ylabel=f"gain vs {board.baseline} ({board.primary_metric}, points; 95 % seed interval)",
            title=title)
     ax.legend(title="fusion", fontsize="small")
     ax.grid(alpha=0.3)
+    _place_labels(ax, names)
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return True
