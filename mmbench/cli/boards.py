@@ -1,4 +1,5 @@
-"""Leaderboard commands: `leaderboard render`, `publish` and `compare` (no plugin, no torch)."""
+"""Leaderboard commands: `leaderboard render`, `leaderboard summary`, `publish` and `compare` (no plugin, no
+torch)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ def render(file: Path = typer.Argument(..., help="leaderboard JSON")) -> None:
     from mmbench.reporting.markdown import render_markdown
 
     typer.echo(render_markdown(board))
+
+
+@leaderboard_app.command("summary")
+def summary(folder: Path = typer.Argument(Path("leaderboards"), help="published leaderboards directory")) -> None:
+    """Rebuild a published folder's README.md (every method over every board) and methods/<name>.md pages from its
+    boards (`publish` does it after each run)."""
+    from mmbench.reporting.summary import write_summary
+
+    with exit_on_error():
+        written = write_summary(folder)
+    typer.echo(f"wrote {len(written)} page(s) in {folder}")
 
 
 def publish(

@@ -56,7 +56,7 @@ def per_seed(entry: Entry, metric: str) -> dict[int, float]:
     return {seed: v for seed, v in zip(entry.seeds, stat.per_seed) if v is not None}
 
 
-def _setting(entry: Entry) -> tuple:
+def setting(entry: Entry) -> tuple:
     """What a method shares with the baseline it is compared with: its encoders and fusion."""
     return tuple(sorted((m, c.name) for m, c in entry.encoders.items())), entry.fusion.name if entry.fusion else None
 
@@ -107,9 +107,9 @@ def rank_stability(entries: list[Entry], metric: str, lower_is_better: bool) -> 
 def annotate(board: Leaderboard) -> None:
     """Set every entry's comparison with the baseline (same encoders and fusion) and the board's rank stability."""
     primary = board.primary_metric
-    baselines = {_setting(e): per_seed(e, primary) for e in board.entries if e.balancer.name == board.baseline}
+    baselines = {setting(e): per_seed(e, primary) for e in board.entries if e.balancer.name == board.baseline}
     for e in board.entries:
-        base = baselines.get(_setting(e))
+        base = baselines.get(setting(e))
         if e.balancer.name != board.baseline and base and board.baseline is not None:
             e.vs_baseline = paired(per_seed(e, primary), base, board.baseline)
     methods = [e for e in board.entries if not e.reference]
@@ -121,7 +121,7 @@ def noise_mark(entry: Entry) -> str:
     return " ≈" if entry.vs_baseline is not None and entry.vs_baseline.within_noise else ""
 
 
-def _verdict(c: Comparison, lower_is_better: bool) -> str:
+def verdict(c: Comparison, lower_is_better: bool) -> str:
     if c.within_noise is None:
         return "one seed: no interval"
     if c.within_noise:
@@ -158,7 +158,7 @@ def markdown_section(board: Leaderboard, label: Callable[[Entry], list[str]]) ->
                          seed_ranks])
             continue
         interval = "–" if c.low is None or c.high is None else f"[{c.low * 100:+.2f}, {c.high * 100:+.2f}]"
-        rows.append([*label(e), f"{c.delta * 100:+.2f}", interval, str(len(c.seeds)), _verdict(c, lower),
+        rows.append([*label(e), f"{c.delta * 100:+.2f}", interval, str(len(c.seeds)), verdict(c, lower),
                      seed_ranks])
     lines += ["", tabulate(rows, headers=["balancer", "encoders", "fusion", f"Δ vs {board.baseline}", "95 % interval",
                                           "seeds", "verdict", "rank on each seed"],

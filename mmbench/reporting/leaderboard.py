@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mmbench.files import atomic_write_json, atomic_write_text
-from mmbench.reporting import confidence, tuning
+from mmbench.reporting import balance, confidence, cost, tuning
 from mmbench.schema.leaderboard import (
     CoefficientSummary,
     Entry,
@@ -35,16 +35,9 @@ class LeaderboardError(Exception):
 # --------------------------------------------------------------------------------------- aggregation
 
 
-def _stat(values: list[float | None]) -> Stat:
-    real = [v for v in values if v is not None]
-    if not real:
-        return Stat(mean=None, std=None, per_seed=values)
-    return Stat(mean=statistics.fmean(real), std=statistics.stdev(real) if len(real) > 1 else 0.0, per_seed=values)
-
-
 def _metric_stats(per_seed: Sequence[Mapping[str, float | None]]) -> dict[str, Stat]:
     names = sorted({k for d in per_seed for k in d})
-    return {n: _stat([d.get(n) for d in per_seed]) for n in names}
+    return {n: Stat.of([d.get(n) for d in per_seed]) for n in names}
 
 
 def _nested_stats(per_seed: Sequence[Mapping[str, Mapping[str, float | None]]]) -> dict[str, dict[str, Stat]]:
@@ -57,7 +50,7 @@ def _coefficients(histories: list[list]) -> dict[str, CoefficientSummary]:
     out = {}
     for name in names:
         epochs = max(len(h) for h in histories)
-        series = [_stat([h[e].coefficients.get(name) if e < len(h) else None for h in histories]).mean
+        series = [Stat.of([h[e].coefficients.get(name) if e < len(h) else None for h in histories]).mean
                   for e in range(epochs)]
         real = [v for v in series if v is not None]
         out[name] = CoefficientSummary(first=series[0], last=series[-1], min=min(real, default=None),
@@ -76,7 +69,7 @@ def _profile(results: list[CellResult]) -> Profile | None:
 
     return Profile(
         device=profiles[0].device,
-        train_seconds=_stat([p.train_seconds for p in profiles]),
+        train_seconds=Stat.of([p.train_seconds for p in profiles]),
         epochs=max(p.epochs for p in profiles),
         seconds_per_epoch=mean("seconds_per_epoch"),
         step_ms={k: statistics.fmean(p.step_ms[k] for p in profiles) for k in ("median", "p90")},
@@ -90,6 +83,7 @@ def _profile(results: list[CellResult]) -> Profile | None:
         peak_host_rss_bytes=max(p.peak_host_rss_bytes for p in profiles),
         params=profiles[0].params,
         accelerator_hours=sum(p.accelerator_hours for p in profiles),
+        step_flops=mean("step_flops"),
     )
 
 
@@ -114,7 +108,8 @@ def aggregate_entry(results: list[CellResult], trials: dict[str, list[CellResult
     failed = next((r for r in results if r.status == status and r.error is not None), None)
     distinct = {r.reason for r in worst if r.reason}
     reasons = sorted(distinct) if len(distinct) <= 1 else [f"seed {r.seed}: {r.reason}" for r in worst]
-    tests = [r.test for r in results if r.status == "ok" and r.test is not None]
+    finished = [r for r in results if r.status == "ok" and r.test is not None]
+    tests = [r.test for r in finished]
     unimodal = _nested_stats([t.unimodal for t in tests])
     env = first.env
     return Entry(
@@ -136,9 +131,11 @@ def aggregate_entry(results: list[CellResult], trials: dict[str, list[CellResult
         metrics=_metric_stats([t.metrics for t in tests]),
         unimodal=unimodal,
         imbalance=_imbalance(unimodal, primary, primary in first.scoring.lower_is_better),
+        contribution=balance.contribution(finished, primary, primary in first.scoring.lower_is_better),
         missing_modality=_nested_stats([t.missing_modality for t in tests]),
         diagnostics=_coefficients([r.history for r in results if r.status == "ok"]),
         profile=_profile([r for r in results if r.status == "ok"]),
+        balancer_notes=first.balancer_notes,
         env=env,
         mmbench_version=env.get("mmbench"),
         plugin_versions=env.get("plugins") or {},
@@ -171,6 +168,8 @@ def aggregate(results: list[CellResult]) -> list[Leaderboard]:
             entries=sorted((aggregate_entry(rs, trials) for rs in entries.values()), key=_entry_order),
         ))
         confidence.annotate(boards[-1])
+        balance.annotate(boards[-1])
+        cost.annotate(boards[-1])
     return boards
 
 

@@ -6,6 +6,7 @@ from tabulate import tabulate
 
 from mmbench.reporting import confidence, tuning
 from mmbench.reporting.anomalies import BELOW_BASELINE, SEED_SPREAD, anomalies
+from mmbench.reporting.columns import BalanceAndCost
 from mmbench.schema.leaderboard import Entry, Leaderboard, Stat
 
 NONE = "–"
@@ -91,7 +92,7 @@ def _bytes(count: int) -> str:
     return str(n)
 
 
-def _finished(board: Leaderboard) -> list[Entry]:
+def finished(board: Leaderboard) -> list[Entry]:
     """Entries with results, best first on the primary metric."""
     ok = [e for e in board.entries if e.status == "ok" and board.primary_metric in e.metrics]
     lower = board.primary_metric in board.lower_is_better
@@ -100,10 +101,10 @@ def _finished(board: Leaderboard) -> list[Entry]:
 
 def ranked(board: Leaderboard) -> list[Entry]:
     """The methods in rank order (references such as `unimodal` are shown apart, never ranked)."""
-    return [e for e in _finished(board) if not e.reference]
+    return [e for e in finished(board) if not e.reference]
 
 
-def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
+def _row(board: Leaderboard, e: Entry, baseline: dict, columns: BalanceAndCost) -> list[str]:
     primary = board.primary_metric
     base = baseline.get((_encoders_label(e), _fusion_label(e)))
     gain = NONE if base is None else f"{(e.metrics[primary].mean - base) * 100:+.2f}{confidence.noise_mark(e)}"
@@ -119,12 +120,17 @@ def _row(board: Leaderboard, e: Entry, baseline: dict) -> list[str]:
             *(published if any(x.published for x in board.entries) else []),
             *[_fmt(e.metrics.get(m)) for m in board.metrics if m != primary],
             *[_fmt(e.unimodal.get(m, {}).get(primary)) for m in board.modalities],
-            gain, f"{prof.seconds_per_epoch:.2f}" if prof else NONE, memory, _device_label(e)]
+            gain, *columns.balance_cells(e), f"{prof.seconds_per_epoch:.2f}" if prof else NONE,
+            *columns.cost_cells(e), memory, _device_label(e)]
 
 
 def _plot_links(links: dict[str, str]) -> str:
     return " · ".join(f"[{kind}]({path})" for kind, path in sorted(links.items())) or NONE
 
+
+#: the board's own figures, as its Markdown shows them: kind -> alternative text
+BOARD_FIGURES = (("modalities", "each modality alone and together"),
+                 ("gain_vs_imbalance", "gain against imbalance degree"), ("gain_vs_cost", "gain against compute"))
 
 FAKE_BANNER = ("**FAKE DATA** — trained on generated stand-in tensors (`--fake-data`) for one short epoch: a smoke "
                "test of the pipeline, not a result. `mmbench publish` refuses it.")
@@ -139,18 +145,20 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
     (entry id -> figure kind -> relative path; the key "" for the board's figures) adds links to figures."""
     plots = plots or {}
     primary = board.primary_metric
-    finished = _finished(board)
+    done = finished(board)
     baseline = {(_encoders_label(e), _fusion_label(e)): e.metrics[primary].mean
-                for e in finished if e.balancer.name == board.baseline}
+                for e in done if e.balancer.name == board.baseline}
     sources = sorted({e.published_source for e in board.entries if e.published and e.published_source})
+    columns = BalanceAndCost.of(board)
     headers = ["balancer", "encoders", "fusion", f"{primary} (%)",
                *(["paper (%)", "vs paper"] if sources else []),
                *[f"{m} (%)" for m in board.metrics if m != primary],
-               *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}", "s/epoch",
-               "peak memory", "device", *(["plots"] if plots else [])]
+               *[f"{m} alone (%)" for m in board.modalities], f"gain vs {board.baseline or 'baseline'}",
+               *columns.balance_headers(), "s/epoch", *columns.cost_headers(), "peak memory", "device",
+               *(["plots"] if plots else [])]
 
     def table(entries: list[Entry], numbered: bool) -> str:
-        rows = [([str(i)] if numbered else []) + _row(board, e, baseline)
+        rows = [([str(i)] if numbered else []) + _row(board, e, baseline, columns)
                 + ([_plot_links(plots.get(e.id, {}))] if plots else []) for i, e in enumerate(entries, 1)]
         return tabulate(rows, headers=(["#"] if numbered else []) + headers, tablefmt="github",
                         disable_numparse=True)
@@ -174,14 +182,16 @@ def render_markdown(board: Leaderboard, plots: dict[str, dict[str, str]] | None 
         "own predictions, without the cell's fusion).",
         *([f"'paper': the {primary} the reproduced paper reports for that method ({'; '.join(sources)}); "
            "'vs paper': ours minus the paper's, in points."] if sources else []),
+        *([columns.legend()] if columns.legend() else []),
         "",
         tuning.protocol_line(board),
         "",
         table(methods, numbered=True) if methods else "_No successful entries._",
     ]
-    if "" in plots:
-        lines += ["", f"![each modality alone and together]({plots['']['modalities']})"]
-    references = [e for e in finished if e.reference]
+    board_figures = plots.get("", {})
+    lines += [line for kind, alt in BOARD_FIGURES if kind in board_figures
+              for line in ("", f"![{alt}]({board_figures[kind]})")]
+    references = [e for e in done if e.reference]
     if references:
         lines += ["", "## References (not ranked)", "",
                   "Points of comparison rather than methods, e.g. `unimodal`: each modality's encoder trained alone.",

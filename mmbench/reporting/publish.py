@@ -5,7 +5,8 @@ sorted), and `<benchmark>.json`/`.md`, the leaderboard aggregated from them. Pub
 a run's cells are added; a cell published before is kept as it is when the run reproduces it, and replaced (and
 said so) only when the run's outcome differs. A run with fewer seeds therefore adds to an entry instead of
 replacing it, and re-publishing the same results changes nothing, timings included. Entries of another
-benchmark version are never mixed in: publishing into such a file is refused.
+benchmark version are never mixed in: publishing into such a file is refused. The folder's summary over every
+board (`README.md`) and its method pages (`methods/<name>.md`) are rebuilt each time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from mmbench.files import atomic_write_text
 from mmbench.reporting.leaderboard import LeaderboardError, aggregate, read, write
 from mmbench.reporting.markdown import is_fake
+from mmbench.reporting.summary import write_summary
 from mmbench.rundir import RunStore
 from mmbench.schema.results import CellResult
 
@@ -101,4 +103,5 @@ def publish(run_dir: Path, target_dir: Path, plots: bool = False) -> list[Publis
         [merged] = aggregate(list(published.values()))
         write(merged, target, list(published.values()) if plots else None)
         done.append(report)
+    write_summary(Path(target_dir))
     return done

@@ -7,6 +7,8 @@ of its own process, trains, and never raises for a failing cell: every outcome b
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -61,6 +63,20 @@ def _environment(cell: Cell, registry: registry_lib.Registry) -> dict[str, Any]:
             "providers": {place: c.distribution for place, c in providers.items()}}
 
 
+#: the line of a balancer's module docstring that opens its departures from the official code
+DEPARTURES = re.compile(r"^.*differences from the official code.*$", re.IGNORECASE | re.MULTILINE)
+
+
+def balancer_notes(cell: Cell, registry: registry_lib.Registry) -> str | None:
+    """Where the cell's balancer departs from its official code: its module's docstring from the line that names
+    the differences to the end (None when it names none), so the method pages need no plugin."""
+    if cell.balancer.name not in registry.components["balancers"]:
+        return None
+    doc = inspect.getdoc(inspect.getmodule(registry.get("balancers", cell.balancer.name).cls)) or ""
+    found = DEPARTURES.search(doc)
+    return doc[found.start():].strip() if found else None
+
+
 def _error(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
 
@@ -70,7 +86,8 @@ def run_cell(cell: Cell | Mapping[str, Any], registry: registry_lib.Registry | N
     """Train one cell and return its result, whatever happens (a skip, a crash, out of memory, divergence)."""
     cell = cell if isinstance(cell, Cell) else Cell.model_validate(cell)
     registry = registry or registry_lib.default()
-    base = {**cell.result_fields(), "env": _environment(cell, registry)}
+    base = {**cell.result_fields(), "env": _environment(cell, registry),
+            "balancer_notes": balancer_notes(cell, registry)}
     if cell.skip_reason:
         return CellResult(**base, status="skipped", reason=cell.skip_reason)
     try:

@@ -7,6 +7,7 @@ versions only add optional fields).
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -17,7 +18,8 @@ from mmbench.schema.results import ProfileFields, Status
 
 SCHEMA_FAMILY = "mmbench.leaderboard"
 SCHEMA_MAJOR = 1
-SCHEMA = f"{SCHEMA_FAMILY}/{SCHEMA_MAJOR}"
+#: 1.1 added the entries' `contribution`, `utilisation`, `cost` and `balancer_notes`
+SCHEMA = f"{SCHEMA_FAMILY}/{SCHEMA_MAJOR}.1"
 
 
 class Stat(Record):
@@ -25,11 +27,39 @@ class Stat(Record):
     std: float | None
     per_seed: list[float | None]
 
+    @classmethod
+    def of(cls, values: list[float | None]) -> Stat:
+        """Mean and sample standard deviation of the values there are (0 for one), and every value."""
+        real = [v for v in values if v is not None]
+        if not real:
+            return cls(mean=None, std=None, per_seed=values)
+        return cls(mean=statistics.fmean(real), std=statistics.stdev(real) if len(real) > 1 else 0.0,
+                   per_seed=values)
+
 
 class Imbalance(Record):
     weakest: str
     strongest: str
     ratio: float | None = Field(description="weakest / strongest modality's mean primary metric")
+
+
+class Contribution(Record):
+    """How much each modality gives the primary test metric, per seed then over seeds (`mmbench.reporting.balance`
+    has the formulas): the exact Shapley value over the coalitions of modalities, its share of their sum, and
+    the imbalance degree, the spread of the shares (0: every modality gives as much; 1: one gives everything)."""
+
+    shapley: dict[str, Stat] = Field(description="modality -> its Shapley value (a fraction, like the metrics)")
+    share: dict[str, Stat] = Field(description="modality -> its Shapley value over the sum of all of them")
+    imbalance_degree: Stat = Field(description="largest share minus smallest share")
+
+
+class Cost(Record):
+    """What an entry cost beyond its time per epoch, derived from its profile."""
+
+    device_hours: float | None = Field(description="hours of the devices one training run held (mean over the "
+                                                   "seeds): training wall time x devices, a CPU counting as one")
+    flops_vs_baseline: float | None = Field(description="its training step's FLOPs over the baseline's with the "
+                                                        "same encoders and fusion")
 
 
 class CoefficientSummary(Record):
@@ -104,9 +134,16 @@ class Entry(Record):
     metrics: dict[str, Stat] = Field(default_factory=dict)
     unimodal: dict[str, dict[str, Stat]] = Field(default_factory=dict)
     imbalance: Imbalance | None = None
+    contribution: Contribution | None = None
+    utilisation: dict[str, float | None] = Field(default_factory=dict, description=(
+        "modality -> its own primary metric inside this model over the same modality's alone, in the `unimodal` "
+        "reference with the same encoders (1: the model reaches the modality's potential)"))
     missing_modality: dict[str, dict[str, Stat]] = Field(default_factory=dict)
     diagnostics: dict[str, CoefficientSummary] = Field(default_factory=dict)
     profile: Profile | None = None
+    cost: Cost | None = None
+    balancer_notes: str | None = Field(None, description="the balancer's departures from its official code "
+                                                         "(`CellResult.balancer_notes`)")
     env: dict[str, Any] = Field(default_factory=dict, description="the first seed's cell environment "
                                                                    "(`CellResult.env`)")
     mmbench_version: str | None = None

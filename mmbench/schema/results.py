@@ -19,7 +19,8 @@ from mmbench.schema.record import Record, check_schema
 
 SCHEMA_FAMILY = "mmbench.cell"
 SCHEMA_MAJOR = 1
-SCHEMA = f"{SCHEMA_FAMILY}/{SCHEMA_MAJOR}"
+#: 1.1 added the test split's `coalitions`, the profile's `step_flops` and `balancer_notes`
+SCHEMA = f"{SCHEMA_FAMILY}/{SCHEMA_MAJOR}.1"
 
 Status = Literal["ok", "failed", "diverged", "skipped"]
 #: worst first: an entry aggregated over seeds takes the status of its worst seed
@@ -41,6 +42,11 @@ class SplitScores(Record):
     unimodal: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     missing_modality: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     unimodal_loss: dict[str, float | None] = Field(default_factory=dict)
+    coalitions: dict[str, dict[str, float | None]] = Field(default_factory=dict, description=(
+        "the metrics of the model with only a subset of its modalities kept (the others dropped as in "
+        "missing-modality evaluation), for every subset: key = the kept modalities sorted and joined by '+', "
+        "'' for none kept. Recorded for the test split of tasks with 2 to 4 modalities; each modality's Shapley "
+        "contribution is computed from them"))
 
 
 class EpochRecord(Record):
@@ -75,6 +81,10 @@ class ProfileFields(Record):
                                                        "since the process started (the peak could not be reset)")
     params: dict[str, int]
     accelerator_hours: float
+    step_flops: float | None = Field(None, description="floating-point operations of one training step at the "
+                                                       "cell's shapes: forward, backward and any extra passes of "
+                                                       "the balancer, counted by torch's FlopCounterMode on the "
+                                                       "cell's first step (None: not measured)")
 
 
 class CellProfile(ProfileFields):
@@ -98,6 +108,9 @@ class CellResult(CellSpec):
     val: SplitScores | None = None
     history: list[EpochRecord] = Field(default_factory=list)
     profile: CellProfile | None = None
+    balancer_notes: str | None = Field(None, description="where the balancer departs from its official code, as "
+                                                         "its module docstring says (from the line naming the "
+                                                         "differences to the end), for the method pages")
     env: dict[str, Any] = Field(default_factory=dict, description=(
         "versions of what can move a number (python, torch, mmbench, commit, ...); `plugins`: distribution -> "
         "version of the cell's components; `providers`: each component's place (task, fusion, balancer, "

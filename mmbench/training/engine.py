@@ -33,7 +33,7 @@ from mmbench.schema.results import EpochRecord, SplitScores
 from mmbench.training import acceleration, profiling
 from mmbench.training import metrics as metric_lib
 from mmbench.training.batches import CellData, collate
-from mmbench.training.evaluation import evaluate, finite
+from mmbench.training.evaluation import coalition_scores, evaluate, finite
 from mmbench.training.model import MultimodalModel
 from mmbench.training.optim import build_optimizer, build_scheduler, resolve_device
 from mmbench.training.stages import freeze_for, optimized_groups
@@ -124,13 +124,17 @@ def step(ctx: TrainContext, balancer: Balancer, batch: Batch, clock: profiling.S
     totals.labels.append(batch.label)
 
 
-def _run_epoch(ctx: TrainContext, balancer: Balancer, clock: profiling.StepClock) -> tuple[Tensor, Tensor, Tensor]:
-    """Train one epoch; returns the summed loss (on device), and the epoch's train logits and labels."""
+def _run_epoch(ctx: TrainContext, balancer: Balancer, clock: profiling.StepClock,
+               flops: profiling.StepFlops) -> tuple[Tensor, Tensor, Tensor]:
+    """Train one epoch (the cell's first step counted by `flops`); returns the summed loss (on device), and the
+    epoch's train logits and labels."""
     ctx.model.train()
     totals = EpochTotals(torch.zeros((), device=ctx.device))
     iterator = iter(ctx.train_loader)
     for ctx.step_in_epoch in range(len(ctx.train_loader)):  # noqa: B020 - the context carries the position
-        step(ctx, balancer, clock.timed_fetch(iterator), clock, totals)
+        batch = clock.timed_fetch(iterator)
+        with flops.counting(ctx.step):
+            step(ctx, balancer, batch, clock, totals)
         ctx.step += 1
     clock.finish()
     return totals.loss, torch.cat(totals.logits), torch.cat(totals.labels)
@@ -229,6 +233,7 @@ def train(
     rss_scope = profiling.reset_peak_host_rss()
     profiling.reset_peak_memory(device)
     clock = profiling.StepClock(device)
+    flops = profiling.StepFlops()
     timer = profiling.Stopwatch()
     with timer("balancer"):
         balancer.setup(ctx)
@@ -241,7 +246,7 @@ def train(
             scheduler = stages.enter(ctx, scheduler)
             balancer.on_epoch_start(ctx)
             ctx.train_loader = data.epoch(ctx.epoch, balancer.epoch_data(ctx))
-        loss_sum, train_logits, train_labels = _run_epoch(ctx, balancer, clock)
+        loss_sum, train_logits, train_labels = _run_epoch(ctx, balancer, clock, flops)
         train_loss = float(loss_sum) / max(1, len(ctx.train_loader))
         if not np.isfinite(train_loss):
             outcome.status, outcome.diverged_epoch, outcome.divergence = "diverged", ctx.epoch, "training loss"
@@ -278,13 +283,16 @@ def train(
             outcome.best_epoch = ctx.history[-1].epoch
         selected.restore(model)
         outcome.val = finite(evaluate(model, ctx, balancer, val))
-        outcome.test = finite(evaluate(model, ctx, balancer, data.evaluation("test"))) if evaluate_test else None
-    outcome.profile = _profile(model, clock, timer, device, train_seconds, len(ctx.history), rss_scope)
+        if evaluate_test:
+            test = data.evaluation("test")
+            outcome.test = finite(evaluate(model, ctx, balancer, test))
+            outcome.test.coalitions = coalition_scores(model, ctx, balancer, test)
+    outcome.profile = _profile(model, clock, timer, device, train_seconds, len(ctx.history), rss_scope, flops.total)
     return outcome
 
 
 def _profile(model: MultimodalModel, clock: profiling.StepClock, timer: profiling.Stopwatch, device: torch.device,
-             train_seconds: float, epochs: int, rss_scope: str) -> dict[str, Any]:
+             train_seconds: float, epochs: int, rss_scope: str, step_flops: int | None) -> dict[str, Any]:
     """Where the training time went. `train_seconds` spans the epochs: steps, data loading, validation and the
     balancer's epoch hooks (its share is reported apart, since `step_ms` cannot show it)."""
     compute_seconds = sum(clock.step_seconds)
@@ -306,4 +314,5 @@ def _profile(model: MultimodalModel, clock: profiling.StepClock, timer: profilin
         "host_rss_scope": rss_scope,
         "params": model.parameter_counts(),
         "accelerator_hours": train_seconds / 3600.0 * device_info["count"] if device.type != "cpu" else 0.0,
+        "step_flops": step_flops,
     }

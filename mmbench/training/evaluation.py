@@ -1,8 +1,10 @@
 """Evaluation: the metrics of a split under the model as it is, fused, with each modality alone, and with each
-modality missing; each set of predictions scored once."""
+modality missing; each set of predictions scored once. For the final test split also with every coalition of
+modalities kept, from which reporting computes each modality's Shapley contribution."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -88,6 +90,40 @@ def evaluate(model: MultimodalModel, ctx: TrainContext, balancer: Balancer, batc
         missing_modality={m: score(missing[m]) for m in modalities},
         unimodal_loss={m: loss_of(alone[m]) for m in modalities},
     )
+
+
+#: coalitions are measured exactly, every subset of the modalities, up to this many modalities (16 subsets)
+MAX_COALITION_MODALITIES = 4
+
+
+@torch.no_grad()
+def coalition_scores(model: MultimodalModel, ctx: TrainContext, balancer: Balancer,
+                     batches: Batches) -> dict[str, dict[str, float | None]]:
+    """The metrics of the model with each subset of its modalities kept and the others dropped (the rule of
+    `evaluate`'s missing-modality passes), keyed by the kept modalities sorted and joined by '+' ('' for none).
+    Empty for fewer than 2 or more than `MAX_COALITION_MODALITIES` modalities. Encoders run once per batch
+    (twice for an intermediate fusion, which must encode without the dropped inputs)."""
+    modalities = model.modalities
+    if not 2 <= len(modalities) <= MAX_COALITION_MODALITIES:
+        return {}
+    kept_sets = [frozenset(c) for k in range(len(modalities) + 1) for c in itertools.combinations(modalities, k)]
+    logits: dict[frozenset[str], list[Tensor]] = {kept: [] for kept in kept_sets}
+    labels: list[Tensor] = []
+    was_training = model.training
+    model.eval()
+    for batch in batches:
+        with ctx.autocast():
+            features = model.fusion_inputs(batch.inputs)
+            without = _passes_without(model, batch.inputs, features)
+            for kept in kept_sets:
+                out = model.head(features) if len(kept) == len(modalities) else without(set(modalities) - kept)
+                logits[kept].append(balancer.eval_logits(ctx, out).float())
+        labels.append(batch.label)
+    model.train(was_training)
+    y, task = torch.cat(labels), ctx.task
+    return {"+".join(sorted(kept)): finite(dict(metric_lib.compute(task.metrics, torch.cat(chunks), y,
+                                                                   task.num_classes, task.multilabel)))
+            for kept, chunks in logits.items()}
 
 
 def finite(scores: Any) -> Any:

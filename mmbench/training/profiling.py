@@ -129,6 +129,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@dataclass
+class StepFlops:
+    """Floating-point operations of one training step, counted by torch's `FlopCounterMode` on the cell's first
+    step: the forward and backward passes and any extra pass the balancer makes. That step trains as every other
+    does, only counted (no extra step runs); counting slows it on the host, and it is the warm-up step anyway."""
+
+    total: int | None = None
+
+    def counting(self, step: int) -> contextlib.AbstractContextManager:
+        """Count the step numbered `step` of the cell when it is the first; any other runs as it is."""
+        return self._count() if step == 0 else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _count(self) -> Iterator[None]:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            yield
+        self.total = counter.get_total_flops() or None
+
+
 def device_description(device: torch.device) -> dict[str, Any]:
     """What ran the cell: the accelerator's name, or the CPU model with the intra-op threads it was given."""
     if device.type == "cuda":

@@ -48,6 +48,21 @@ def test_markdown_ranks_by_primary_metric_and_shows_gain_over_joint(run_dir):
     assert "| unimodal " not in ranking and references.count("| unimodal ") == 2
 
 
+def test_a_grid_run_gives_the_board_its_balance_and_cost_fields(run_dir):
+    board = lb.read(run_dir / "leaderboard.json")
+    assert board.schema_ == "mmbench.leaderboard/1.1"
+    for entry in board.entries:
+        shares = entry.contribution.share
+        for seed in range(2):  # each seed's shares add up to 1 (the model beats predicting from no input)
+            assert sum(shares[m].per_seed[seed] for m in board.modalities) == pytest.approx(1.0)
+        assert entry.profile.step_flops > 0 and entry.cost.device_hours > 0
+        if entry.balancer.name == "joint":
+            assert entry.cost.flops_vs_baseline == 1.0
+            assert set(entry.utilisation) == {"fast", "slow"} and all(u > 0 for u in entry.utilisation.values())
+    text = md.render_markdown(board)
+    assert all(column in text for column in ("fast share (%)", "imbalance", "slow util.", "FLOPs × joint"))
+
+
 def test_unknown_schema_major_is_refused(run_dir, tmp_path):
     data = json.loads((run_dir / "leaderboard.json").read_text())
     data["schema"] = "mmbench.leaderboard/2"

@@ -11,6 +11,7 @@ from mmbench.reporting import markdown as md
 from mmbench.reporting.publish import publish
 from mmbench.rundir import RunStore, RunStoreError
 from mmbench.schema.leaderboard import SCHEMA as LEADERBOARD_SCHEMA
+from mmbench.schema.leaderboard import Stat
 from mmbench.schema.results import CellResult
 from tests.fixtures.results import board_of, record
 
@@ -190,7 +191,7 @@ def test_the_papers_number_and_the_difference_are_shown_when_the_grid_names_them
 
 
 def test_a_metric_no_seed_reported_keeps_a_none_per_seed():
-    assert lb._stat([None, None]).model_dump() == {"mean": None, "std": None, "per_seed": [None, None]}
+    assert Stat.of([None, None]).model_dump() == {"mean": None, "std": None, "per_seed": [None, None]}
 
 
 def test_a_run_over_two_benchmarks_writes_a_board_and_figures_per_benchmark(tmp_path):

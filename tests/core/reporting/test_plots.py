@@ -32,7 +32,7 @@ def plotted_run(tmp_path_factory):
     return out
 
 
-def test_run_writes_curves_coefficients_and_the_modality_chart_and_links_them(plotted_run):
+def test_run_writes_curves_coefficients_and_the_board_charts_and_links_them(plotted_run):
     out = plotted_run
     folder = out / "leaderboard-plots"
     curves = sorted(folder.glob("*-curves.png"))
@@ -40,8 +40,12 @@ def test_run_writes_curves_coefficients_and_the_modality_chart_and_links_them(pl
     assert len(curves) == 2 and len(coefficients) == 1  # joint reports no coefficients, ogm does
     for path in [*curves, *coefficients, folder / "modalities.png"]:
         assert _drawn(path) > 20, path
+    for path in [folder / "gain_vs_imbalance.png", folder / "gain_vs_cost.png"]:  # ogm against joint: both known
+        assert _drawn(path) > 20, path
     markdown = (out / "leaderboard.md").read_text()
     assert "![each modality alone and together](leaderboard-plots/modalities.png)" in markdown
+    assert "![gain against imbalance degree](leaderboard-plots/gain_vs_imbalance.png)" in markdown
+    assert "![gain against compute](leaderboard-plots/gain_vs_cost.png)" in markdown
     assert f"[coefficients](leaderboard-plots/{coefficients[0].name})" in markdown
     assert all(f"[curves](leaderboard-plots/{p.name})" in markdown for p in curves)
 
@@ -80,7 +84,7 @@ def test_figures_drawn_in_forked_processes_are_the_same_files(plotted_run, tmp_p
     assert found.returncode == 0, found.stderr
     drawers, verdict = found.stdout.strip().splitlines()[-2:]
     assert int(drawers) >= 1  # curves were drawn outside the calling process
-    assert verdict == "True True 4"  # 2 curves, 1 coefficient figure, the modality chart
+    assert verdict == "True True 6"  # 2 curves, 1 coefficient figure, the modality chart, the 2 gain figures
 
 
 def test_figures_are_drawn_in_this_process_when_another_thread_runs():

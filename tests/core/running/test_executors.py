@@ -104,7 +104,7 @@ def test_results_round_trip_through_json(registry):
     result = run_cell(cell, registry)
     assert result.status == "ok" and result.cell_id == cell.cell_id
     again = CellResult.model_validate_json(json.dumps(result.to_json()))
-    assert again == result and again.schema_ == "mmbench.cell/1"
+    assert again == result and again.schema_ == "mmbench.cell/1.1"
 
 
 def test_a_result_records_the_plugins_of_its_own_components_only(registry):
