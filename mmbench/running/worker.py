@@ -63,8 +63,9 @@ def _environment(cell: Cell, registry: registry_lib.Registry) -> dict[str, Any]:
             "providers": {place: c.distribution for place, c in providers.items()}}
 
 
-#: the line of a balancer's module docstring that opens its departures from the official code
-DEPARTURES = re.compile(r"^.*differences from the official code.*$", re.IGNORECASE | re.MULTILINE)
+#: the first line of a balancer's module docstring that names its differences from (or departures from) the
+#: official code or its reference implementation: "Differences from the official code, and why:" and the like
+DEPARTURES = re.compile(r"^.*\b(differ(ences?|s)?|depart(ures?|s)?)\b.*$", re.IGNORECASE | re.MULTILINE)
 
 
 def balancer_notes(cell: Cell, registry: registry_lib.Registry) -> str | None:
@@ -72,7 +73,12 @@ def balancer_notes(cell: Cell, registry: registry_lib.Registry) -> str | None:
     the differences to the end (None when it names none), so the method pages need no plugin."""
     if cell.balancer.name not in registry.components["balancers"]:
         return None
-    doc = inspect.getdoc(inspect.getmodule(registry.get("balancers", cell.balancer.name).cls)) or ""
+    return departures(registry.get("balancers", cell.balancer.name).cls)
+
+
+def departures(balancer: type) -> str | None:
+    """The balancer module's docstring from the line that names its differences from the official code."""
+    doc = inspect.getdoc(inspect.getmodule(balancer)) or ""
     found = DEPARTURES.search(doc)
     return doc[found.start():].strip() if found else None
 

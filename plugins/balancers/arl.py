@@ -20,6 +20,8 @@ UCF101"; per-task T below), start 5 (L69), clip 40, entropy floor 0.3 (L124–12
 CREMA-D (`cramed_arl.sh`), but γ 3 / T 4 on Kinetics-Sounds and γ 5 / T 4 on AVE, and argparse's γ is 1.0; the
 paper's γ is followed.
 
+Differences from the official code, and why:
+
 The released code never applies the asymmetric weights (the defect that changes the method): `weight` is
 computed and only printed (L152–157); the encoders read `args.audio_weight` / `args.visual_weight`, set to 0.5
 in the warm-up (L163–164) and never updated, so after the warm-up both encoders' gradients are multiplied by

@@ -16,7 +16,7 @@ modality is improving, and CGGM acts twice on every step, after the plain backwa
   modality improves slowest. A cosine of `.grad` tensors would carry no gradient at all (they are not part of
   the graph), so the released form is the one that acts, and it is the one followed.
 
-Mapping onto this suite's model, and why:
+Differences from the official code (mapping onto this suite's model), and why:
 
 * The auxiliary classifiers read each encoder's pooled feature `(B, D_m)` (released: small transformers over
   the encoders' token sequences): `Linear(D_m, D_m) → ReLU → Linear(D_m, C)`, the released classifier's head

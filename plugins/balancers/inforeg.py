@@ -21,6 +21,8 @@ Linear weights — measured after the proximal addition): with the history of tr
 Defaults: threshold 0.05 and length 10 (`main.py` L237–243, L465, L693–694); the loss with the unimodal terms
 (L361–363, L456–458); the scores as batch sums (L460–461).
 
+Differences from the official code, and why:
+
 The released code's constants are tied to CREMA-D's audio/visual pair (its default dataset). That code is the
 evidence for each choice below; the default follows the paper's description (regulate the information-sufficient
 modality during its own window), and parameters reproduce the release:

@@ -18,6 +18,8 @@ variant (`Crema_epoch_learnable.py`) learns over 200 CREMA-D epochs: 0.2046 at e
 not used (`ignores_fusion`); predictions are `z̄` over the modalities present (a dropped modality gets weight 0,
 the others are renormalised, so "modality m alone" is exactly `o_m`).
 
+Differences from the official code, and why:
+
 The released alignment is not the Jensen–Shannon divergence it is named after (the defect that changes the
 method): `F.kl_div(p.log(), m)` computes `KL(m ‖ p)` (PyTorch's `kl_div(input, target)` is
 `Σ target·(log target − input)`), so the code minimises `½KL(p̄‖p_a) + ½KL(p̄‖p_v)` (L37–44). The default is the

@@ -5,6 +5,7 @@ import torch
 
 from mmbench import registry as registry_lib
 from mmbench.contract.balancer import Balancer
+from mmbench.running.worker import departures
 from mmbench.schema.params import Params
 from mmbench.testing import check_balancer, forbid_host_sync, train_tiny
 from mmbench.training import engine
@@ -24,6 +25,14 @@ def test_every_task_default_names_an_installed_task():
     """A per-task default keyed by a name no installed task has is never applied (a typo drops a paper's value
     silently). A new dataset needs no balancer's defaults: they are the papers' values for their datasets."""
     assert REGISTRY.unknown_task_defaults() == {}
+
+
+def test_every_method_names_its_differences_from_the_official_code():
+    """The board's method pages show each method's departures from its official code (or reference
+    implementation), cut from its module docstring at the line that names them; the baselines have none."""
+    without = {name for name in names("balancers")
+               if departures(REGISTRY.get("balancers", name).cls) is None}
+    assert without == {"joint", "unimodal", "modality_dropout"} & set(names("balancers"))
 
 
 @pytest.mark.parametrize("name", names("tasks"))
