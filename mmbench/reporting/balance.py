@@ -77,7 +77,7 @@ def seed_contribution(coalitions: Mapping[str, Mapping[str, float | None]], metr
         if score is None:
             return None
         value[coalition(key)] = -score if lower_is_better else score
-    players = sorted(max(value, key=len, default=frozenset()))
+    players = sorted(frozenset[str]().union(*value))
     if len(players) < 2 or len(value) != 2 ** len(players):
         return None
     gains = shapley(value, players)

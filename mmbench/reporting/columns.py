@@ -17,6 +17,10 @@ NONE = "–"
 UNITS = (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3), ("FLOP", 1.0))
 
 
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else fraction * 100
+
+
 def _number(value: float | None, spec: str) -> str:
     return NONE if value is None else format(value, spec)
 
@@ -53,8 +57,8 @@ class BalanceAndCost:
         cells = []
         if self.shares:
             c = entry.contribution
-            cells += [_number(c.share[m].mean * 100 if c and m in c.share and c.share[m].mean is not None else None,
-                              ".1f") for m in self.modalities]
+            means = {m: c.share[m].mean for m in self.modalities if c and m in c.share}
+            cells += [_number(_percent(means.get(m)), ".1f") for m in self.modalities]
             cells.append(_number(c.imbalance_degree.mean if c else None, ".2f"))
         if self.utilisation:
             cells += [_number(entry.utilisation.get(m), ".2f") for m in self.modalities]

@@ -109,7 +109,7 @@ def aggregate_entry(results: list[CellResult], trials: dict[str, list[CellResult
     distinct = {r.reason for r in worst if r.reason}
     reasons = sorted(distinct) if len(distinct) <= 1 else [f"seed {r.seed}: {r.reason}" for r in worst]
     finished = [r for r in results if r.status == "ok" and r.test is not None]
-    tests = [r.test for r in finished]
+    tests = [r.test for r in results if r.status == "ok" and r.test is not None]
     unimodal = _nested_stats([t.unimodal for t in tests])
     env = first.env
     return Entry(

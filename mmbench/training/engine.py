@@ -233,7 +233,7 @@ def train(
     rss_scope = profiling.reset_peak_host_rss()
     profiling.reset_peak_memory(device)
     clock = profiling.StepClock(device)
-    flops = profiling.StepFlops()
+    flops = profiling.StepFlops(enabled=not recipe.compile)
     timer = profiling.Stopwatch()
     with timer("balancer"):
         balancer.setup(ctx)

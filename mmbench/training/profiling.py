@@ -133,13 +133,16 @@ def cpu_model() -> str:
 class StepFlops:
     """Floating-point operations of one training step, counted by torch's `FlopCounterMode` on the cell's first
     step: the forward and backward passes and any extra pass the balancer makes. That step trains as every other
-    does, only counted (no extra step runs); counting slows it on the host, and it is the warm-up step anyway."""
+    does, only counted (no extra step runs); counting slows it on the host, and it is the warm-up step anyway.
+    A compiled model (`compile: true`) is not counted: dynamo does not trace a forward run under the counter's
+    dispatch mode, so counting would leave the model uncompiled."""
 
     total: int | None = None
+    enabled: bool = True
 
     def counting(self, step: int) -> contextlib.AbstractContextManager:
         """Count the step numbered `step` of the cell when it is the first; any other runs as it is."""
-        return self._count() if step == 0 else contextlib.nullcontext()
+        return self._count() if step == 0 and self.enabled else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def _count(self) -> Iterator[None]:

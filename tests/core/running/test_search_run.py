@@ -133,6 +133,7 @@ def test_defaults_and_tuned_runs_publish_to_separate_boards(tuned_run, registry,
     publish(plain, boards)
     publish(out, boards)
     assert sorted(p.name for p in boards.iterdir()) == [
+        "README.md", "methods",  # the summary over every board, a page per method
         "watched-tuned.cells.jsonl", "watched-tuned.json", "watched-tuned.md",
         "watched.cells.jsonl", "watched.json", "watched.md"]
     assert {e.hyperparameters for e in lb.read(boards / "watched.json").entries} == {"defaults"}
