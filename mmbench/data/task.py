@@ -76,6 +76,15 @@ class PreparedTask(Task):
     #: the folder of the shipped split lists and their SHA256SUMS (None: the lists come with the release and
     #: `import_lists` copies them into `<root>/lists`, or the release's own files say each sample's split)
     lists_folder: ClassVar[Path | None] = None
+    #: the version of the prepared form `prepare` writes (None: the task's `version`). A new `version` that only
+    #: changes how samples are read (the training protocol) keeps the old one here, so prepared roots stay valid
+    #: and keep their fingerprint, while results under the new protocol never rank with the old
+    prepared_version: ClassVar[str | None] = None
+
+    @property
+    def form_version(self) -> str:
+        """The prepared form's version this task reads and writes."""
+        return self.prepared_version or self.version
 
     @property
     def num_classes(self) -> int:
@@ -206,15 +215,15 @@ class PreparedTask(Task):
         self.import_lists(raw)
         items = self.items(raw)
         preprocessing = self.preprocessing()
-        settings = {"raw": str(raw.resolve()), "version": self.version, "preprocessing": preprocessing}
+        settings = {"raw": str(raw.resolve()), "version": self.form_version, "preprocessing": preprocessing}
         outcome = prepare_samples(root, self.name, items, self.processor(), settings, partial=partial, workers=workers,
                                   ragged=self.ragged, annotations=self.annotation_problems(raw))
         self.after_prepare(raw, outcome)
         kept = {i.id for i in outcome.kept}
         counts = {split: sum(i in kept for i, _ in pairs) for split, pairs in self.lists().items()}
-        write_manifest(root, Manifest(task=self.name, version=self.version, split_hashes=self.split_hashes(raw) or {},
-                                      preprocessing=preprocessing, partial=partial, counts=counts,
-                                      kept=self.kept_identity(outcome)))
+        write_manifest(root, Manifest(task=self.name, version=self.form_version,
+                                      split_hashes=self.split_hashes(raw) or {}, preprocessing=preprocessing,
+                                      partial=partial, counts=counts, kept=self.kept_identity(outcome)))
 
     def kept_identity(self, outcome: Outcome) -> str | None:
         """What identifies the kept samples in the fingerprint when some listed ones were left out."""
@@ -250,9 +259,9 @@ class PreparedTask(Task):
     def check(self) -> list[str]:
         manifest = self.read_manifest()
         problems = []
-        if manifest.version != self.version:
-            problems.append(f"prepared by task version {manifest.version}; this is version {self.version}: "
-                            "prepare again")
+        if manifest.version != self.form_version:
+            problems.append(f"prepared by task version {manifest.version}; this one reads version "
+                            f"{self.form_version}: prepare again")
         problem = self.preprocessing_problem(manifest)
         if problem:
             problems.append(problem)

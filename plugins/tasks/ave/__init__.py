@@ -79,6 +79,7 @@ class AveTask(AudioVisualTask):
 
     name = "ave"
     version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
+    prepared_version = "1"  # the prepared arrays are those of version 1
     Params = AveParams
     params: AveParams
     source = "github.com/YapengTian/AVE-ECCV18 (the AVE_Dataset archive it links: AVE/*.mp4, Annotations.txt)"

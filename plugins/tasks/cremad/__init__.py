@@ -72,6 +72,7 @@ class CremadTask(AudioVisualTask):
 
     name = "cremad"
     version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
+    prepared_version = "1"  # the prepared arrays are those of version 1
     Params = CremadParams
     params: CremadParams
     source = "github.com/CheyneyComputerScience/CREMA-D (AudioWAV/ and VideoFlash/, via Git LFS)"

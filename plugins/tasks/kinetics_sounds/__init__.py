@@ -74,6 +74,7 @@ class KineticsSoundsTask(AudioVisualTask):
 
     name = "kinetics_sounds"
     version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
+    prepared_version = "1"  # the prepared arrays are those of version 1
     Params = KineticsSoundsParams
     source = ("Kinetics-400 videos (github.com/cvdfoundation/kinetics-dataset), the clips of OGM-GE's "
               "data/KineticSound lists")

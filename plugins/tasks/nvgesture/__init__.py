@@ -230,6 +230,7 @@ class NVGestureTask(PreparedTask):
 
     name = "nvgesture"
     version = "2"  # 2: training windows and crops drawn per sample (`Reseeded`), not from the worker's generator
+    prepared_version = "1"  # the prepared arrays are those of version 1
     Params = NVGestureParams
     params: NVGestureParams
     metrics = ("accuracy", "macro_f1")

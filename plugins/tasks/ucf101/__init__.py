@@ -54,6 +54,7 @@ class Ucf101Task(AudioVisualTask):
 
     name = "ucf101"
     version = "2"  # 2: training crops drawn per sample and finished on the device (common/audiovisual.py)
+    prepared_version = "1"  # the prepared arrays are those of version 1
     Params = Ucf101Params
     params: Ucf101Params
     source = "crcv.ucf.edu/data/UCF101.php (UCF101.rar and UCF101TrainTestSplits-RecognitionTask.zip)"

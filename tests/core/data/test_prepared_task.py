@@ -181,3 +181,23 @@ def test_a_partial_copy_may_lack_classes_but_never_a_whole_split(tmp_path):
     assert task.check() == ["the test split is empty: no sample of it is in the root (its samples were missing or "
                             "bad when it was prepared: prepare-report.json); prepare again from a copy that holds "
                             "some of them"]
+
+
+def test_a_new_protocol_version_reads_roots_of_the_prepared_form_it_keeps(tmp_path):
+    """A task version that changes only how samples are read keeps `prepared_version`: the root prepared before
+    stays sound and keeps its fingerprint; a version that changes the prepared form asks for a new prepare."""
+    raw = write_pairs(tmp_path / "raw", [(f"t{i}", "train", ("low", "high")[i % 2]) for i in range(6)]
+                      + [("e0", "test", "low"), ("e1", "test", "high")])
+    before = Pairs(HoldoutParams(), root=tmp_path / "root")
+    before.prepare(raw)
+
+    class ReadAnew(Pairs):
+        version, prepared_version = "2", "1"
+
+    class PreparedAnew(Pairs):
+        version = "2"
+
+    assert ReadAnew(HoldoutParams(), root=tmp_path / "root").check() == []
+    assert ReadAnew(HoldoutParams(), root=tmp_path / "root").fingerprint() == before.fingerprint()
+    assert PreparedAnew(HoldoutParams(), root=tmp_path / "root").check()[0] == \
+        "prepared by task version 1; this one reads version 2: prepare again"
