@@ -17,8 +17,8 @@ learning state is diagnosed from the separability of its features, and its encod
 Defaults (official): λ = 3 (`--move_lambda`), re-initialisation after epochs 20, 40 and 60 of 90 (`reinit_epoch`
 20, `reinit_num` 3, `script/ours.sh`; the trigger is `epoch % 20 == 0 and epoch > 0`, epochs from 0), the recipe
 SGD lr 0.002 constant, momentum 0.9, weight decay 1e-4, batch 64 (the grid's). `reinit_every: null` keeps the
-official proportion on runs of another length: every round(epochs·20/90) epochs (at least 1); CREMA-D,
-Kinetics-Sounds and UCF101 (the README's datasets) take 20.
+official proportion on runs of another length: every round(epochs·20/90) epochs (at least 1); CREMA-D and
+Kinetics-Sounds (README datasets; the suite's `ucf101` is another modality pair) take the official 20.
 
 k-means: the official code calls scikit-learn's `KMeans(n_clusters=C, random_state=0)`. This file runs the same
 algorithm in torch, on the features' device (no extra dependency, no copy to the host): greedy k-means++
@@ -154,7 +154,7 @@ class Relearning(Balancer):
     Params = RelearningParams
     params: RelearningParams
     requires = Requirements(initial_weights=True, single_label=True)
-    task_defaults = {t: {"reinit_every": 20} for t in ("cremad", "kinetics_sounds", "ucf101")}
+    task_defaults = {t: {"reinit_every": 20} for t in ("cremad", "kinetics_sounds")}
 
     def setup(self, ctx: TrainContext) -> None:
         self.modalities = tuple(ctx.model.modalities)
