@@ -159,7 +159,7 @@ class MIDAS(Balancer):
 
     def loss(self, ctx: TrainContext, batch: Batch, out: ModelOutput) -> Tensor:
         y = batch.label
-        unimodal = sum(ctx.task_loss(out.unimodal[m], y) for m in self.modalities) / len(self.modalities)
+        unimodal = torch.stack([ctx.task_loss(out.unimodal[m], y) for m in self.modalities]).mean()
         self.stats.add("alpha", self.alpha)
         if ctx.epoch < self.warmup:
             return unimodal

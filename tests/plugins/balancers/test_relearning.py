@@ -49,7 +49,7 @@ def test_kmeans_purity_matches_scikit_learn(spread, tolerance):
 
 
 def test_a_reinitialisation_moves_each_encoder_by_its_own_strength():
-    balancer, ctx, batch = tiny_context(tiny_components("relearning", {"holdout": "val", "kmeans_restarts": 2}))
+    balancer, ctx, batch = tiny_context(tiny_components("relearning", {"kmeans_restarts": 2}))
     ctx.initial_state = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
     for _ in range(20):  # move the weights away from their start
         balancer.train_step(ctx, batch)
@@ -76,7 +76,8 @@ def test_a_reinitialisation_moves_each_encoder_by_its_own_strength():
 
 
 def test_schedule_and_holdout_in_a_run():
-    outcome = train_tiny(Relearning, epochs=5, balancer_params={"reinit_every": 1, "reinit_num": 2})
+    outcome = train_tiny(Relearning, epochs=5,
+                         balancer_params={"reinit_every": 1, "reinit_num": 2, "holdout": "train"})
     assert_trained(outcome, 5)
     reinits = [e.coefficients["reinits"] for e in outcome.history]
     assert reinits == [0, 0, 1, 2, 2]  # after epochs 1 and 2 (epoch 0 never triggers), then the limit
@@ -85,7 +86,7 @@ def test_schedule_and_holdout_in_a_run():
 
 
 def test_the_held_out_part_is_carved_from_the_training_split_and_not_trained_on():
-    balancer, ctx, _ = tiny_context(tiny_components("relearning"))
+    balancer, ctx, _ = tiny_context(tiny_components("relearning", {"holdout": "train"}))
     ctx.train_size = 256
     balancer.setup(ctx)
     trained = list(balancer.epoch_data(ctx).indices)

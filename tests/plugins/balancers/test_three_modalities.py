@@ -15,7 +15,7 @@ from tests import ROOT
 GRID = ROOT / "grids" / "synthetic3.yaml"
 #: what may not run three modalities (declared, so the cells are skipped with the reason), with the fusion
 #: each of these balancers needs
-TWO_ONLY_BALANCERS = {"greedy": "mmtm", "pm_mo": "gmu"}
+TWO_ONLY_BALANCERS = {"greedy": "mmtm", "pm_mo": "gmu", "midas": "concat"}
 TWO_ONLY_FUSIONS = {"gmu", "film", "gated"}
 
 
@@ -44,4 +44,5 @@ def test_every_balancer_runs_three_modalities_or_is_skipped_with_the_reason(tmp_
     reasons = {name: c["reason"] for c in cells for name, fusion in TWO_ONLY_BALANCERS.items()
                if c["balancer"]["name"] == name and c["fusion"]["name"] == fusion}
     assert reasons == {"greedy": "greedy handles 2..2 modalities; 'synthetic' has 3",
-                       "pm_mo": "fusion 'gmu' fuses at most 2 modalities; 'synthetic' has 3"}
+                       "pm_mo": "fusion 'gmu' fuses at most 2 modalities; 'synthetic' has 3",
+                       "midas": "midas handles 2..2 modalities; 'synthetic' has 3"}
