@@ -41,9 +41,8 @@ Differences from the official code, and why:
   (measured: `docs/methods/pareto-augmentation-relearning.md`). The carved part is read like the training split
   (with its random transforms; the official val loader has none).
 * Timing: the official code re-initialises right after an epoch's evaluation; here it happens at the start of the
-  next epoch (the same weights, so the same diagnosis), because the engine offers the epoch's model for
-  selection after `on_epoch_end`: a re-initialisation there would be stored with the score of the weights before.
-  A trigger after the last epoch therefore does nothing (it changes nothing the official code reports either).
+  next epoch (the same weights, so the same diagnosis, and the same training). A trigger after the last epoch
+  therefore does nothing (it changes nothing the official code reports either).
 * Parameters by model group (`encoder.<m>`), not by the names `audio_net`/`visual_net`; any number of modalities
   (the official code has two; the diagnosis and the move are per encoder).
 
