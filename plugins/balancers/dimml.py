@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from mmbench.api import Balancer, Batch, EpochMeans, ModelOutput, Requirements, Stage, TrainContext, hookimpl
 from mmbench.api import Params as AnyParams  # in a class body, `Params` is the class's own parameter model
+from mmbench_plugins.balancers.features import encoded_pass
 
 SHARED = "dimml_shared"
 DETACHED = Stage("detached", selectable=False, trains=frozenset({"encoder", "head", f"extra.{SHARED}"}))
@@ -149,24 +150,9 @@ class DIMML(Balancer):
         if self.dims is None and self.start <= ctx.epoch < self.stage1:
             self.dims = self._find_dimensions(ctx)
 
-    @torch.no_grad()
     def _find_dimensions(self, ctx: TrainContext) -> dict[str, Tensor]:
-        model = ctx.model
-        mode = model.training
-        model.eval()
-        features: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
-        labels = []
-        try:
-            for batch in ctx.split_batches("train"):
-                with ctx.autocast():
-                    encoded = model.encode(batch.inputs)
-                for m in self.modalities:
-                    features[m].append(encoded[m].float())
-                labels.append(batch.label)
-        finally:
-            model.train(mode)
-        y = torch.cat(labels)
-        accuracies = {m: dimension_accuracy(torch.cat(f), y, ctx.task.num_classes) for m, f in features.items()}
+        features, y = encoded_pass(ctx, ctx.split_batches("train"))
+        accuracies = {m: dimension_accuracy(features[m], y, ctx.task.num_classes) for m in self.modalities}
         return effective_dimensions(accuracies)
 
     def train_step(self, ctx: TrainContext, batch: Batch) -> tuple[Tensor, ModelOutput]:

@@ -59,7 +59,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mmbench.api import Balancer, Batches, EpochData, Params, Requirements, TrainContext, hookimpl
+from mmbench.api import Balancer, EpochData, Params, Requirements, TrainContext, hookimpl
+from mmbench_plugins.balancers.features import encoded_pass
 
 #: the official schedule: re-initialise every 20 epochs of a 90-epoch run
 REINIT_SHARE = 20 / 90
@@ -197,8 +198,8 @@ class Relearning(Balancer):
         """Diagnose every encoder and move it toward its initial weights."""
         train = ctx.split_batches("train", indices=self.trained)
         held = ctx.split_batches("train", indices=self.held) if self.held is not None else ctx.split_batches("val")
-        (train_features, train_labels), (held_features, held_labels) = self.features(ctx, train), \
-            self.features(ctx, held)
+        (train_features, train_labels), (held_features, held_labels) = encoded_pass(ctx, train), \
+            encoded_pass(ctx, held)
         k = ctx.task.num_classes
         params = dict(ctx.model.named_parameters())
         for m in self.modalities:
@@ -210,23 +211,6 @@ class Relearning(Balancer):
             self.report.update({f"alpha.{m}": float(alpha), f"purity_train.{m}": float(p_train),
                                 f"purity_held.{m}": float(p_held)})
         self.done += 1
-
-    def features(self, ctx: TrainContext, batches: Batches) -> tuple[dict[str, Tensor], Tensor]:
-        """Eval-mode pooled features of every modality (float32) and the labels, over a pass."""
-        model, was_training = ctx.model, ctx.model.training
-        model.eval()
-        parts: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
-        labels = []
-        try:
-            for batch in batches:
-                with ctx.autocast():
-                    z = model.encode(batch.inputs)
-                for m in self.modalities:
-                    parts[m].append(z[m].float())
-                labels.append(batch.label)
-        finally:
-            model.train(was_training)
-        return {m: torch.cat(parts[m]) for m in self.modalities}, torch.cat(labels)
 
     def coefficients(self) -> dict[str, float]:
         return dict(self.report)
