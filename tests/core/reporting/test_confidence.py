@@ -1,6 +1,7 @@
 """Confidence in a ranking: paired intervals against the baseline, rank stability, and how the Markdown shows them."""
 
 import pytest
+from scipy import stats  # a dev dependency (through scikit-learn)
 
 from mmbench.reporting import confidence
 from mmbench.reporting import markdown as md
@@ -8,7 +9,6 @@ from tests.fixtures.results import board_of, record
 
 
 def test_the_t_quantiles_match_an_independent_implementation():
-    stats = pytest.importorskip("scipy.stats")  # a dev dependency (through scikit-learn)
     for df in range(1, 121):
         assert confidence.t_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4), df
 
@@ -46,7 +46,6 @@ def test_kendall_tau_b_by_hand_and_against_scipy():
     # pairs of [1,2,3] vs [1,3,2]: (1,2) concordant, (1,3) concordant, (2,3) discordant -> (2 - 1) / 3
     assert confidence.kendall_tau_b([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
     assert confidence.kendall_tau_b([1, 1, 1], [1, 2, 3]) is None
-    stats = pytest.importorskip("scipy.stats")
     a, b = [1.5, 1.5, 3, 4, 5], [2, 1, 3.5, 3.5, 5]
     assert confidence.kendall_tau_b(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)
 
